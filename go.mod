@@ -1,0 +1,3 @@
+module github.com/clearml-go/clearml-agent
+
+go 1.26
