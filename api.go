@@ -1,0 +1,563 @@
+package main
+
+// The clearml-server REST client: {host}/v{X.Y}/{service}.{action} with a
+// JSON body (GET by default, as the reference sends), the meta/data
+// envelope, token login and refresh, and retries with capped backoff.
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// apiError is a non-200 envelope from the server.
+type apiError struct {
+	Endpoint   string
+	HTTPStatus int
+	Code       int
+	Subcode    int
+	Msg        string
+	Stack      string
+}
+
+func (e *apiError) Error() string {
+	return fmt.Sprintf("%s failed (%d/%d): %s", e.Endpoint, e.Code, e.Subcode, e.Msg)
+}
+
+// is reports whether the error has this code and subcode.
+func (e *apiError) is(code, subcode int) bool { return e.Code == code && e.Subcode == subcode }
+
+// unreachableError means the server could not be reached at all.
+type unreachableError struct {
+	host  string
+	cause error
+}
+
+func (e *unreachableError) Error() string {
+	return fmt.Sprintf("cannot reach the ClearML API server at %s: %s (check api.api_server in ~/clearml.conf or CLEARML_API_HOST)", e.host, describeNetErr(e.cause))
+}
+
+func (e *unreachableError) Unwrap() error { return e.cause }
+
+// describeNetErr shortens Go's wrapped network errors to their cause.
+func describeNetErr(err error) string {
+	var dnsErr *net.DNSError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.As(err, &dnsErr):
+		return "unknown host " + dnsErr.Name
+	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
+		return "timed out"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed without an answer"
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return oneLine(ue.Err.Error())
+	}
+	return oneLine(err.Error())
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// tokenClaims are the JWT claims the agent reads (never verified: the
+// server signs them, the agent only needs the values).
+type tokenClaims struct {
+	Exp           float64 `json:"exp"`
+	Iat           float64 `json:"iat"`
+	APIVersion    string  `json:"api_version"`
+	FeatureSet    string  `json:"feature_set"`
+	ServerVersion string  `json:"server_version"`
+	Env           string  `json:"env"`
+	Identity      struct {
+		User    string `json:"user"`
+		Company string `json:"company"`
+		Role    string `json:"role"`
+	} `json:"identity"`
+}
+
+// parseTokenClaims decodes a JWT's payload without verifying it.
+func parseTokenClaims(token string) (tokenClaims, error) {
+	var c tokenClaims
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return c, errors.New("token is not a JWT")
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return c, fmt.Errorf("token payload: %v", err)
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return c, fmt.Errorf("token payload: %v", err)
+	}
+	if c.APIVersion == "" {
+		c.APIVersion = "2.1"
+		if c.Env == "prod" {
+			c.APIVersion = "2.2"
+		}
+	}
+	if c.FeatureSet == "" {
+		c.FeatureSet = "basic"
+	}
+	return c, nil
+}
+
+// envelope is the server's reply wrapper.
+type envelope struct {
+	Meta *struct {
+		ResultCode    int             `json:"result_code"`
+		ResultSubcode int             `json:"result_subcode"`
+		ResultMsg     string          `json:"result_msg"`
+		ErrorStack    json.RawMessage `json:"error_stack"`
+	} `json:"meta"`
+	Data json.RawMessage `json:"data"`
+}
+
+// decodeEnvelope turns an HTTP reply into data or an *apiError.
+func decodeEnvelope(endpoint string, status int, body []byte) (json.RawMessage, error) {
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil || env.Meta == nil {
+		snippet := strings.TrimSpace(string(body))
+		if len(snippet) > 120 {
+			snippet = snippet[:120] + "..."
+		}
+		return nil, &apiError{Endpoint: endpoint, HTTPStatus: status,
+			Msg: fmt.Sprintf("HTTP %d with a reply that is not a ClearML API envelope (is api.api_server the API server, usually port 8008?): %q", status, snippet)}
+	}
+	m := env.Meta
+	if m.ResultCode != 200 {
+		var stack string
+		_ = json.Unmarshal(m.ErrorStack, &stack)
+		return nil, &apiError{Endpoint: endpoint, HTTPStatus: status, Code: m.ResultCode, Subcode: m.ResultSubcode, Msg: m.ResultMsg, Stack: stack}
+	}
+	if len(env.Data) == 0 || string(env.Data) == "null" {
+		return json.RawMessage("{}"), nil
+	}
+	return env.Data, nil
+}
+
+// clientOptions tune a client for its caller.
+type clientOptions struct {
+	// interactive callers (list, config, execute setup) give up after
+	// budget; a daemon retries for as long as it runs.
+	interactive bool
+	budget      time.Duration
+	workerID    string
+}
+
+// apiClient talks to one clearml-server.
+type apiClient struct {
+	host         string
+	accessKey    string
+	secretKey    string
+	credSource   string
+	method       string
+	workerHeader string
+	threshold    time.Duration
+	opts         clientOptions
+	hc           *http.Client
+	retryBase    time.Duration
+	retryMax     time.Duration
+	logf         func(format string, args ...any)
+
+	mu     sync.Mutex
+	token  string
+	stale  bool // the server refused the token: log in again before the next call
+	claims tokenClaims
+}
+
+// newAPIClient builds a client from the configuration; it does not log in yet.
+func newAPIClient(cfg *agentConfig, opts clientOptions) (*apiClient, error) {
+	host := cfg.str("api.api_server")
+	if host == "" {
+		host = cfg.str("api.host")
+	}
+	if host == "" {
+		return nil, &configError{"no ClearML API server configured: set api.api_server in ~/clearml.conf or the CLEARML_API_HOST environment variable"}
+	}
+	host = strings.TrimRight(host, "/")
+	if u, err := url.Parse(host); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, &configError{fmt.Sprintf("api.api_server %q is not an http:// or https:// URL: fix it in ~/clearml.conf or CLEARML_API_HOST", host)}
+	}
+	c := &apiClient{
+		host:      host,
+		method:    http.MethodGet,
+		opts:      opts,
+		retryBase: 250 * time.Millisecond,
+		retryMax:  30 * time.Second,
+		logf:      func(string, ...any) {},
+	}
+	if opts.interactive {
+		c.retryMax = 4 * time.Second
+		if c.opts.budget == 0 {
+			c.opts.budget = 20 * time.Second
+		}
+	}
+	if tok := firstEnv(cfg.env, "CLEARML_AUTH_TOKEN"); tok != "" {
+		c.token = tok
+		c.credSource = "CLEARML_AUTH_TOKEN"
+		c.claims, _ = parseTokenClaims(tok)
+	} else {
+		c.accessKey = cfg.str("api.credentials.access_key")
+		c.secretKey = cfg.str("api.credentials.secret_key")
+		c.credSource = "api.credentials in " + orNone(cfg.location)
+		if firstEnv(cfg.env, "CLEARML_API_ACCESS_KEY", "TRAINS_API_ACCESS_KEY") != "" {
+			c.credSource = "CLEARML_API_ACCESS_KEY/CLEARML_API_SECRET_KEY"
+		}
+		if c.accessKey == "" || c.secretKey == "" {
+			return nil, &configError{"no API credentials: set api.credentials.access_key and secret_key in ~/clearml.conf, or CLEARML_API_ACCESS_KEY and CLEARML_API_SECRET_KEY"}
+		}
+	}
+	switch m := strings.ToUpper(firstNonEmpty(cfg.str("api.http.default_method"), "GET")); m {
+	case "GET", "POST", "PUT":
+		c.method = m
+	default:
+		return nil, &configError{fmt.Sprintf("api.http.default_method %q must be get, post or put (CLEARML_API_DEFAULT_REQ_METHOD too)", m)}
+	}
+	c.threshold = time.Duration(cfg.float("api.auth.token_expiration_threshold_sec", 43200)) * time.Second
+	c.workerHeader = opts.workerID
+	if c.workerHeader == "" {
+		c.workerHeader, _ = os.Hostname()
+	}
+
+	tlsConf := &tls.Config{InsecureSkipVerify: !cfg.boolean("api.verify_certificate", true)}
+	if bundle := firstEnv(cfg.env, "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"); bundle != "" && !tlsConf.InsecureSkipVerify {
+		pem, err := os.ReadFile(bundle)
+		if err != nil {
+			return nil, &configError{fmt.Sprintf("cannot read the CA bundle %s: %v (fix REQUESTS_CA_BUNDLE)", bundle, unwrapPathErr(err))}
+		}
+		pool, _ := x509.SystemCertPool()
+		if pool == nil {
+			pool = x509.NewCertPool()
+		}
+		pool.AppendCertsFromPEM(pem)
+		tlsConf.RootCAs = pool
+	}
+	dialTimeout := 10 * time.Second
+	if opts.interactive {
+		dialTimeout = 5 * time.Second
+	}
+	c.hc = &http.Client{Transport: &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tlsConf,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 60 * time.Second,
+		MaxIdleConnsPerHost:   4,
+		IdleConnTimeout:       90 * time.Second,
+	}}
+	return c, nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(no config file)"
+	}
+	return s
+}
+
+func firstNonEmpty(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func expTime(exp float64) time.Time {
+	if exp <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(int64(exp), 0)
+}
+
+// retryableStatus are the statuses the reference retries (plus 504 from
+// proxies in front of a restarting server).
+func retryableStatus(code int) bool {
+	switch code {
+	case 429, 502, 503, 504, 509:
+		return true
+	}
+	return false
+}
+
+// retryableNetErr: connection-level failures worth another try.
+func retryableNetErr(err error) bool {
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return !dnsErr.IsNotFound
+	}
+	var ce *tls.CertificateVerificationError
+	if errors.As(err, &ce) {
+		return false
+	}
+	return true
+}
+
+// request describes one call.
+type request struct {
+	endpoint    string // service.action
+	version     string // "2.5", or "" for none
+	method      string // "" means the default method
+	contentType string
+	body        []byte
+	login       bool
+}
+
+// call sends a JSON request and decodes data into out (when non-nil).
+func (c *apiClient) call(ctx context.Context, endpoint, version string, req any, out any) error {
+	body := []byte("{}")
+	if req != nil {
+		var err error
+		if body, err = json.Marshal(req); err != nil {
+			return err
+		}
+	}
+	data, err := c.do(ctx, request{endpoint: endpoint, version: version, contentType: "application/json", body: body})
+	if err != nil {
+		return err
+	}
+	if out != nil {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber()
+		if err := dec.Decode(out); err != nil {
+			return fmt.Errorf("%s: cannot decode the server's reply: %v", endpoint, err)
+		}
+	}
+	return nil
+}
+
+// postLines sends a json-lines batch (events.add_batch).
+func (c *apiClient) postLines(ctx context.Context, endpoint string, lines [][]byte) error {
+	body := bytes.Join(lines, []byte("\n"))
+	_, err := c.do(ctx, request{endpoint: endpoint, method: http.MethodPost, contentType: "application/json-lines", body: body})
+	return err
+}
+
+// login gets a fresh token (Basic with keys, Bearer with an auth token).
+func (c *apiClient) login(ctx context.Context) error {
+	data, err := c.do(ctx, request{endpoint: "auth.login", login: true})
+	if err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Code == 401 {
+			who := fmt.Sprintf("access key %q", c.accessKey)
+			if c.accessKey == "" {
+				who = "the token in CLEARML_AUTH_TOKEN"
+			}
+			return fmt.Errorf("the server at %s rejected %s: %s (check %s; the secret is not shown)", c.host, who, ae.Msg, c.credSource)
+		}
+		return err
+	}
+	var r struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal(data, &r); err != nil || r.Token == "" {
+		return fmt.Errorf("the server at %s answered auth.login without a token: is api.api_server the ClearML API server (usually port 8008)?", c.host)
+	}
+	claims, err := parseTokenClaims(r.Token)
+	if err != nil {
+		return fmt.Errorf("the server at %s sent an unreadable token: %v", c.host, err)
+	}
+	c.mu.Lock()
+	c.token, c.claims, c.stale = r.Token, claims, false
+	c.mu.Unlock()
+	return nil
+}
+
+// ensureToken logs in when there is no token or it is close to expiry.
+func (c *apiClient) ensureToken(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	tok, stale, claims := c.token, c.stale, c.claims
+	c.mu.Unlock()
+	if tok != "" && !stale && !c.nearExpiry(claims, time.Now()) {
+		return tok, nil
+	}
+	if err := c.login(ctx); err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.token, nil
+}
+
+// nearExpiry: refresh within the threshold, but never more often than half
+// the token's life (a server with short tokens would otherwise force a
+// login before every call).
+func (c *apiClient) nearExpiry(cl tokenClaims, now time.Time) bool {
+	if cl.Exp <= 0 {
+		return false
+	}
+	exp := expTime(cl.Exp)
+	threshold := c.threshold
+	if cl.Iat > 0 && cl.Iat < cl.Exp {
+		if half := exp.Sub(expTime(cl.Iat)) / 2; threshold > half {
+			threshold = half
+		}
+	}
+	return exp.Sub(now) <= threshold
+}
+
+func (c *apiClient) url(r request) string {
+	if r.version == "" {
+		return c.host + "/" + r.endpoint
+	}
+	return c.host + "/v" + r.version + "/" + r.endpoint
+}
+
+// do sends one request with retries and returns the envelope's data.
+func (c *apiClient) do(ctx context.Context, r request) (json.RawMessage, error) {
+	start := time.Now()
+	var deadline time.Time
+	if c.opts.interactive {
+		deadline = start.Add(c.opts.budget)
+	}
+	reauthed := false
+	for attempt := 0; ; attempt++ {
+		var token string
+		if !r.login {
+			var err error
+			if token, err = c.ensureToken(ctx); err != nil {
+				return nil, err
+			}
+		}
+		status, body, retryAfter, err := c.send(ctx, r, deadline, token)
+		if err == nil && status == 401 && !r.login && !reauthed {
+			// Tokens rotate: one fresh login, then the same call again.
+			reauthed = true
+			c.mu.Lock()
+			c.stale = true
+			c.mu.Unlock()
+			attempt--
+			continue
+		}
+		if err == nil && !retryableStatus(status) {
+			return decodeEnvelope(r.endpoint, status, body)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if err != nil && !retryableNetErr(err) {
+			return nil, &unreachableError{c.host, err}
+		}
+		wait := c.backoff(attempt)
+		if retryAfter > 0 {
+			wait = min(retryAfter, c.retryMax)
+		}
+		if !deadline.IsZero() {
+			// A refused connection is a wrong host or a stopped server:
+			// interactive commands stop asking after a few seconds.
+			limit := deadline
+			if err != nil && errors.Is(err, syscall.ECONNREFUSED) {
+				limit = start.Add(min(c.opts.budget, 1500*time.Millisecond))
+			}
+			if time.Now().Add(wait).After(limit) {
+				if err != nil {
+					return nil, &unreachableError{c.host, err}
+				}
+				return decodeEnvelope(r.endpoint, status, body)
+			}
+		}
+		if err != nil {
+			c.logf("%s: %s; retrying in %s", r.endpoint, describeNetErr(err), wait.Round(time.Millisecond))
+		} else {
+			c.logf("%s: HTTP %d; retrying in %s", r.endpoint, status, wait.Round(time.Millisecond))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is capped exponential with jitter in [d/2, d].
+func (c *apiClient) backoff(attempt int) time.Duration {
+	d := c.retryBase << min(attempt, 16)
+	if d > c.retryMax || d <= 0 {
+		d = c.retryMax
+	}
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// send makes one HTTP attempt. A non-nil error is a transport failure.
+func (c *apiClient) send(ctx context.Context, r request, deadline time.Time, token string) (int, []byte, time.Duration, error) {
+	attemptTimeout := 60 * time.Second
+	if !deadline.IsZero() {
+		attemptTimeout = min(10*time.Second, time.Until(deadline))
+		if attemptTimeout <= 0 {
+			return 0, nil, 0, context.DeadlineExceeded
+		}
+	}
+	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+
+	method := r.method
+	if method == "" {
+		method = c.method
+	}
+	req, err := http.NewRequestWithContext(actx, method, c.url(r), bytes.NewReader(r.body))
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	if r.contentType != "" {
+		req.Header.Set("Content-Type", r.contentType)
+	}
+	req.Header.Set("X-ClearML-Worker", c.workerHeader)
+	req.Header.Set("X-Trains-Worker", c.workerHeader)
+	req.Header.Set("X-ClearML-Agent", "clearml-agent-go-"+agentVersion)
+	req.Header.Set("X-Trains-Agent", "clearml-agent-go-"+agentVersion)
+	req.Header.Set("User-Agent", progName+"/"+agentVersion)
+	if r.login {
+		if c.accessKey != "" {
+			req.SetBasicAuth(c.accessKey, c.secretKey)
+		} else {
+			c.mu.Lock()
+			tok := c.token
+			c.mu.Unlock()
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+	} else {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	var retryAfter time.Duration
+	if s := resp.Header.Get("Retry-After"); s != "" {
+		if n, err := strconv.Atoi(s); err == nil && n >= 0 {
+			retryAfter = time.Duration(n) * time.Second
+		}
+	}
+	return resp.StatusCode, body, retryAfter, nil
+}

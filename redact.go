@@ -1,0 +1,137 @@
+package main
+
+// Secret handling shared by config printing, logs and the console shipped
+// to the server: secrets are masked by key name, inside URLs, inside docker
+// -e arguments, and by value wherever a known secret appears verbatim.
+
+import (
+	"regexp"
+	"sort"
+	"strings"
+)
+
+const mask = "********"
+
+// secretEnvVars never show their values in a docker command or a log.
+var secretEnvVars = []string{
+	"CLEARML_AGENT_GIT_PASS", "TRAINS_AGENT_GIT_PASS",
+	"CLEARML_API_SECRET_KEY", "TRAINS_API_SECRET_KEY",
+	"AWS_SECRET_ACCESS_KEY", "AZURE_STORAGE_KEY",
+	"CLEARML_AUTH_TOKEN",
+}
+
+// urlPassword matches scheme://user:password@rest in one token.
+var urlPassword = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:)[^@/]+(@.*)$`)
+
+// maskURLPasswords replaces the password of every user:pass@ URL in s,
+// token by token (whitespace separated).
+func maskURLPasswords(s string) string {
+	if !strings.Contains(s, "@") {
+		return s
+	}
+	fields := strings.Fields(s)
+	changed := false
+	for i, tok := range fields {
+		if m := urlPassword.FindStringSubmatch(tok); m != nil {
+			fields[i] = m[1] + mask + m[2]
+			changed = true
+		}
+	}
+	if !changed {
+		return s
+	}
+	return strings.Join(fields, " ")
+}
+
+// maskDockerArgs hides the values of secret -e/--env variables and URL
+// passwords in a docker argument list. extraKeys adds variable names.
+func maskDockerArgs(args []string, extraKeys []string) []string {
+	keys := map[string]bool{}
+	for _, k := range secretEnvVars {
+		keys[k] = true
+	}
+	for _, k := range extraKeys {
+		keys[k] = true
+	}
+	out := append([]string(nil), args...)
+	for i := 0; i < len(out); i++ {
+		a := out[i]
+		var kv string
+		inline := false
+		switch {
+		case (a == "-e" || a == "--env") && i+1 < len(out):
+			i++
+			kv = out[i]
+		case strings.HasPrefix(a, "--env="):
+			kv, inline = a[len("--env="):], true
+		case strings.HasPrefix(a, "-e") && len(a) > 2 && strings.Contains(a, "="):
+			kv, inline = a[2:], true
+		default:
+			if !strings.HasPrefix(a, "-") {
+				out[i] = maskURLPasswords(a)
+			}
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		if keys[k] || looksSecretName(k) {
+			v = mask
+		} else {
+			v = maskURLPasswords(v)
+		}
+		if inline {
+			out[i] = strings.TrimSuffix(a, kv) + k + "=" + v
+		} else {
+			out[i] = k + "=" + v
+		}
+	}
+	return out
+}
+
+var secretNamePattern = regexp.MustCompile(`(?i)secret|pass(word|wd)?|token|account_key|api_key|private_key`)
+
+// looksSecretName guesses from a variable name whether its value is secret.
+func looksSecretName(name string) bool { return secretNamePattern.MatchString(name) }
+
+// redactor replaces known secret values anywhere in text.
+type redactor struct {
+	secrets []string
+}
+
+// newRedactor keeps secrets worth hiding: short values would mask noise.
+func newRedactor(secrets ...string) *redactor {
+	r := &redactor{}
+	for _, s := range secrets {
+		r.add(s)
+	}
+	return r
+}
+
+func (r *redactor) add(s string) {
+	s = strings.TrimSpace(s)
+	if len(s) < 4 {
+		return
+	}
+	for _, have := range r.secrets {
+		if have == s {
+			return
+		}
+	}
+	r.secrets = append(r.secrets, s)
+	// Longest first, so a secret containing another is masked whole.
+	sort.Slice(r.secrets, func(i, j int) bool { return len(r.secrets[i]) > len(r.secrets[j]) })
+}
+
+func (r *redactor) redact(s string) string {
+	if r == nil {
+		return s
+	}
+	for _, sec := range r.secrets {
+		if strings.Contains(s, sec) {
+			s = strings.ReplaceAll(s, sec, mask)
+		}
+	}
+	return s
+}
