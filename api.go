@@ -311,10 +311,7 @@ func retryableNetErr(err error) bool {
 		return !dnsErr.IsNotFound
 	}
 	var ce *tls.CertificateVerificationError
-	if errors.As(err, &ce) {
-		return false
-	}
-	return true
+	return !errors.As(err, &ce)
 }
 
 // request describes one call.
@@ -348,13 +345,6 @@ func (c *apiClient) call(ctx context.Context, endpoint, version string, req any,
 		}
 	}
 	return nil
-}
-
-// postLines sends a json-lines batch (events.add_batch).
-func (c *apiClient) postLines(ctx context.Context, endpoint string, lines [][]byte) error {
-	body := bytes.Join(lines, []byte("\n"))
-	_, err := c.do(ctx, request{endpoint: endpoint, method: http.MethodPost, contentType: "application/json-lines", body: body})
-	return err
 }
 
 // login gets a fresh token (Basic with keys, Bearer with an auth token).
@@ -544,6 +534,7 @@ func (c *apiClient) send(ctx context.Context, r request, deadline time.Time, tok
 	} else {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	c.logf("%s %s", method, req.URL.Redacted())
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return 0, nil, 0, err

@@ -53,10 +53,9 @@ func (l *listFlag) Set(s string) error {
 
 // optIntFlag is nargs '?' with an int type: absent, bare (constant) or N.
 type optIntFlag struct {
-	n     int
-	set   bool
-	bare  int
-	bareS bool
+	n    int
+	set  bool
+	bare int // the value of the bare flag
 }
 
 func (o *optIntFlag) String() string {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 )
 
@@ -18,6 +19,11 @@ func (*listCmd) run(env *runEnv) error {
 	c, err := newAPIClient(cfg, clientOptions{interactive: true})
 	if err != nil {
 		return err
+	}
+	if env.global.debug {
+		c.logf = func(format string, args ...any) {
+			fmt.Fprintf(env.stderr, "clearml-agent: debug: "+format+"\n", args...)
+		}
 	}
 	var data map[string]any
 	// last_seen 0 means every registered worker, however long idle.

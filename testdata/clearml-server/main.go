@@ -1,0 +1,48 @@
+// Command clearml-server runs the in-memory fake clearml-server:
+//
+//	go run ./testdata/clearml-server -addr 127.0.0.1:8008
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/clearml-go/clearml-agent/testdata/fakeserver"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8008", "listen address")
+	seedDemo := flag.Bool("seed-demo", false, "add a demo task to the default queue")
+	flag.Parse()
+
+	s := fakeserver.New()
+	if *seedDemo {
+		id := s.AddTask(fakeserver.TaskSpec{
+			Name: "demo task",
+			Script: &fakeserver.Script{
+				Repository: "https://github.com/allegroai/clearml.git",
+				Branch:     "master",
+				EntryPoint: "examples/reporting/hyper_parameters.py",
+				WorkingDir: ".",
+			},
+			Queue: fakeserver.DefaultQueueName,
+		})
+		fmt.Printf("seeded demo task %s in queue %q\n", id, fakeserver.DefaultQueueName)
+	}
+	url, err := s.Start(*addr)
+	if err != nil {
+		log.Fatalf("clearml-server: %v", err)
+	}
+	fmt.Printf("fake clearml-server listening on %s\n", url)
+	fmt.Printf("access_key: %s\nsecret_key: %s\n", fakeserver.TestsAccessKey, fakeserver.TestsSecretKey)
+	fmt.Printf("default queue id: %s\n", s.DefaultQueueID())
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	_ = s.Close()
+}
