@@ -11,7 +11,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -145,7 +144,25 @@ func (i *intFlag) Set(s string) error {
 
 type boolFlagger interface{ IsBoolFlag() bool }
 
-var negativeNumber = regexp.MustCompile(`^-\d+$|^-\d*\.\d+$`)
+// isNegativeNumber matches argparse's ^-\d+$|^-\d*\.\d+$.
+func isNegativeNumber(s string) bool {
+	if len(s) < 2 || s[0] != '-' {
+		return false
+	}
+	intPart, frac, hasDot := strings.Cut(s[1:], ".")
+	digits := func(d string) bool {
+		for _, r := range d {
+			if r < '0' || r > '9' {
+				return false
+			}
+		}
+		return true
+	}
+	if !hasDot {
+		return intPart != "" && digits(intPart)
+	}
+	return frac != "" && digits(intPart) && digits(frac)
+}
 
 // looksLikeOption mirrors argparse's test for whether a token starts a new
 // option: "-" alone, negative numbers and unknown tokens with a space in them
@@ -160,7 +177,7 @@ func looksLikeOption(fs *flag.FlagSet, tok string) bool {
 			return true
 		}
 	}
-	return !negativeNumber.MatchString(tok) && !strings.Contains(tok, " ")
+	return !isNegativeNumber(tok) && !strings.Contains(tok, " ")
 }
 
 // expandArgFiles replaces every "@path" with the lines of that file, one

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 )
 
 const mask = "********"
@@ -21,7 +22,7 @@ var secretEnvVars = []string{
 }
 
 // urlPassword matches scheme://user:password@rest in one token.
-var urlPassword = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:)[^@/]+(@.*)$`)
+var urlPassword = lazyRegexp(`^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:)[^@/]+(@.*)$`)
 
 // maskURLPasswords replaces the password of every user:pass@ URL in s,
 // token by token (whitespace separated).
@@ -32,7 +33,7 @@ func maskURLPasswords(s string) string {
 	fields := strings.Fields(s)
 	changed := false
 	for i, tok := range fields {
-		if m := urlPassword.FindStringSubmatch(tok); m != nil {
+		if m := urlPassword().FindStringSubmatch(tok); m != nil {
 			fields[i] = m[1] + mask + m[2]
 			changed = true
 		}
@@ -90,10 +91,15 @@ func maskDockerArgs(args []string, extraKeys []string) []string {
 	return out
 }
 
-var secretNamePattern = regexp.MustCompile(`(?i)secret|pass(word|wd)?|token|account_key|api_key|private_key`)
+var secretNamePattern = lazyRegexp(`(?i)secret|pass(word|wd)?|token|account_key|api_key|private_key`)
 
 // looksSecretName guesses from a variable name whether its value is secret.
-func looksSecretName(name string) bool { return secretNamePattern.MatchString(name) }
+func looksSecretName(name string) bool { return secretNamePattern().MatchString(name) }
+
+// lazyRegexp compiles on first use: start-up time matters for a CLI.
+func lazyRegexp(expr string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(expr) })
+}
 
 // redactor replaces known secret values anywhere in text.
 type redactor struct {
