@@ -215,7 +215,7 @@ func newAPIClient(cfg *agentConfig, opts clientOptions) (*apiClient, error) {
 			c.opts.budget = 20 * time.Second
 		}
 	}
-	if tok := firstEnv(cfg.env, "CLEARML_AUTH_TOKEN"); tok != "" {
+	if tok := firstEnv(cfg.env, "CLEARML_AUTH_TOKEN", "TRAINS_AUTH_TOKEN"); tok != "" {
 		c.token = tok
 		c.credSource = "CLEARML_AUTH_TOKEN"
 		c.claims, _ = parseTokenClaims(tok)
@@ -420,9 +420,17 @@ func (c *apiClient) url(r request) string {
 // do sends one request with retries and returns the envelope's data.
 func (c *apiClient) do(ctx context.Context, r request) (json.RawMessage, error) {
 	start := time.Now()
+	budget := c.opts.budget
+	// A refused connection at an interactive prompt is a wrong host or a
+	// stopped server: stop asking after a moment. A call with its own
+	// budget (a final status, a log batch) waits out a restart instead.
+	fastRefusal := c.opts.interactive
+	if b, ok := ctx.Value(budgetKey{}).(time.Duration); ok {
+		budget, fastRefusal = b, false
+	}
 	var deadline time.Time
-	if c.opts.interactive {
-		deadline = start.Add(c.opts.budget)
+	if budget > 0 {
+		deadline = start.Add(budget)
 	}
 	reauthed := false
 	for attempt := 0; ; attempt++ {
@@ -457,11 +465,9 @@ func (c *apiClient) do(ctx context.Context, r request) (json.RawMessage, error) 
 			wait = min(retryAfter, c.retryMax)
 		}
 		if !deadline.IsZero() {
-			// A refused connection is a wrong host or a stopped server:
-			// interactive commands stop asking after a few seconds.
 			limit := deadline
-			if err != nil && errors.Is(err, syscall.ECONNREFUSED) {
-				limit = start.Add(min(c.opts.budget, 1500*time.Millisecond))
+			if fastRefusal && err != nil && errors.Is(err, syscall.ECONNREFUSED) {
+				limit = start.Add(min(budget, 1500*time.Millisecond))
 			}
 			if time.Now().Add(wait).After(limit) {
 				if err != nil {
@@ -551,4 +557,13 @@ func (c *apiClient) send(ctx context.Context, r request, deadline time.Time, tok
 		}
 	}
 	return resp.StatusCode, body, retryAfter, nil
+}
+
+// budgetKey carries a per-call retry budget (see withBudget).
+type budgetKey struct{}
+
+// withBudget lets one call retry for longer (or shorter) than the client's
+// default, e.g. a final status that must survive a server restart.
+func withBudget(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, budgetKey{}, d)
 }
