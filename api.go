@@ -504,10 +504,9 @@ func (c *apiClient) backoff(attempt int) time.Duration {
 func (c *apiClient) send(ctx context.Context, r request, deadline time.Time, token string) (int, []byte, time.Duration, error) {
 	attemptTimeout := 60 * time.Second
 	if !deadline.IsZero() {
-		attemptTimeout = min(10*time.Second, time.Until(deadline))
-		if attemptTimeout <= 0 {
-			return 0, nil, 0, context.DeadlineExceeded
-		}
+		// The last attempt still gets a moment, so the error it reports is
+		// the server's, not our own deadline.
+		attemptTimeout = max(min(10*time.Second, time.Until(deadline)), 500*time.Millisecond)
 	}
 	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 	defer cancel()
