@@ -217,6 +217,10 @@ var commands = []commandInfo{
 }
 
 func main() {
+	// git runs this binary as its GIT_ASKPASS helper: answer and leave.
+	if gitAskpassMain(os.Args[1:], os.LookupEnv, os.Stdout) {
+		return
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
