@@ -4,7 +4,11 @@ import (
 	"debug/elf"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 )
 
 // The release binary is static (no ELF interpreter) and small.
@@ -66,4 +70,103 @@ func BenchmarkCLIConfig(b *testing.B) {
 		env[1] = "CLEARML_CONFIG_FILE=../shared/fixtures/clearml.conf"
 	}
 	benchExec(b, env, "config")
+}
+
+// BenchmarkExecuteTrivial runs `execute` on a task that does nothing, with
+// warm git and venv caches, and reports the agent's overhead: wall time
+// minus the time the venv's python takes to run the same script on its own
+// (goal: < 300 ms).
+func BenchmarkExecuteTrivial(b *testing.B) {
+	s := startServer(b)
+	repo, _ := makeTaskRepo(b, map[string]string{"noop.py": "pass\n"})
+	env := executeEnv(b, s)
+	var envList []string
+	for k, v := range env {
+		envList = append(envList, k+"="+v)
+	}
+	envList = append(envList, "PATH="+os.Getenv("PATH"))
+	run := func() {
+		id := addScriptTask(s, repo, "noop.py")
+		cmd := exec.Command(agentBin, "execute", "--id", id)
+		cmd.Env = envList
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%v\n%s", err, out)
+		}
+	}
+	run() // warm the caches
+	var python string
+	if m, _ := filepath.Glob(filepath.Join(sharedVenvCache, "*", "bin", "python")); len(m) > 0 {
+		python = m[0]
+	}
+	var pyTotal time.Duration
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		run()
+	}
+	agentTotal := time.Since(start)
+	b.StopTimer()
+	if python != "" {
+		dir := b.TempDir()
+		os.WriteFile(filepath.Join(dir, "noop.py"), []byte("pass\n"), 0o644)
+		t0 := time.Now()
+		for i := 0; i < b.N; i++ {
+			exec.Command(python, "-u", filepath.Join(dir, "noop.py")).Run()
+		}
+		pyTotal = time.Since(t0)
+	}
+	b.ReportMetric(float64((agentTotal-pyTotal).Milliseconds())/float64(b.N), "overhead-ms/op")
+	b.ReportMetric(float64(pyTotal.Milliseconds())/float64(b.N), "python-ms/op")
+}
+
+// BenchmarkExecuteRSS samples the agent's resident memory while a task
+// runs for a second and reports the peak (goal: < 20 MB).
+func BenchmarkExecuteRSS(b *testing.B) {
+	s := startServer(b)
+	repo, _ := makeTaskRepo(b, map[string]string{"sleep.py": "import time\nfor i in range(10):\n    print(i, flush=True)\n    time.sleep(0.1)\n"})
+	env := executeEnv(b, s)
+	var peak int64
+	for i := 0; i < b.N; i++ {
+		id := addScriptTask(s, repo, "sleep.py")
+		cmd := exec.Command(agentBin, "execute", "--id", id)
+		for k, v := range env {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		cmd.Env = append(cmd.Env, "PATH="+os.Getenv("PATH"))
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+	sample:
+		for {
+			select {
+			case err := <-done:
+				if err != nil {
+					b.Fatal(err)
+				}
+				break sample
+			case <-time.After(20 * time.Millisecond):
+				if kb := vmRSSKiB(cmd.Process.Pid); kb > peak {
+					peak = kb
+				}
+			}
+		}
+	}
+	b.ReportMetric(float64(peak)/1024, "peak-rss-MiB")
+}
+
+// vmRSSKiB reads VmRSS of pid from /proc (0 when gone).
+func vmRSSKiB(pid int) int64 {
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
 }

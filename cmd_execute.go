@@ -1,5 +1,21 @@
 package main
 
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
 // executeCmd runs one task.
 type executeCmd struct {
 	workerFlags
@@ -25,4 +41,588 @@ func (e *executeCmd) flags(t *flagTable) {
 	e.workerFlags.register(t)
 }
 
-func (e *executeCmd) run(env *runEnv) error { return errNotImplemented("execute") }
+// Timings of the run phase. Variables so tests can shorten them.
+var (
+	abortPollEvery   = 2 * time.Second
+	statusReportEach = 30 * time.Second
+)
+
+func (e *executeCmd) run(env *runEnv) error {
+	if e.docker.set {
+		return errNotImplemented("execute --docker")
+	}
+	cfg, err := loadConfig(env.global.configFile, nil)
+	if err != nil {
+		return err
+	}
+	workerID := workerIDFor(cfg, e.gpus, e.cpuOnly)
+	c, err := newAPIClient(cfg, clientOptions{interactive: true, workerID: workerID})
+	if err != nil {
+		return err
+	}
+	if env.global.debug {
+		c.logf = func(format string, args ...any) {
+			fmt.Fprintf(env.stderr, "clearml-agent: debug: "+format+"\n", args...)
+		}
+	}
+	x := &execution{opts: e, cfg: cfg, api: c, workerID: workerID, stdout: env.stdout, debug: env.global.debug}
+	return x.run()
+}
+
+// execution is one run of execute.
+type execution struct {
+	opts     *executeCmd
+	cfg      *agentConfig
+	api      *apiClient
+	workerID string
+	stdout   io.Writer
+	debug    bool
+
+	task    *taskDoc
+	venv    *venvResult
+	log     io.Writer // setup and task output: stdout, the server, --log-file
+	shipper *consoleShipper
+	tmpDir  string
+}
+
+// stepError is a setup failure; the step names what failed for the status reason.
+type stepError struct {
+	step string
+	err  error
+}
+
+func (e *stepError) Error() string { return e.step + ": " + oneLine(e.err.Error()) }
+
+func (x *execution) run() (err error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	id, err := resolveName(ctx, x.api, "tasks", x.opts.id)
+	if err != nil {
+		return err
+	}
+	if x.task, err = getTask(ctx, x.api, id); err != nil {
+		return err
+	}
+	if err := x.claim(ctx); err != nil {
+		return err
+	}
+	// From here on the task is ours: whatever happens, it gets a final status.
+	finalized := false
+	defer func() {
+		if r := recover(); r != nil {
+			x.fail(fmt.Sprintf("agent crashed: %v", r))
+			fmt.Fprintf(os.Stderr, "%s: internal error: %v\n%s", progName, r, debug.Stack())
+			err = &exitError{code: 1, msg: fmt.Sprintf("internal error while running task %s: %v", x.task.ID, r)}
+			return
+		}
+		if !finalized && !x.opts.disableMonitoring {
+			x.fail("agent stopped before the task ran")
+		}
+	}()
+
+	x.tmpDir, err = os.MkdirTemp(tempDirFor(x.cfg), "clearml-agent-task-")
+	if err != nil {
+		finalized = true
+		x.fail("cannot create a temp dir: " + err.Error())
+		return err
+	}
+	defer os.RemoveAll(x.tmpDir)
+
+	if err := x.openLog(ctx); err != nil {
+		finalized = true
+		x.fail("cannot open the log: " + err.Error())
+		return err
+	}
+	monitorCtx, stopMonitor := context.WithCancel(ctx)
+	abort := make(chan string, 1)
+	var monitorDone sync.WaitGroup
+	if !x.opts.disableMonitoring {
+		monitorDone.Add(1)
+		go func() { defer monitorDone.Done(); x.monitor(monitorCtx, abort) }()
+	}
+	defer func() {
+		stopMonitor()
+		monitorDone.Wait()
+		x.closeLog()
+		if !x.opts.disableMonitoring {
+			x.api.call(withBudget(context.Background(), 30*time.Second), "workers.unregister", "", map[string]any{"worker": x.workerID}, nil)
+		}
+	}()
+
+	argv, dir, taskEnv, setupErr := x.setup(ctx)
+	defer x.venv.release()
+	if setupErr != nil {
+		finalized = true
+		fmt.Fprintf(x.log, "\nclearml_agent: ERROR: %s\n", setupErr)
+		x.fail(setupErr.Error())
+		return &exitError{code: 1, msg: fmt.Sprintf("task %s failed during setup: %s", x.task.ID, setupErr)}
+	}
+
+	if !x.opts.disableMonitoring {
+		x.status(ctx, "started", "worker starting task execution", true)
+	}
+	fmt.Fprintf(x.log, "Starting Task Execution:\n\n")
+	proc, err := startTaskProcess(argv, dir, taskEnv, x.log)
+	if err != nil {
+		finalized = true
+		x.fail("cannot start the task process: " + err.Error())
+		return &exitError{code: 1, msg: fmt.Sprintf("cannot start %s: %v", argv[0], err)}
+	}
+	grace := time.Duration(x.cfg.float("agent.abort_grace_period_sec", 10) * float64(time.Second))
+	var stopReason string
+	userAbort := false
+	exited := make(chan int, 1)
+	go func() { exited <- proc.wait() }()
+	var code int
+wait:
+	for {
+		select {
+		case code = <-exited:
+			break wait
+		case stopReason = <-abort:
+			fmt.Fprintf(x.log, "\nUser aborted: stopping task (%s)\n", stopReason)
+			go proc.stop(grace)
+		case s := <-sigs:
+			userAbort = true
+			fmt.Fprintf(x.log, "\nclearml-agent received %s: stopping the task\n", s)
+			go proc.stop(grace)
+		}
+	}
+	finalized = true
+	stopMonitor()
+	monitorDone.Wait()
+	if x.opts.disableMonitoring {
+		return exitStatus(code)
+	}
+	x.finish(code, stopReason, userAbort)
+	if userAbort {
+		return &exitError{code: 254}
+	}
+	return exitStatus(code)
+}
+
+// exitStatus turns a task exit code into the agent's own.
+func exitStatus(code int) error {
+	switch {
+	case code == 0:
+		return nil
+	case code < 0: // killed by a signal: the shell's convention
+		return &exitError{code: 128 - code}
+	}
+	return &exitError{code: code}
+}
+
+// claim takes the task: clone it, or dequeue it, then mark it started.
+func (x *execution) claim(ctx context.Context) error {
+	t := x.task
+	switch {
+	case x.opts.clone:
+		var r struct {
+			ID string `json:"id"`
+		}
+		if err := x.api.call(ctx, "tasks.clone", "2.5", map[string]any{"task": t.ID, "new_task_name": "Clone of " + t.Name}, &r); err != nil || r.ID == "" {
+			return fmt.Errorf("cloning task %s failed: %v", t.ID, err)
+		}
+		nt, err := getTask(ctx, x.api, r.ID)
+		if err != nil {
+			return err
+		}
+		x.task = nt
+	default:
+		var r struct {
+			Updated json.Number `json:"updated"`
+		}
+		err := x.api.call(ctx, "tasks.dequeue", "", map[string]any{"task": t.ID, "new_status": "in_progress"}, &r)
+		n, _ := r.Updated.Int64()
+		if x.opts.requireQueue && (err != nil || n < 1) {
+			return fmt.Errorf("execution requires a queued task, but task id=%s is not queued (status %s); enqueue it first or drop --require-queue", t.ID, t.Status)
+		}
+		if err == nil && n >= 1 {
+			setStatus(ctx, x.api, "started", t.ID, "starting execution soon", "", true)
+		}
+	}
+	if x.opts.disableMonitoring {
+		return nil
+	}
+	return setStatus(ctx, x.api, "started", x.task.ID, "worker started execution", x.changedBy(), true)
+}
+
+func (x *execution) changedBy() string { return "Changed by clearml-agent " + x.workerID }
+
+// status sets a status, logging a refusal instead of failing.
+func (x *execution) status(ctx context.Context, action, reason string, force bool) {
+	if err := setStatus(withBudget(ctx, 5*time.Minute), x.api, action, x.task.ID, reason, x.changedBy(), force); err != nil {
+		fmt.Fprintf(x.log, "clearml_agent: Warning: could not update task id %s status: %v\n", x.task.ID, err)
+	}
+}
+
+// fail marks the task failed; it must never be left in_progress by us.
+func (x *execution) fail(reason string) {
+	if x.task == nil || x.opts.disableMonitoring {
+		return
+	}
+	ctx := withBudget(context.Background(), 5*time.Minute)
+	if err := setStatus(ctx, x.api, "failed", x.task.ID, reason, x.changedBy(), true); err != nil && x.log != nil {
+		fmt.Fprintf(x.log, "clearml_agent: Warning: could not mark task %s failed: %v\n", x.task.ID, err)
+	}
+}
+
+// finish sets the final status from the exit code and stop reason.
+func (x *execution) finish(code int, stopReason string, userAbort bool) {
+	ctx := context.Background()
+	switch {
+	case stopReason == "stopped":
+		fmt.Fprintf(x.log, "Process aborted by user\n")
+		x.status(ctx, "stopped", "task was stopped by tasks.stop", false)
+	case stopReason != "":
+		fmt.Fprintf(x.log, "Process stopped: task %s\n", stopReason)
+	case userAbort || code == -2 || code == 254:
+		fmt.Fprintf(x.log, "Process terminated by user\n")
+		x.status(ctx, "stopped", "user abort", true)
+	case code == 0:
+		fmt.Fprintf(x.log, "Process completed successfully\n")
+		x.status(ctx, "completed", "worker execution done", false)
+	default:
+		fmt.Fprintf(x.log, "Process failed, exit code %d\n", code)
+		x.status(ctx, "failed", fmt.Sprintf("worker execution exit code %d", code), false)
+	}
+}
+
+// openLog sets up where output goes: stdout always, the server unless
+// monitoring is disabled, and --log-file when given.
+func (x *execution) openLog(ctx context.Context) error {
+	local := x.stdout
+	if x.opts.logFile != "" {
+		f, err := os.OpenFile(expandHome(x.opts.logFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		local = io.MultiWriter(x.stdout, f)
+	}
+	if x.opts.disableMonitoring {
+		x.log = local
+		return nil
+	}
+	x.shipper = newConsoleShipper(x.api, shipperOptions{
+		taskID:        x.task.ID,
+		worker:        x.workerID,
+		spoolDir:      x.tmpDir,
+		localCopy:     local,
+		suppressCR:    x.cfg.boolean("agent.suppress_carriage_return", true),
+		maxBatchBytes: shipperBatchBytes(x.cfg),
+		secrets:       x.secrets(),
+	})
+	x.log = x.shipper
+	return nil
+}
+
+func (x *execution) closeLog() {
+	if x.shipper == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := x.shipper.Close(ctx); err != nil {
+		fmt.Fprintf(x.stdout, "clearml_agent: Warning: %v\n", err)
+	}
+}
+
+// secrets are the values never to show in the task log: the configured
+// credentials and whatever the task's environment holds under secret names.
+func (x *execution) secrets() []string {
+	creds := gitCredentialsFrom(x.cfg, x.opts.gitUser, x.opts.gitPass)
+	out := []string{x.cfg.str("api.credentials.secret_key"), creds.pass, firstEnv(x.cfg.env, "CLEARML_AUTH_TOKEN"), x.cfg.str("sdk.aws.s3.secret")}
+	env := append([]string(nil), os.Environ()...)
+	for k, v := range x.configEnvironment() {
+		env = append(env, k+"="+v)
+	}
+	return append(out, secretEnvValues(env)...)
+}
+
+// configEnvironment is the config's top-level environment {} section, when
+// agent.apply_environment allows it.
+func (x *execution) configEnvironment() map[string]string {
+	out := map[string]string{}
+	if !x.cfg.boolean("agent.apply_environment", true) {
+		return out
+	}
+	if sec, ok := x.cfg.lookup("environment"); ok {
+		if o, ok := sec.(*hoconObject); ok {
+			for _, k := range o.Keys() {
+				if v, _ := o.Get(k); v != nil {
+					out[k] = scalarText(v)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// monitor reports the worker and watches for an abort until ctx ends.
+func (x *execution) monitor(ctx context.Context, abort chan<- string) {
+	report := func() {
+		x.api.call(withBudget(ctx, 10*time.Second), "workers.status_report", "", map[string]any{
+			"worker": x.workerID, "timestamp": time.Now().Unix() * 1000, "task": x.task.ID,
+		}, nil)
+		x.api.call(withBudget(ctx, 10*time.Second), "tasks.ping", "2.5", map[string]any{"task": x.task.ID}, nil)
+	}
+	report()
+	lastReport := time.Now()
+	createdCount := 0
+	tick := time.NewTicker(abortPollEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if time.Since(lastReport) >= statusReportEach {
+			report()
+			lastReport = time.Now()
+		}
+		var r struct {
+			Tasks []struct {
+				Status        string `json:"status"`
+				StatusMessage string `json:"status_message"`
+			} `json:"tasks"`
+		}
+		err := x.api.call(withBudget(ctx, 10*time.Second), "tasks.get_all", "2.14", map[string]any{
+			"id": []string{x.task.ID}, "only_fields": []string{"status", "status_message"}, "search_hidden": true,
+		}, &r)
+		if err != nil {
+			continue // the server is away: keep running, poll again
+		}
+		reason := ""
+		switch {
+		case len(r.Tasks) == 0:
+			reason = "not_found"
+		case r.Tasks[0].Status == "in_progress" && strings.Contains(r.Tasks[0].StatusMessage, "stopping"):
+			reason = "stopped"
+		case r.Tasks[0].Status == "created":
+			createdCount++
+			if createdCount < 5 {
+				fmt.Fprintf(x.log, "Warning: Task %s was reset! if state is consistent we shall terminate (%d/4).\n", x.task.ID, createdCount)
+				continue
+			}
+			reason = "reset"
+		default:
+			createdCount = 0
+			switch r.Tasks[0].Status {
+			case "closed", "stopped", "failed", "published", "queued", "completed":
+				reason = "status_changed"
+			}
+		}
+		if reason != "" {
+			abort <- reason
+			return
+		}
+	}
+}
+
+// setup checks out the code, prepares Python and returns what to run.
+func (x *execution) setup(ctx context.Context) (argv []string, dir string, env []string, err error) {
+	t := x.task
+	fmt.Fprintf(x.log, "Executing task id [%s]:\n", t.ID)
+	for _, kv := range [][2]string{
+		{"repository", t.Script.Repository}, {"branch", t.Script.Branch}, {"version_num", t.Script.VersionNum},
+		{"tag", t.Script.Tag}, {"entry_point", t.Script.EntryPoint}, {"working_dir", t.Script.WorkingDir},
+	} {
+		fmt.Fprintf(x.log, "%s = %s\n", kv[0], kv[1])
+	}
+	fmt.Fprintln(x.log)
+
+	taskDir := filepath.Join(x.cfg.str("agent.venvs_dir"), sanitizeDirName(t.ID))
+	if err := os.MkdirAll(taskDir, 0o755); err != nil {
+		return nil, "", nil, &stepError{"prepare", err}
+	}
+	codeDir := filepath.Join(taskDir, "task_repository")
+	os.RemoveAll(codeDir)
+
+	src := gitSource{
+		repository: t.Script.Repository, branch: t.Script.Branch, commit: t.Script.VersionNum,
+		tag: t.Script.Tag, diff: t.Script.Diff, entryPoint: t.Script.EntryPoint, workingDir: t.Script.WorkingDir,
+	}
+	g := newGitCheckout(x.cfg, gitCredentialsFrom(x.cfg, x.opts.gitUser, x.opts.gitPass), x.log)
+	g.offline = x.opts.standalone
+	res, err := g.run(ctx, src, codeDir)
+	if err != nil {
+		return nil, "", nil, &stepError{"failed cloning repository", err}
+	}
+	workDir, entryArgs, err := gitResolveEntry(res.root, res.src, x.cfg.env)
+	if err != nil {
+		return nil, "", nil, &stepError{"entry point", err}
+	}
+
+	reqs, hasReqs := t.requirementLines("pip")
+	spec := venvSpec{binary: t.Script.Binary, requirements: reqs, taskHasRequirements: hasReqs,
+		workDir: res.root, standalone: x.opts.standalone}
+	if !hasReqs || x.cfg.boolean("agent.package_manager.force_repo_requirements_txt", false) {
+		spec.requirements, spec.taskHasRequirements = nil, false
+		spec.repoRequirementsFiles = findRequirementsTxt(res.root, workDir)
+	}
+	py, err := newVenvManager(x.cfg, x.log).prepare(ctx, spec, filepath.Join(taskDir, "venv"))
+	if err != nil {
+		return nil, "", nil, &stepError{"python environment", err}
+	}
+	x.venv = py
+	if len(py.frozen) > 0 {
+		x.writeRequirements(ctx, py.frozen)
+	}
+	if t.Script.VersionNum == "" && res.commit != "" {
+		x.api.call(ctx, "tasks.edit", "2.5", map[string]any{"task": t.ID, "script": map[string]any{"version_num": res.commit}, "force": true}, nil)
+	}
+
+	argv = venvPythonArgs(py.python, int(x.opts.optimization), entryArgs)
+	env, err = x.taskEnv(workDir, entryArgs)
+	if err != nil {
+		return nil, "", nil, &stepError{"environment", err}
+	}
+	fmt.Fprintf(x.log, "\nRunning task id [%s]:\n[%s]$ %s\n\nEnvironment setup completed successfully\n\n", t.ID, workDir, strings.Join(argv, " "))
+	return argv, workDir, env, nil
+}
+
+// writeRequirements stores the installed packages on the task, keeping
+// the original lists once in org_pip/org_conda, as the reference does.
+func (x *execution) writeRequirements(ctx context.Context, frozen []string) {
+	body := venvSetRequirementsBody(x.task.ID, x.task.Script.Requirements, frozen)
+	if err := x.api.call(ctx, "tasks.set_requirements", "2.5", body, nil); err != nil {
+		fmt.Fprintf(x.log, "clearml_agent: Warning: could not store the installed packages: %v\n", err)
+	}
+}
+
+// findRequirementsTxt lists the repo's requirements.txt files, root first.
+func findRequirementsTxt(codeDir, workDir string) []string {
+	var out []string
+	for _, d := range []string{codeDir, workDir} {
+		p := filepath.Join(d, "requirements.txt")
+		if _, err := os.Stat(p); err == nil && (len(out) == 0 || out[0] != p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// taskEnv is the environment of the task process (agent-execute.md §5).
+func (x *execution) taskEnv(workDir string, entryArgs []string) ([]string, error) {
+	env := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	for k, v := range x.configEnvironment() {
+		env[k] = v
+	}
+	confPath := filepath.Join(x.tmpDir, "clearml.conf")
+	if err := writePrivateConfig(x.cfg, confPath); err != nil {
+		return nil, err
+	}
+	env["CLEARML_TASK_ID"] = x.task.ID
+	env["CLEARML_LOG_LEVEL"] = x.opts.logLevel.val
+	env["CLEARML_LOG_TASK_TO_BACKEND"] = "0"
+	env["CLEARML_CONFIG_FILE"] = confPath
+	env["CLEARML_WORKER_ID"] = x.workerID
+	env["CLEARML_API_HOST"] = x.api.host
+	if ws := x.cfg.str("api.web_server"); ws != "" {
+		env["CLEARML_WEB_HOST"] = ws
+	}
+	if fs := x.cfg.str("api.files_server"); fs != "" {
+		env["CLEARML_FILES_HOST"] = fs
+	}
+	if x.api.accessKey != "" {
+		env["CLEARML_API_ACCESS_KEY"] = x.api.accessKey
+		env["CLEARML_API_SECRET_KEY"] = x.api.secretKey
+	}
+	gpuEnv(env, x.opts.gpus, x.opts.cpuOnly)
+	pyPath := []string{}
+	if old := env["PYTHONPATH"]; old != "" {
+		pyPath = append(pyPath, old)
+	}
+	pyPath = append(pyPath, workDir)
+	if len(entryArgs) > 0 && !strings.HasPrefix(entryArgs[0], "-") {
+		if d := filepath.Dir(filepath.Join(workDir, entryArgs[0])); d != workDir {
+			pyPath = append(pyPath, d)
+		}
+	}
+	if extra := env["CLEARML_AGENT_EXTRA_PYTHON_PATH"]; extra != "" {
+		pyPath = append(pyPath, extra)
+	}
+	env["PYTHONPATH"] = strings.Join(pyPath, string(os.PathListSeparator))
+	// Legacy SDKs read TRAINS_* names.
+	for k, v := range env {
+		if rest, ok := strings.CutPrefix(k, "CLEARML_"); ok {
+			if _, has := env["TRAINS_"+rest]; !has || k == "CLEARML_TASK_ID" || k == "CLEARML_CONFIG_FILE" {
+				env["TRAINS_"+rest] = v
+			}
+		}
+	}
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// writePrivateConfig writes the effective configuration, credentials
+// included, as a 0600 JSON file (JSON is HOCON) for the SDK in the task.
+func writePrivateConfig(cfg *agentConfig, path string) error {
+	data, err := json.MarshalIndent(hoconToPlain(cfg.root), "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
+}
+
+// hoconToPlain converts parsed HOCON into maps and slices for encoding/json.
+func hoconToPlain(v any) any {
+	switch x := v.(type) {
+	case *hoconObject:
+		m := make(map[string]any, len(x.Keys()))
+		for _, k := range x.Keys() {
+			child, _ := x.Get(k)
+			m[k] = hoconToPlain(child)
+		}
+		return m
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = hoconToPlain(e)
+		}
+		return out
+	}
+	return v
+}
+
+// workerIDFor is agent.worker_id, or "<worker_name>:cpu:0" / ":gpu<list>".
+func workerIDFor(cfg *agentConfig, gpus string, cpuOnly bool) string {
+	if id := cfg.str("agent.worker_id"); id != "" {
+		return id
+	}
+	name := cfg.str("agent.worker_name")
+	if gpus != "" && !cpuOnly {
+		return name + ":gpu" + gpus
+	}
+	return name + ":cpu:0"
+}
+
+func sanitizeDirName(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '/' || r == 0 || r == '.' && s == ".." {
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+func tempDirFor(cfg *agentConfig) string {
+	if d := firstEnv(cfg.env, "CLEARML_AGENT_TEMP_STDOUT_FILE_DIR"); d != "" {
+		return d
+	}
+	return os.TempDir()
+}

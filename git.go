@@ -418,6 +418,7 @@ type gitCheckout struct {
 	askpass  string   // GIT_ASKPASS program; default this executable
 	gitBin   string   // default "git" from PATH
 	environ  []string // base environment; default os.Environ()
+	offline  bool     // --standalone-mode: use the vcs cache as is, fetch nothing
 }
 
 func newGitCheckout(cfg *agentConfig, creds gitCreds, log io.Writer) *gitCheckout {
@@ -611,7 +612,9 @@ func (g *gitCheckout) run(ctx context.Context, src gitSource, dest string) (gitR
 	if err := g.checkout(ctx, root, src, auth); err != nil {
 		return gitResult{}, err
 	}
-	if _, err := g.gitExec(ctx, gitCmd{dir: root, auth: auth, args: []string{"submodule", "update", "--init", "--recursive"}}); err != nil {
+	if _, err := os.Stat(filepath.Join(root, ".gitmodules")); err != nil {
+		// No submodules: skip a git process.
+	} else if _, err := g.gitExec(ctx, gitCmd{dir: root, auth: auth, args: []string{"submodule", "update", "--init", "--recursive"}}); err != nil {
 		return gitResult{}, fmt.Errorf("submodule: git submodule update failed: %v (check the submodule URLs and that the credentials cover their host)", err)
 	}
 
@@ -627,13 +630,14 @@ func (g *gitCheckout) run(ctx context.Context, src gitSource, dest string) (gitR
 			return gitResult{}, err
 		}
 	}
-	out, err := g.gitExec(ctx, gitCmd{dir: root, args: []string{"rev-parse", "HEAD"}})
+	out, err := g.gitExec(ctx, gitCmd{dir: root, args: []string{"rev-parse", "HEAD", "--abbrev-ref", "HEAD"}})
 	if err != nil {
 		return gitResult{}, fmt.Errorf("checkout: git rev-parse HEAD: %v", err)
 	}
-	res.commit = strings.TrimSpace(out)
-	if out, err := g.gitExec(ctx, gitCmd{dir: root, args: []string{"rev-parse", "--abbrev-ref", "HEAD"}}); err == nil {
-		res.branch = strings.TrimSpace(out)
+	revs := strings.Fields(out)
+	res.commit = revs[0]
+	if len(revs) > 1 {
+		res.branch = revs[1]
 	}
 	g.logf("type: git\nurl: %s\nbranch: %s\ncommit: %s\nroot: %s", cloneURL, res.branch, res.commit, root)
 	return res, nil
@@ -656,6 +660,9 @@ func (g *gitCheckout) fetchIntoCache(ctx context.Context, cloneURL string, auth 
 		}
 	}
 	clone := func(dir string) error {
+		if g.offline && !gitIsLocalURL(cloneURL) {
+			return fmt.Errorf("clone: standalone mode makes no network calls, and %s is not in the vcs cache (run the task once without --standalone-mode, or enable agent.vcs_cache)", cloneURL)
+		}
 		_ = os.RemoveAll(dir)
 		g.logf("cloning: %s", cloneURL)
 		verbosity := "--quiet"
@@ -692,7 +699,9 @@ func (g *gitCheckout) fetchIntoCache(ctx context.Context, cloneURL string, auth 
 		return err
 	}
 	fetch := gitCmd{dir: cached, auth: auth, args: append([]string{"fetch"}, fetchArgs...)}
-	if _, err := g.gitExec(ctx, fetch); err != nil {
+	if g.offline {
+		g.logf("standalone mode: using the cached repository without fetching")
+	} else if _, err := g.gitExec(ctx, fetch); err != nil {
 		if g.cfg == nil || !g.cfg.boolean("agent.vcs_cache.clone_on_pull_fail", false) {
 			return fmt.Errorf("fetch: git fetch in the vcs cache %s failed: %v (check the git credentials; or set agent.vcs_cache.clone_on_pull_fail to re-clone)", cached, err)
 		}
@@ -721,15 +730,47 @@ func (g *gitCheckout) checkout(ctx context.Context, root string, src gitSource, 
 	default:
 		revs = []string{"origin/master", "origin/main", "origin/HEAD"}
 	}
+	if len(revs) > 1 {
+		// Try only the default-branch names that exist, so the log holds
+		// no "invalid reference" noise.
+		var have []string
+		refs := g.remoteRefs(ctx, root)
+		for _, rev := range revs {
+			if refs["refs/remotes/"+rev] {
+				have = append(have, rev)
+			}
+		}
+		if len(have) > 0 {
+			revs = have
+		}
+	}
 	var last error
 	for _, rev := range revs {
-		_, err := g.gitExec(ctx, gitCmd{dir: root, auth: auth, args: []string{"checkout", "--force", rev, "--"}})
+		_, err := g.gitExec(ctx, gitCmd{dir: root, auth: auth, args: []string{"-c", "advice.detachedHead=false", "checkout", "--force", "--quiet", rev, "--"}})
 		if err == nil {
 			return nil
 		}
 		last = err
 	}
 	return fmt.Errorf("checkout: git checkout %s failed: %v (make sure the commit/branch/tag was pushed)", strings.Join(revs, ", "), last)
+}
+
+// gitIsLocalURL: a path or file:// URL, which needs no network.
+func gitIsLocalURL(u string) bool {
+	return strings.HasPrefix(u, "/") || strings.HasPrefix(u, "file://") || strings.HasPrefix(u, "./") || strings.HasPrefix(u, "../")
+}
+
+// remoteRefs lists the refs under refs/remotes/origin, in one git call.
+func (g *gitCheckout) remoteRefs(ctx context.Context, root string) map[string]bool {
+	cmd := exec.CommandContext(ctx, gitOr(g.gitBin, "git"), "-c", "safe.directory=*", "for-each-ref", "--format=%(refname)", "refs/remotes/origin")
+	cmd.Dir = root
+	cmd.Env = g.gitEnv(gitCmd{})
+	out, _ := cmd.Output()
+	refs := map[string]bool{}
+	for _, r := range strings.Fields(string(out)) {
+		refs[r] = true
+	}
+	return refs
 }
 
 // gitLockFile takes an exclusive flock, waiting up to timeout.

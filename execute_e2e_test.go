@@ -1,0 +1,469 @@
+package main
+
+// End-to-end tests of `execute`: the built binary, real git repos, real
+// Python venvs and real child processes, against the stand-in server.
+
+import (
+	"context"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/clearml-go/clearml-agent/testdata/fakeserver"
+)
+
+// runGitT runs git in dir with a private, empty configuration.
+func runGitT(t testing.TB, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", append([]string{"-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main", "-c", "protocol.file.allow=always"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// makeTaskRepo commits files into a new repo and returns a bare copy to
+// clone from, and the commit id.
+func makeTaskRepo(t testing.TB, files map[string]string) (bare, sha string) {
+	t.Helper()
+	work := t.TempDir()
+	runGitT(t, work, "init", "-q")
+	for name, content := range files {
+		p := filepath.Join(work, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runGitT(t, work, "add", "-A")
+	runGitT(t, work, "commit", "-q", "-m", "task code")
+	sha = runGitT(t, work, "rev-parse", "HEAD")
+	bare = filepath.Join(t.TempDir(), "repo.git")
+	runGitT(t, work, "clone", "-q", "--bare", work, bare)
+	return bare, sha
+}
+
+var (
+	sharedVenvCacheOnce sync.Once
+	sharedVenvCache     string
+)
+
+// executeEnv is the agent's environment for a task against s. The venv
+// cache is shared by the tests, so only the first builds a venv.
+func executeEnv(t testing.TB, s *fakeserver.Server) map[string]string {
+	sharedVenvCacheOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "clearml-venv-cache")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sharedVenvCache = dir
+	})
+	env := serverEnv(s)
+	home := t.TempDir()
+	env["HOME"] = home
+	env["CLEARML_AGENT__AGENT__VENVS_CACHE__PATH"] = sharedVenvCache
+	env["GIT_CONFIG_GLOBAL"] = "/dev/null"
+	return env
+}
+
+const trainOK = `import sys
+for i in range(5):
+    print("out %d" % i)
+    print("err %d" % i, file=sys.stderr)
+    sys.stdout.flush(); sys.stderr.flush()
+`
+
+func addScriptTask(s *fakeserver.Server, repo, entry string) string {
+	id := s.AddTask(fakeserver.TaskSpec{Name: "e2e", Script: &fakeserver.Script{Repository: repo, EntryPoint: entry, Binary: "python3"}})
+	s.Enqueue(id, fakeserver.DefaultQueueName)
+	return id
+}
+
+func taskStatus(t *testing.T, s *fakeserver.Server, id string) fakeserver.Task {
+	t.Helper()
+	task, ok := s.Task(id)
+	if !ok {
+		t.Fatalf("task %s is gone", id)
+	}
+	return task
+}
+
+func TestExecuteSuccess(t *testing.T) {
+	s := startServer(t)
+	repo, sha := makeTaskRepo(t, map[string]string{"train.py": trainOK})
+	id := addScriptTask(s, repo, "train.py")
+	r := runAgent(t, executeEnv(t, s), "execute", "--id", id)
+	if r.code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	task := taskStatus(t, s, id)
+	if task.Status != "completed" {
+		t.Errorf("status = %s (%s)", task.Status, task.StatusReason)
+	}
+	log := s.TaskLogText(id)
+	var want []string
+	for i := 0; i < 5; i++ {
+		want = append(want, "out "+strconv.Itoa(i), "err "+strconv.Itoa(i))
+	}
+	if !strings.Contains(log, strings.Join(want, "\n")) {
+		t.Errorf("the task's lines are not on the server in order:\n%s", log)
+	}
+	for _, note := range []string{"Executing task id [" + id + "]", "Starting Task Execution:", "Process completed successfully"} {
+		if !strings.Contains(log, note) {
+			t.Errorf("log lacks %q", note)
+		}
+	}
+	if task.Script == nil || task.Script.VersionNum != sha {
+		t.Errorf("version_num not written back: %+v", task.Script)
+	}
+	if fakeserver.TestsSecretKey != "" && strings.Contains(log+r.stdout, fakeserver.TestsSecretKey) {
+		t.Error("the API secret reached the log")
+	}
+}
+
+func TestExecuteFailureExitCode(t *testing.T) {
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{"fail.py": "import sys\nprint('bye')\nsys.exit(3)\n"})
+	id := addScriptTask(s, repo, "fail.py")
+	r := runAgent(t, executeEnv(t, s), "execute", "--id", id)
+	if r.code != 3 {
+		t.Errorf("exit %d, want 3", r.code)
+	}
+	task := taskStatus(t, s, id)
+	if task.Status != "failed" || task.StatusReason != "worker execution exit code 3" {
+		t.Errorf("status = %s (%s)", task.Status, task.StatusReason)
+	}
+}
+
+func TestExecuteAbortLeavesNoProcess(t *testing.T) {
+	s := startServer(t)
+	pidFile := filepath.Join(t.TempDir(), "pids")
+	repo, _ := makeTaskRepo(t, map[string]string{"loop.py": `import os, subprocess, time
+p = subprocess.Popen(["sleep", "600"])
+with open(os.environ["PIDFILE"] + ".tmp", "w") as f:
+    f.write("%d %d\n" % (os.getpid(), p.pid))
+os.rename(os.environ["PIDFILE"] + ".tmp", os.environ["PIDFILE"])
+print("running", flush=True)
+while True:
+    time.sleep(0.1)
+`})
+	id := addScriptTask(s, repo, "loop.py")
+	env := executeEnv(t, s)
+	env["PIDFILE"] = pidFile
+	done := make(chan runResult, 1)
+	go func() { done <- runAgent(t, env, "execute", "--id", id) }()
+
+	var pids []int
+	for i := 0; i < 600 && pids == nil; i++ {
+		if data, err := os.ReadFile(pidFile); err == nil {
+			for _, f := range strings.Fields(string(data)) {
+				n, _ := strconv.Atoi(f)
+				pids = append(pids, n)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(pids) != 2 {
+		t.Fatalf("the task did not start (pids %v)", pids)
+	}
+	c := testClient(t, s.URL(), nil, clientOptions{})
+	if err := c.call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": id}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var r runResult
+	select {
+	case r = <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("execute did not end after tasks.stop")
+	}
+	task := taskStatus(t, s, id)
+	if task.Status != "stopped" {
+		t.Errorf("status = %s (%s); stdout:\n%s", task.Status, task.StatusReason, r.stdout)
+	}
+	for _, pid := range pids {
+		if pidAlive(pid) {
+			t.Errorf("process %d of the task is still alive", pid)
+		}
+	}
+}
+
+func TestExecuteSetupFailures(t *testing.T) {
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{"train.py": trainOK})
+	badRepo := addScriptTask(s, filepath.Join(t.TempDir(), "missing.git"), "train.py")
+	badDiff := s.AddTask(fakeserver.TaskSpec{Script: &fakeserver.Script{Repository: repo, EntryPoint: "train.py", Binary: "python3",
+		Diff: "diff --git a/train.py b/train.py\n--- a/train.py\n+++ b/train.py\n@@ -1,2 +1,2 @@\n-no such line\n+other\n import sys\n"}})
+	for _, tt := range []struct {
+		id, reason string
+	}{
+		{badRepo, "cloning"},
+		{badDiff, "diff"},
+	} {
+		r := runAgent(t, executeEnv(t, s), "execute", "--id", tt.id)
+		if r.code != 1 {
+			t.Errorf("exit %d, want 1", r.code)
+		}
+		task := taskStatus(t, s, tt.id)
+		if task.Status != "failed" || !strings.Contains(task.StatusReason, tt.reason) {
+			t.Errorf("status = %s (%s), want failed naming %q", task.Status, task.StatusReason, tt.reason)
+		}
+		oneErrorLine(t, r, tt.reason)
+	}
+}
+
+func TestExecuteCloneAndRequireQueue(t *testing.T) {
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{"train.py": trainOK})
+	orig := s.AddTask(fakeserver.TaskSpec{Name: "original", Script: &fakeserver.Script{Repository: repo, EntryPoint: "train.py", Binary: "python3"}})
+
+	r := runAgent(t, executeEnv(t, s), "execute", "--id", orig, "--require-queue")
+	if r.code != 1 || taskStatus(t, s, orig).Status != "created" {
+		t.Errorf("--require-queue on a created task: exit %d, status %s", r.code, taskStatus(t, s, orig).Status)
+	}
+	oneErrorLine(t, r, "not queued")
+
+	r = runAgent(t, executeEnv(t, s), "execute", "--id", orig, "--clone")
+	if r.code != 0 {
+		t.Fatalf("--clone: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if st := taskStatus(t, s, orig).Status; st != "created" {
+		t.Errorf("the original task changed to %s", st)
+	}
+	var clone string
+	for _, task := range s.Tasks() {
+		if task.Name == "Clone of original" {
+			clone = task.ID
+		}
+	}
+	if clone == "" || taskStatus(t, s, clone).Status != "completed" {
+		t.Errorf("clone %q did not complete", clone)
+	}
+
+	// A task name works as --id, as in the reference.
+	named := s.AddTask(fakeserver.TaskSpec{Name: "by-name-task", Script: &fakeserver.Script{Repository: repo, EntryPoint: "train.py", Binary: "python3"}})
+	if r := runAgent(t, executeEnv(t, s), "execute", "--id", "by-name-task"); r.code != 0 || taskStatus(t, s, named).Status != "completed" {
+		t.Errorf("--id by name: exit %d stderr %q", r.code, r.stderr)
+	}
+}
+
+// A server outage mid-task costs no console line.
+func TestExecuteSurvivesOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("15 s outage")
+	}
+	s := startServer(t)
+	marker := filepath.Join(t.TempDir(), "started")
+	repo, _ := makeTaskRepo(t, map[string]string{"slow.py": `import os, time
+open(os.environ["MARKER"], "w").close()
+for i in range(220):
+    print("line %04d" % i, flush=True)
+    time.sleep(0.1)
+`})
+	id := addScriptTask(s, repo, "slow.py")
+	env := executeEnv(t, s)
+	env["MARKER"] = marker
+	done := make(chan runResult, 1)
+	go func() { done <- runAgent(t, env, "execute", "--id", id) }()
+	for i := 0; i < 600; i++ {
+		if _, err := os.Stat(marker); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	if err := s.Refuse(true); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(15 * time.Second)
+	if err := s.Refuse(false); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	log := s.TaskLogText(id)
+	var want []string
+	for i := 0; i < 220; i++ {
+		want = append(want, "line "+strconv.Itoa(10000 + i)[1:])
+	}
+	if !strings.Contains(log, strings.Join(want, "\n")) {
+		t.Errorf("lines lost or out of order across the outage:\n%s", log)
+	}
+	if st := taskStatus(t, s, id).Status; st != "completed" {
+		t.Errorf("status = %s", st)
+	}
+}
+
+// The task process sees the environment the ClearML SDK expects.
+func TestExecuteTaskEnvironment(t *testing.T) {
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{"sub/env.py": `import os, stat, sys
+for k in ["CLEARML_TASK_ID", "TRAINS_TASK_ID", "CLEARML_LOG_TASK_TO_BACKEND", "CLEARML_LOG_LEVEL", "CLEARML_WORKER_ID",
+          "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CLEARML_API_HOST", "FROM_CONF_ENV"]:
+    print("%s=%s" % (k, os.environ.get(k)))
+conf = os.environ["CLEARML_CONFIG_FILE"]
+print("conf_mode=%o" % stat.S_IMODE(os.stat(conf).st_mode))
+print("conf_has_secret=%s" % ("secret_key" in open(conf).read()))
+print("trains_conf_same=%s" % (os.environ.get("TRAINS_CONFIG_FILE") == conf))
+print("optimize=%d" % sys.flags.optimize)
+print("cwd_in_path=%s" % (os.getcwd() in os.environ["PYTHONPATH"].split(":")))
+`})
+	id := s.AddTask(fakeserver.TaskSpec{Script: &fakeserver.Script{Repository: repo, EntryPoint: "env.py", WorkingDir: "sub", Binary: "python3"}})
+	env := executeEnv(t, s)
+	writeFile(t, filepath.Join(env["HOME"], "clearml.conf"), "environment { FROM_CONF_ENV: hello-env }\n")
+	r := runAgent(t, env, "execute", "--id", id, "--gpus", "0,1", "-OO", "--log-level", "warning")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	log := s.TaskLogText(id)
+	if host, _ := os.Hostname(); !strings.Contains(log, "CLEARML_WORKER_ID="+host+":gpu0,1\n") {
+		t.Errorf("worker id not passed to the task:\n%s", log)
+	}
+	for _, want := range []string{
+		"CLEARML_TASK_ID=" + id, "TRAINS_TASK_ID=" + id, "CLEARML_LOG_TASK_TO_BACKEND=0", "CLEARML_LOG_LEVEL=WARNING",
+		"CUDA_VISIBLE_DEVICES=0,1", "NVIDIA_VISIBLE_DEVICES=0,1", "CUDA_DEVICE_ORDER=PCI_BUS_ID",
+		"CLEARML_API_HOST=" + s.URL(), "FROM_CONF_ENV=hello-env",
+		"conf_mode=600", "conf_has_secret=True", "trains_conf_same=True", "optimize=2", "cwd_in_path=True",
+	} {
+		if !strings.Contains(log, want+"\n") {
+			t.Errorf("task output lacks %q:\n%s", want, log)
+		}
+	}
+}
+
+// A second task with the same Python and requirements reuses the venv,
+// and --standalone-mode runs from the caches without fetching anything.
+func TestExecuteVenvCacheAndStandalone(t *testing.T) {
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{"train.py": trainOK})
+	env := executeEnv(t, s)
+	env["CLEARML_AGENT__AGENT__VENVS_CACHE__PATH"] = t.TempDir() // private: the first run must build
+	first := addScriptTask(s, repo, "train.py")
+	if r := runAgent(t, env, "execute", "--id", first); r.code != 0 || !strings.Contains(r.stdout, "Added the virtual environment to the cache") {
+		t.Fatalf("first run: exit %d\n%s", r.code, r.stdout)
+	}
+	second := addScriptTask(s, repo, "train.py")
+	r := runAgent(t, env, "execute", "--id", second)
+	if r.code != 0 || !strings.Contains(r.stdout, "Using cached virtual environment") || strings.Contains(r.stdout, "Creating virtual environment") {
+		t.Errorf("second run did not reuse the venv: exit %d\n%s", r.code, r.stdout)
+	}
+	// The repository is gone: standalone mode must not need it.
+	os.RemoveAll(repo)
+	third := addScriptTask(s, repo, "train.py")
+	r = runAgent(t, env, "execute", "--id", third, "--standalone-mode")
+	if r.code != 0 || taskStatus(t, s, third).Status != "completed" {
+		t.Errorf("standalone run: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "without fetching") {
+		t.Errorf("standalone run fetched:\n%s", r.stdout)
+	}
+}
+
+// SIGTERM to the agent stops the task, sets its status and leaves nothing.
+func TestExecuteAgentSignal(t *testing.T) {
+	s := startServer(t)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	repo, _ := makeTaskRepo(t, map[string]string{"loop.py": `import os, time
+with open(os.environ["PIDFILE"] + ".tmp", "w") as f:
+    f.write("%d\n" % os.getpid())
+os.rename(os.environ["PIDFILE"] + ".tmp", os.environ["PIDFILE"])
+while True:
+    time.sleep(0.1)
+`})
+	id := addScriptTask(s, repo, "loop.py")
+	env := executeEnv(t, s)
+	env["PIDFILE"] = pidFile
+	cmd := exec.Command(agentBin, "execute", "--id", id)
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Env = append(cmd.Env, "PATH="+os.Getenv("PATH"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := readPID(t, pidFile)
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 254 {
+		t.Errorf("agent exit: %v, want 254", err)
+	}
+	if task := taskStatus(t, s, id); task.Status != "stopped" || task.StatusReason != "user abort" {
+		t.Errorf("status = %s (%s)", task.Status, task.StatusReason)
+	}
+	waitGone(t, pid)
+}
+
+// The git password reaches git only through ask-pass: never a command
+// line, a log, the server's events or a file on disk.
+func TestExecuteGitPasswordNeverLeaks(t *testing.T) {
+	execPath := runGitT(t, "", "--exec-path")
+	backend := filepath.Join(execPath, "git-http-backend")
+	if _, err := os.Stat(backend); err != nil {
+		t.Skip("git-http-backend is not installed")
+	}
+	const user, pass = "alice", "Sup3r-Secret-Passw0rd"
+	bare, _ := makeTaskRepo(t, map[string]string{"train.py": trainOK})
+	cgiHandler := &cgi.Handler{Path: backend, Root: "/git",
+		Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(bare), "GIT_HTTP_EXPORT_ALL=1", "GIT_CONFIG_NOSYSTEM=1"}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != user || p != pass {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		cgiHandler.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+
+	// A git shim on PATH records every command line git is run with.
+	shim := t.TempDir()
+	argvLog := filepath.Join(shim, "argv.log")
+	realGit, _ := exec.LookPath("git")
+	writeFile(t, filepath.Join(shim, "git"), "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '"+argvLog+"'\nexec '"+realGit+"' \"$@\"\n")
+	os.Chmod(filepath.Join(shim, "git"), 0o755)
+
+	s := startServer(t)
+	id := addScriptTask(s, srv.URL+"/git/repo.git", "train.py")
+	env := executeEnv(t, s)
+	env["PATH"] = shim + ":" + os.Getenv("PATH")
+	r := runAgent(t, env, "execute", "--id", id, "--git-user", user, "--git-pass", pass)
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if strings.Contains(r.stdout+r.stderr, pass) {
+		t.Error("password in the agent's output")
+	}
+	if strings.Contains(s.TaskLogText(id), pass) {
+		t.Error("password in the server's events")
+	}
+	for _, rq := range s.Requests() {
+		if strings.Contains(string(rq.Body), pass) {
+			t.Errorf("password sent to the server in %s", rq.Endpoint)
+		}
+	}
+	argv, _ := os.ReadFile(argvLog)
+	if len(argv) == 0 || strings.Contains(string(argv), pass) {
+		t.Errorf("git command lines (should be there, without the password):\n%s", argv)
+	}
+	filepath.WalkDir(env["HOME"], func(p string, de os.DirEntry, err error) error {
+		if err == nil && de.Type().IsRegular() {
+			if b, _ := os.ReadFile(p); strings.Contains(string(b), pass) {
+				t.Errorf("password stored in %s", p)
+			}
+		}
+		return nil
+	})
+}

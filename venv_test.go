@@ -1,0 +1,663 @@
+package main
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// venvTestConfig loads conf as clearml.conf with HOME at a temp dir.
+func venvTestConfig(t testing.TB, conf string, env map[string]string) *agentConfig {
+	t.Helper()
+	home := t.TempDir()
+	path := filepath.Join(home, "clearml.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := map[string]string{"HOME": home, "CLEARML_CONFIG_FILE": path}
+	for k, v := range env {
+		e[k] = v
+	}
+	cfg, err := loadConfig("", mapEnv(e))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// execLog records the subprocesses a manager starts.
+type execLog struct {
+	mu    sync.Mutex
+	argvs [][]string
+}
+
+func (l *execLog) hook(argv []string) {
+	l.mu.Lock()
+	l.argvs = append(l.argvs, append([]string(nil), argv...))
+	l.mu.Unlock()
+}
+
+func (l *execLog) count(substr string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, a := range l.argvs {
+		if strings.Contains(strings.Join(a, " "), substr) {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *execLog) total() int { return l.count("") }
+
+func venvWrite(t testing.TB, path, content string, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// venvFakePython writes a script that answers the probe like Python would.
+func venvFakePython(t testing.TB, dir, name, version string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	body := fmt.Sprintf("#!/bin/sh\nprintf '%%s\\n%%s\\n' %s \"$0\"\n", version)
+	if version == "" { // like a pyenv shim for a version that is not installed
+		body = "#!/bin/sh\necho \"pyenv: $0: command not found\" >&2\nexit 127\n"
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestPythonRequestedVersion(t *testing.T) {
+	for in, want := range map[string]string{
+		"python3.10": "3.10", "/usr/bin/python3.8": "3.8", "python3.10.4": "3.10", "python2.7": "2.7",
+		"python3": "3", "python": "", "/bin/bash": "", "": "", "python3.11-dbg": "", "python3.010": "3.10",
+	} {
+		if got := pyRequestedVersion(in); got != want {
+			t.Errorf("pyRequestedVersion(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestPythonInterpreterSelection(t *testing.T) {
+	bin := t.TempDir()
+	py3 := venvFakePython(t, bin, "python3", "3.11.7")
+	py310 := venvFakePython(t, bin, "python3.10", "3.10.13")
+	venvFakePython(t, bin, "python", "3.11.7")
+	venvFakePython(t, bin, "python3.12", "") // broken shim
+	other := venvFakePython(t, t.TempDir(), "py312", "3.12.1")
+
+	tests := []struct {
+		name, conf, binary, want, errHas string
+	}{
+		{"task version", "", "python3.10", py310, ""},
+		{"task path, found by name", "", "/usr/bin/python3.10", py310, ""},
+		{"major only", "", "python3", py3, ""},
+		{"nothing asked", "", "", py3, ""},
+		{"not python", "", "/bin/bash", py3, ""},
+		{"default_python", "agent.default_python: \"3.10\"", "", py310, ""},
+		{"python_binary when nothing asked", "agent.python_binary: " + other, "", other, ""},
+		{"python_binary matching the request", "agent.python_binary: " + other, "python3.12", other, ""},
+		{"ignore requested version", "agent.ignore_requested_python_version: true", "python3.12", py3, ""},
+		{"missing version", "", "python3.12", "", "requests Python 3.12, which was not found (found: 3.11.7 (" + py3 + "), "},
+		{"missing default_python", "agent.default_python: \"3.9\"", "", "", "agent.default_python requests Python 3.9"},
+		{"python_binary of another version", "agent.python_binary: " + py310, "python3.12", "", "set agent.python_binary to its path"},
+		{"python_binary missing", "agent.python_binary: /nonexistent/python", "", "", `agent.python_binary "/nonexistent/python" was not found`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newVenvManager(venvTestConfig(t, tc.conf, nil), nil)
+			m.pathEnv = bin
+			in, err := m.selectInterpreter(context.Background(), tc.binary)
+			if tc.errHas != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.errHas) {
+					t.Fatalf("error = %v, want it to contain %q", err, tc.errHas)
+				}
+				if tc.name == "missing version" && !strings.Contains(err.Error(), "3.10.13 ("+py310+")") {
+					t.Errorf("error does not list python3.10: %v", err)
+				}
+				if !strings.HasPrefix(err.Error(), "interpreter: ") || strings.Contains(err.Error(), "\n") {
+					t.Errorf("error should be one line naming the step: %q", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if in.exe != tc.want || in.real != tc.want {
+				t.Errorf("got %+v, want %s", in, tc.want)
+			}
+		})
+	}
+}
+
+func TestPythonProbeRemembered(t *testing.T) {
+	bin := t.TempDir()
+	venvFakePython(t, bin, "python3.10", "3.10.13")
+	cfg := venvTestConfig(t, "agent.venvs_cache.path: "+filepath.Join(t.TempDir(), "cache"), nil)
+	var log execLog
+	for i := 0; i < 2; i++ { // the second manager reads interpreters.json
+		m := newVenvManager(cfg, nil)
+		m.pathEnv, m.onExec = bin, log.hook
+		for j := 0; j < 2; j++ {
+			if _, err := m.selectInterpreter(context.Background(), "python3.10"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n := log.total(); n != 1 {
+		t.Errorf("probes run: %d, want 1", n)
+	}
+	// A changed executable is probed again.
+	time.Sleep(10 * time.Millisecond)
+	venvFakePython(t, bin, "python3.10", "3.10.14")
+	m := newVenvManager(cfg, nil)
+	m.pathEnv, m.onExec = bin, log.hook
+	in, err := m.selectInterpreter(context.Background(), "python3.10")
+	if err != nil || in.version != "3.10.14" || log.total() != 2 {
+		t.Errorf("after change: %+v, %v, %d probes", in, err, log.total())
+	}
+}
+
+func TestVenvNormalizeRequirements(t *testing.T) {
+	got, ok := pyNormalizeRequirements([]string{
+		"# Python 3.10", "", "Numpy >= 1.26  # pinned", "scikit_learn==1.4", "numpy>=1.26",
+		"torch @ https://x/torch.whl", "--extra-index-url https://idx", "git+https://github.com/a/b.git@v1",
+	})
+	want := []string{"--extra-index-url https://idx", "git+https://github.com/a/b.git@v1", "numpy>=1.26", "scikit-learn==1.4", "torch @ https://x/torch.whl"}
+	if !ok || !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q (%v), want %q", got, ok, want)
+	}
+	for _, l := range []string{"-r other.txt", "-e .", "./pkg", "/abs/pkg", "file:///w/x.whl", "--requirement x"} {
+		if _, ok := pyNormalizeRequirements([]string{"a", l}); ok {
+			t.Errorf("%q should make the set uncacheable", l)
+		}
+	}
+}
+
+func TestVenvRequirementSource(t *testing.T) {
+	repo := writeFile(t, filepath.Join(t.TempDir(), "requirements.txt"), "repo-pkg\n")
+	task := venvSpec{requirements: []string{"task-pkg"}, taskHasRequirements: true, repoRequirementsFiles: []string{repo}}
+	for _, tc := range []struct {
+		name, conf string
+		spec       venvSpec
+		wantTask   []string
+		wantFiles  []string
+	}{
+		{"task requirements win", "", task, []string{"task-pkg"}, nil},
+		{"empty task requirements install nothing", "", venvSpec{taskHasRequirements: true, repoRequirementsFiles: []string{repo}}, nil, nil},
+		{"no task requirements: the repo's", "", venvSpec{repoRequirementsFiles: []string{repo}}, nil, []string{repo}},
+		{"force_repo_requirements_txt", "agent.package_manager.force_repo_requirements_txt: true", task, nil, []string{repo}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newVenvManager(venvTestConfig(t, tc.conf, nil), nil)
+			s, err := m.requirementsFor(tc.spec)
+			if err != nil || !reflect.DeepEqual(s.taskLines, tc.wantTask) || !reflect.DeepEqual(s.files, tc.wantFiles) {
+				t.Errorf("got %+v, %v", s, err)
+			}
+		})
+	}
+	m := newVenvManager(venvTestConfig(t, "", nil), nil)
+	if _, err := m.requirementsFor(venvSpec{repoRequirementsFiles: []string{"/nonexistent/requirements.txt"}}); err == nil || !strings.HasPrefix(err.Error(), "requirements: ") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestVenvInstallFlags(t *testing.T) {
+	conf := `agent.package_manager {
+  extra_index_url: ["https://a/simple", "https://b/simple"]
+  no_index: true
+  find_links: /wheels
+  extra_pip_install_flags: ["--prefer-binary"]
+  force_upgrade: true
+}`
+	m := newVenvManager(venvTestConfig(t, conf, nil), nil)
+	want := []string{"--extra-index-url", "https://a/simple", "--extra-index-url", "https://b/simple", "--no-index", "--find-links", "/wheels", "--prefer-binary", "--upgrade"}
+	if got := m.installFlags(); !reflect.DeepEqual(got, want) {
+		t.Errorf("flags = %q\nwant    %q", got, want)
+	}
+	m = newVenvManager(venvTestConfig(t, conf, map[string]string{"CLEARML_EXTRA_PIP_INSTALL_FLAGS": `--timeout 5 --trusted-host "my host"`}), nil)
+	if got := m.installFlags(); !reflect.DeepEqual(got[7:10], []string{"--timeout", "5", "--trusted-host"}) || got[10] != "my host" {
+		t.Errorf("env flags = %q", got)
+	}
+}
+
+func TestVenvShellSplit(t *testing.T) {
+	got, err := venvShellSplit(`a 'b c' "d \"e\"" f\ g  `)
+	if err != nil || !reflect.DeepEqual(got, []string{"a", "b c", `d "e"`, "f g"}) {
+		t.Errorf("got %q, %v", got, err)
+	}
+	if _, err := venvShellSplit(`'open`); err == nil {
+		t.Error("unterminated quote accepted")
+	}
+}
+
+func TestPythonArgs(t *testing.T) {
+	for _, tc := range []struct {
+		opt  int
+		want []string
+	}{
+		{0, []string{"/v/bin/python", "-u", "train.py"}},
+		{1, []string{"/v/bin/python", "-u", "-O", "train.py"}},
+		{2, []string{"/v/bin/python", "-u", "-OO", "train.py"}},
+		{3, []string{"/v/bin/python", "-u", "-OO", "train.py"}},
+	} {
+		if got := venvPythonArgs("/v/bin/python", tc.opt, []string{"train.py"}); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("-O x%d: %q", tc.opt, got)
+		}
+	}
+}
+
+func TestVenvSetRequirementsBody(t *testing.T) {
+	prev := map[string]any{"pip": "numpy\n", "conda": "", "org_pip": nil}
+	got := venvSetRequirementsBody("t1", prev, []string{"numpy==1.26.4"})
+	want := map[string]any{"task": "t1", "requirements": map[string]any{"pip": []string{"numpy==1.26.4"}, "org_pip": "numpy\n", "conda": ""}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v\nwant %v", got, want)
+	}
+	// org_pip is set once: a second run keeps the original.
+	got = venvSetRequirementsBody("t1", map[string]any{"pip": []any{"numpy==1.26.4"}, "org_pip": "numpy\n"}, []string{"numpy==1.26.4"})
+	if r := got["requirements"].(map[string]any); r["org_pip"] != "numpy\n" {
+		t.Errorf("org_pip overwritten: %v", r)
+	}
+	if _, ok := prev["org_pip"]; !ok || prev["pip"] != "numpy\n" {
+		t.Error("the previous map was modified")
+	}
+}
+
+func TestVenvInstallFailure(t *testing.T) {
+	for out, want := range map[string]string{
+		"ERROR: Could not find a version that satisfies the requirement nosuch==1.0 (from versions: none)\nERROR: No matching distribution found for nosuch==1.0\n": "nosuch==1.0",
+		"  × No solution found when resolving dependencies:\n  ╰─▶ Because foo was not found in the package registry and you require foo, we can conclude":          "foo",
+		"error: something else": "",
+	} {
+		if got := pyInstallFailure(out); got != want {
+			t.Errorf("pyInstallFailure(%q) = %q, want %q", out, got, want)
+		}
+	}
+}
+
+// venvFakeEntry makes a complete-looking cache entry last used at `used`.
+func venvFakeEntry(t testing.TB, cache, key string, used time.Time, meta venvMeta) {
+	t.Helper()
+	dir := filepath.Join(cache, key)
+	venvWrite(t, filepath.Join(dir, "bin", "python"), "", 0o755)
+	data := fmt.Sprintf(`{"key":%q,"python_version":%q,"frozen":%q}`, key, meta.PythonVersion, meta.Frozen)
+	marker := filepath.Join(dir, venvMetaName)
+	if err := os.WriteFile(marker, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(marker, used, used); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func venvKeys(t *testing.T, cache string) []string {
+	t.Helper()
+	var keys []string
+	ents, _ := os.ReadDir(cache)
+	for _, e := range ents {
+		if e.IsDir() {
+			keys = append(keys, e.Name())
+		}
+	}
+	return keys
+}
+
+func TestVenvCacheEviction(t *testing.T) {
+	cache := t.TempDir()
+	m := newVenvManager(venvTestConfig(t, "agent.venvs_cache { max_entries: 3, free_space_threshold_gb: 1 }", nil), nil)
+	base := time.Now().Add(-time.Hour)
+	for i, k := range []string{"k0", "k1", "k2", "k3"} {
+		venvFakeEntry(t, cache, k, base.Add(time.Duration(i)*time.Minute), venvMeta{})
+	}
+	if err := os.MkdirAll(filepath.Join(cache, "partial"), 0o755); err != nil { // a crashed build
+		t.Fatal(err)
+	}
+	// A task is using the oldest entry.
+	busy, err := venvLock(context.Background(), filepath.Join(cache, "k0.lock"), syscall.LOCK_SH)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.freeSpace = func(string) (uint64, error) { return 10 << 30, nil }
+	room, err := m.makeRoom(context.Background(), cache, "new")
+	if err != nil || !room {
+		t.Fatal(room, err)
+	}
+	// Room for "new" means 2 others stay: k1, k2 (least recently used) go, busy k0 stays.
+	if got := venvKeys(t, cache); !reflect.DeepEqual(got, []string{"k0", "k3"}) {
+		t.Errorf("after max_entries eviction: %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(cache, "k1.lock")); !os.IsNotExist(err) {
+		t.Errorf("lock file of an evicted entry left behind: %v", err)
+	}
+
+	// Low disk: evict idle entries until enough is free, else refuse.
+	evictions := 0
+	m.freeSpace = func(string) (uint64, error) {
+		if len(venvKeys(t, cache)) > 1 {
+			return 0, nil
+		}
+		return 2 << 30, nil
+	}
+	if room, err := m.makeRoom(context.Background(), cache, "new"); err != nil || !room {
+		t.Fatal(room, err)
+	}
+	if got := venvKeys(t, cache); !reflect.DeepEqual(got, []string{"k0"}) {
+		t.Errorf("after free-space eviction: %q (evictions %d)", got, evictions)
+	}
+	m.freeSpace = func(string) (uint64, error) { return 0, nil }
+	if room, err := m.makeRoom(context.Background(), cache, "new"); err != nil || room {
+		t.Errorf("no room expected: %v %v", room, err)
+	}
+	busy.Close()
+}
+
+func TestVenvCacheLookupWaitsForBuilder(t *testing.T) {
+	cache := t.TempDir()
+	m := newVenvManager(venvTestConfig(t, "", nil), nil)
+	if err := os.MkdirAll(filepath.Join(cache, "k"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	builder, err := venvLock(context.Background(), filepath.Join(cache, "k.lock"), syscall.LOCK_EX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan *venvResult)
+	go func() {
+		r, _ := m.cacheLookup(context.Background(), cache, "k")
+		done <- r
+	}()
+	venvFakeEntry(t, cache, "k", time.Now(), venvMeta{PythonVersion: "3.11.7", Frozen: []string{"a==1"}})
+	builder.Close()
+	r := <-done
+	if r == nil || !r.cacheHit || r.frozen[0] != "a==1" {
+		t.Fatalf("lookup after build: %+v", r)
+	}
+	r.release()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	builder, _ = venvLock(context.Background(), filepath.Join(cache, "k.lock"), syscall.LOCK_EX)
+	defer builder.Close()
+	if _, err := m.cacheLookup(ctx, cache, "k"); err == nil {
+		t.Error("lookup should give up when its context ends")
+	}
+}
+
+// venvTestWheel writes a minimal pure-Python wheel into dir.
+func venvTestWheel(t testing.TB, dir, name, version string) {
+	t.Helper()
+	files := []struct{ name, body string }{
+		{name + "/__init__.py", "VERSION = " + fmt.Sprintf("%q", version) + "\n"},
+		{fmt.Sprintf("%s-%s.dist-info/METADATA", name, version), fmt.Sprintf("Metadata-Version: 2.1\nName: %s\nVersion: %s\n", name, version)},
+		{fmt.Sprintf("%s-%s.dist-info/WHEEL", name, version), "Wheel-Version: 1.0\nGenerator: venv_test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"},
+	}
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	var record strings.Builder
+	for _, f := range files {
+		w, err := zw.Create(f.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte(f.body))
+		sum := sha256.Sum256([]byte(f.body))
+		fmt.Fprintf(&record, "%s,sha256=%s,%d\n", f.name, base64.RawURLEncoding.EncodeToString(sum[:]), len(f.body))
+	}
+	recName := fmt.Sprintf("%s-%s.dist-info/RECORD", name, version)
+	fmt.Fprintf(&record, "%s,,\n", recName)
+	w, _ := zw.Create(recName)
+	w.Write([]byte(record.String()))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	venvWrite(t, filepath.Join(dir, fmt.Sprintf("%s-%s-py3-none-any.whl", name, version)), buf.String(), 0o644)
+}
+
+func venvNeedPython(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds real venvs")
+	}
+	if out, err := exec.Command("python3", "-c", "import venv, ensurepip").CombinedOutput(); err != nil {
+		t.Skipf("python3 with venv and ensurepip is needed: %v %s", err, out)
+	}
+}
+
+func venvHasFrozen(frozen []string, want string) bool {
+	for _, l := range frozen {
+		if strings.EqualFold(l, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestVenvRealPython builds real venvs, as few as possible (each costs seconds).
+func TestVenvRealPython(t *testing.T) {
+	venvNeedPython(t)
+	ctx := context.Background()
+	root := t.TempDir()
+	wheels := filepath.Join(root, "wheels")
+	venvTestWheel(t, wheels, "venvdemo", "1.0")
+	cache := filepath.Join(root, "cache")
+	conf := fmt.Sprintf(`agent {
+  package_manager { no_index: true, find_links: [%q], system_site_packages: true, pip_version: [] }
+  venvs_cache { path: %q, max_entries: 5, free_space_threshold_gb: 0 }
+}`, wheels, cache)
+	cfg := venvTestConfig(t, conf, nil)
+	spec := venvSpec{binary: "python3", requirements: []string{"venvdemo==1.0"}, taskHasRequirements: true}
+
+	// Two tasks with the same requirements at once: one builds, one waits and reuses.
+	var log execLog
+	var out1, out2 bytes.Buffer
+	results := make([]*venvResult, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i, out := range []*bytes.Buffer{&out1, &out2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m := newVenvManager(cfg, out)
+			m.onExec = log.hook
+			results[i], errs[i] = m.prepare(ctx, spec, filepath.Join(root, fmt.Sprint("task", i)))
+		}()
+	}
+	wg.Wait()
+	for i := range errs {
+		if errs[i] != nil {
+			t.Fatalf("prepare %d: %v\n%s%s", i, errs[i], out1.String(), out2.String())
+		}
+		defer results[i].release()
+	}
+	if n := log.count(" -m venv "); n != 1 {
+		t.Errorf("venvs created: %d, want 1", n)
+	}
+	r := results[0]
+	if results[0].cacheHit == results[1].cacheHit || r.dir != results[1].dir || !strings.HasPrefix(r.dir, cache+"/") {
+		t.Errorf("results: %+v / %+v", results[0], results[1])
+	}
+	if !venvHasFrozen(r.frozen, "venvdemo==1.0") || !reflect.DeepEqual(r.frozen, results[1].frozen) {
+		t.Errorf("frozen = %q / %q", r.frozen, results[1].frozen)
+	}
+	if !strings.Contains(out1.String()+out2.String(), "venvdemo") {
+		t.Error("pip output is not in the task log")
+	}
+	cfgText, _ := os.ReadFile(filepath.Join(r.dir, "pyvenv.cfg"))
+	if !strings.Contains(string(cfgText), "include-system-site-packages = true") {
+		t.Errorf("system_site_packages not honoured:\n%s", cfgText)
+	}
+	if out, err := exec.Command(r.python, "-c", "import venvdemo; print(venvdemo.VERSION)").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "1.0" {
+		t.Errorf("venv python cannot import the wheel: %v %s", err, out)
+	}
+
+	// Later tasks hit without running any python: the same requirements as
+	// a string with other spelling, from requirements.txt, or forced.
+	repoReq := writeFile(t, filepath.Join(root, "repo", "requirements.txt"), "# deps\nvenvdemo == 1.0\n")
+	forced := venvTestConfig(t, conf+"\nagent.package_manager.force_repo_requirements_txt: true", nil)
+	for _, tc := range []struct {
+		name string
+		cfg  *agentConfig
+		spec venvSpec
+	}{
+		{"task string", cfg, venvSpec{binary: "python3", requirements: strings.Split("# Python 3\nVenvDemo==1.0\n", "\n"), taskHasRequirements: true}},
+		{"repo requirements.txt", cfg, venvSpec{binary: "python3", repoRequirementsFiles: []string{repoReq}}},
+		{"force_repo_requirements_txt", forced, venvSpec{binary: "python3", requirements: []string{"other"}, taskHasRequirements: true, repoRequirementsFiles: []string{repoReq}}},
+		{"standalone", cfg, venvSpec{binary: "python3", requirements: []string{"venvdemo==1.0"}, taskHasRequirements: true, standalone: true}},
+	} {
+		t.Run("hit/"+tc.name, func(t *testing.T) {
+			var log execLog
+			m := newVenvManager(tc.cfg, nil)
+			m.onExec = log.hook
+			h, err := m.prepare(ctx, tc.spec, filepath.Join(root, "task-hit"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.release()
+			if !h.cacheHit || h.dir != r.dir || !venvHasFrozen(h.frozen, "venvdemo==1.0") {
+				t.Errorf("got %+v", h)
+			}
+			if log.total() != 0 {
+				t.Errorf("a cache hit ran %q", log.argvs)
+			}
+		})
+	}
+
+	t.Run("standalone installs nothing", func(t *testing.T) {
+		var log execLog
+		m := newVenvManager(cfg, nil)
+		m.onExec = log.hook
+		task := filepath.Join(root, "task-standalone")
+		s, err := m.prepare(ctx, venvSpec{binary: "python3", requirements: []string{"venvdemo==2.0"}, taskHasRequirements: true, standalone: true}, task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.dir != "" || s.cacheHit || log.count("install") != 0 || log.count(" -m venv") != 0 {
+			t.Errorf("standalone built or installed: %+v %q", s, log.argvs)
+		}
+		if log.count("freeze") != 1 {
+			t.Errorf("standalone should still freeze: %q", log.argvs)
+		}
+	})
+
+	t.Run("missing package, no cache", func(t *testing.T) {
+		noCache := venvTestConfig(t, fmt.Sprintf(`agent {
+  package_manager { no_index: true, find_links: [%q], pip_version: [] }
+  venvs_cache.path: ""
+}`, wheels), nil)
+		task := filepath.Join(root, "task-missing")
+		keep := writeFile(t, filepath.Join(task, "task_repository", "repo", "train.py"), "")
+		writeFile(t, filepath.Join(task, "stale"), "")
+		var out bytes.Buffer
+		m := newVenvManager(noCache, &out)
+		_, err := m.prepare(ctx, venvSpec{binary: "python3", requirements: []string{"venvdemo==1.0", "nosuchpkg==9.9"}, taskHasRequirements: true}, task)
+		if err == nil || !strings.HasPrefix(err.Error(), "requirements: ") || !strings.Contains(err.Error(), `"nosuchpkg==9.9"`) || strings.Contains(err.Error(), "\n") {
+			t.Fatalf("error = %v\n%s", err, out.String())
+		}
+		t.Logf("error: %v", err)
+		cfgText, _ := os.ReadFile(filepath.Join(task, "pyvenv.cfg"))
+		if !strings.Contains(string(cfgText), "include-system-site-packages = false") {
+			t.Errorf("the venv should be in the task folder, without system site packages:\n%s", cfgText)
+		}
+		if _, err := os.Stat(keep); err != nil {
+			t.Error("task_repository was removed")
+		}
+		if _, err := os.Stat(filepath.Join(task, "stale")); !os.IsNotExist(err) {
+			t.Error("old files in the task folder were kept")
+		}
+	})
+}
+
+func TestVenvUV(t *testing.T) {
+	if _, err := exec.LookPath("uv"); err != nil {
+		t.Skip("uv is not on PATH; the uv path is untested here")
+	}
+	venvNeedPython(t)
+	root := t.TempDir()
+	wheels := filepath.Join(root, "wheels")
+	venvTestWheel(t, wheels, "venvdemo", "1.0")
+	cfg := venvTestConfig(t, fmt.Sprintf(`agent {
+  package_manager { type: uv, no_index: true, find_links: [%q] }
+  venvs_cache.path: %q
+}`, wheels, filepath.Join(root, "cache")), nil)
+	var log execLog
+	m := newVenvManager(cfg, nil)
+	m.onExec = log.hook
+	r, err := m.prepare(context.Background(), venvSpec{binary: "python3", requirements: []string{"venvdemo==1.0"}, taskHasRequirements: true}, filepath.Join(root, "task"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.release()
+	if log.count("uv venv") != 1 || log.count("uv pip install") != 1 || !venvHasFrozen(r.frozen, "venvdemo==1.0") {
+		t.Errorf("uv: %q, frozen %q", log.argvs, r.frozen)
+	}
+}
+
+// BenchmarkVenvCacheHit times prepare on a cache hit: interpreter from the
+// remembered probe, key, lock, marker read, touch. No python runs.
+func BenchmarkVenvCacheHit(b *testing.B) {
+	bin := b.TempDir()
+	venvFakePython(b, bin, "python3.10", "3.10.13")
+	cache := filepath.Join(b.TempDir(), "cache")
+	cfg := venvTestConfig(b, fmt.Sprintf("agent.venvs_cache.path: %q", cache), nil)
+	m := newVenvManager(cfg, nil)
+	m.pathEnv = bin
+	spec := venvSpec{binary: "python3.10", requirements: []string{"numpy==1.26.4", "clearml==1.16.0", "torch==2.3.0"}, taskHasRequirements: true}
+	in, err := m.selectInterpreter(context.Background(), spec.binary)
+	if err != nil {
+		b.Fatal(err)
+	}
+	reqs, _ := m.requirementsFor(spec)
+	key, _ := m.cacheKey(in, m.tool(), reqs)
+	venvFakeEntry(b, cache, key, time.Now(), venvMeta{PythonVersion: in.version, Frozen: []string{"numpy==1.26.4"}})
+	m = newVenvManager(cfg, nil) // a fresh process: the probe comes from interpreters.json
+	m.pathEnv = bin
+	m.onExec = func([]string) { b.Fatal("a cache hit ran a process") }
+	task := filepath.Join(b.TempDir(), "task")
+	for b.Loop() {
+		r, err := m.prepare(context.Background(), spec, task)
+		if err != nil || !r.cacheHit {
+			b.Fatal(r, err)
+		}
+		r.release()
+	}
+}
+
+func TestVenvKeepLockAcrossExec(t *testing.T) {
+	f, err := venvLock(context.Background(), filepath.Join(t.TempDir(), "k.lock"), syscall.LOCK_SH)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &venvResult{lock: f}
+	defer r.release()
+	if err := r.keepLockAcrossExec(); err != nil {
+		t.Fatal(err)
+	}
+	flags, _, e := syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), syscall.F_GETFD, 0)
+	if e != 0 || flags&syscall.FD_CLOEXEC != 0 {
+		t.Errorf("FD_CLOEXEC still set: %#x %v", flags, e)
+	}
+}
