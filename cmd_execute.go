@@ -478,6 +478,9 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 	}
 
 	argv = venvPythonArgs(py.python, int(x.opts.optimization), entryArgs)
+	if shell := taskShell(t.Script.Binary, x.cfg.env); shell != "" {
+		argv = append([]string{shell}, entryArgs...)
+	}
 	env, err = x.taskEnv(workDir, entryArgs)
 	if err != nil {
 		return nil, "", nil, &stepError{"environment", err}
@@ -539,6 +542,11 @@ func (x *execution) taskEnv(workDir string, entryArgs []string) ([]string, error
 		env["CLEARML_API_SECRET_KEY"] = x.api.secretKey
 	}
 	gpuEnv(env, x.opts.gpus, x.opts.cpuOnly)
+	if x.venv != nil && x.venv.dir != "" {
+		// As if activated: subprocesses that call python or pip get the venv.
+		env["VIRTUAL_ENV"] = x.venv.dir
+		env["PATH"] = filepath.Join(x.venv.dir, "bin") + string(os.PathListSeparator) + env["PATH"]
+	}
 	pyPath := []string{}
 	if old := env["PYTHONPATH"]; old != "" {
 		pyPath = append(pyPath, old)
@@ -567,6 +575,19 @@ func (x *execution) taskEnv(workDir string, entryArgs []string) ([]string, error
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// taskShell is the shell a bash/sh/zsh task runs with ("" for python):
+// $SHELL, else /bin/bash, as the reference does.
+func taskShell(binary string, env envLookup) string {
+	switch filepath.Base(strings.TrimSpace(binary)) {
+	case "bash", "sh", "zsh":
+		if sh := firstEnv(env, "SHELL"); sh != "" {
+			return sh
+		}
+		return "/bin/bash"
+	}
+	return ""
 }
 
 // writePrivateConfig writes the effective configuration, credentials

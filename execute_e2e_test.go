@@ -467,3 +467,76 @@ func TestExecuteGitPasswordNeverLeaks(t *testing.T) {
 		return nil
 	})
 }
+
+// Branches, tags, submodules and an uncommitted diff, through execute.
+func TestExecuteCheckoutVariants(t *testing.T) {
+	// A submodule repo, and a main repo with a branch and a tag.
+	subWork := t.TempDir()
+	runGitT(t, subWork, "init", "-q")
+	writeFile(t, filepath.Join(subWork, "helper.py"), "VALUE = 'from submodule'\n")
+	runGitT(t, subWork, "add", "-A")
+	runGitT(t, subWork, "commit", "-q", "-m", "sub")
+	subBare := filepath.Join(t.TempDir(), "sub.git")
+	runGitT(t, subWork, "clone", "-q", "--bare", subWork, subBare)
+
+	work := t.TempDir()
+	runGitT(t, work, "init", "-q")
+	writeFile(t, filepath.Join(work, "main.py"), "import sys\nsys.path.insert(0, 'lib')\nimport helper\nprint('main', helper.VALUE)\n")
+	writeFile(t, filepath.Join(work, "pkg", "__init__.py"), "")
+	writeFile(t, filepath.Join(work, "pkg", "mod.py"), "import sys\nprint('module', sys.argv[1:])\n")
+	writeFile(t, filepath.Join(work, "run.sh"), "echo \"shell says $1\"\n")
+	runGitT(t, work, "submodule", "add", "-q", subBare, "lib")
+	runGitT(t, work, "add", "-A")
+	runGitT(t, work, "commit", "-q", "-m", "v1")
+	runGitT(t, work, "tag", "v1")
+	runGitT(t, work, "checkout", "-q", "-b", "feature")
+	writeFile(t, filepath.Join(work, "main.py"), "import sys\nsys.path.insert(0, 'lib')\nimport helper\nprint('feature', helper.VALUE)\n")
+	runGitT(t, work, "commit", "-q", "-am", "feature")
+	runGitT(t, work, "checkout", "-q", "main")
+	writeFile(t, filepath.Join(work, "main.py"), "print('main moved on')\n")
+	runGitT(t, work, "commit", "-q", "-am", "later")
+	bare := filepath.Join(t.TempDir(), "repo.git")
+	runGitT(t, work, "clone", "-q", "--bare", work, bare)
+
+	diff := `diff --git a/main.py b/main.py
+--- a/main.py
++++ b/main.py
+@@ -1,4 +1,4 @@
+ import sys
+ sys.path.insert(0, 'lib')
+ import helper
+-print('feature', helper.VALUE)
++print('patched', helper.VALUE)
+`
+	s := startServer(t)
+	for _, tt := range []struct {
+		name   string
+		script fakeserver.Script
+		want   string
+	}{
+		{"tag", fakeserver.Script{Tag: "v1", EntryPoint: "main.py"}, "main from submodule"},
+		{"branch", fakeserver.Script{Branch: "feature", EntryPoint: "main.py"}, "feature from submodule"},
+		{"branch and diff", fakeserver.Script{Branch: "feature", EntryPoint: "main.py", Diff: diff}, "patched from submodule"},
+		{"default branch", fakeserver.Script{EntryPoint: "main.py"}, "main moved on"},
+		{"module with args", fakeserver.Script{Tag: "v1", EntryPoint: "-m pkg.mod --lr 0.1"}, "module ['--lr', '0.1']"},
+		{"shell script", fakeserver.Script{Tag: "v1", EntryPoint: "run.sh hello", Binary: "bash"}, "shell says hello"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sc := tt.script
+			sc.Repository = bare
+			if sc.Binary == "" {
+				sc.Binary = "python3"
+			}
+			id := s.AddTask(fakeserver.TaskSpec{Script: &sc})
+			env := executeEnv(t, s)
+			env["GIT_ALLOW_PROTOCOL"] = "file"
+			r := runAgent(t, env, "execute", "--id", id)
+			if r.code != 0 {
+				t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+			}
+			if log := s.TaskLogText(id); !strings.Contains(log, tt.want+"\n") {
+				t.Errorf("output lacks %q:\n%s", tt.want, log)
+			}
+		})
+	}
+}
