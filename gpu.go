@@ -1,9 +1,29 @@
 package main
 
-import "strings"
+// GPUs: the --gpus selection (env vars, worker id, docker flags), GPU
+// detection behind one interface (nvidia-smi by default, NVML with
+// -tags nvml), and the per-task allocator behind --dynamic-gpus.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
 
 // gpuEnv sets the GPU visibility variables a task sees, as the reference
 // does for --gpus and --cpu-only (agent-execute.md §5). env is modified.
+// Ranges of plain indices are expanded ("0-3" is "0,1,2,3"): CUDA does not
+// understand ranges, so passing them verbatim would hide every GPU.
 func gpuEnv(env map[string]string, gpus string, cpuOnly bool) {
 	env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
 	if env["KUBERNETES_SERVICE_HOST"] != "" || env["KUBERNETES_PORT"] != "" {
@@ -18,9 +38,637 @@ func gpuEnv(env map[string]string, gpus string, cpuOnly bool) {
 		env["NVIDIA_VISIBLE_DEVICES"] = "all"
 	case gpus != "":
 		v := strings.ReplaceAll(gpus, ".", ":")
+		if ids, err := gpuListItems(gpus); err == nil && len(ids) > 0 {
+			v = strings.Join(ids, ",")
+		}
 		env["CUDA_VISIBLE_DEVICES"] = v
 		env["NVIDIA_VISIBLE_DEVICES"] = v
 	case env["CUDA_VISIBLE_DEVICES"] != "" && env["NVIDIA_VISIBLE_DEVICES"] == "":
 		env["NVIDIA_VISIBLE_DEVICES"] = env["CUDA_VISIBLE_DEVICES"]
 	}
+}
+
+// maxGPURange bounds "a-b" so a typo cannot build a huge list.
+const maxGPURange = 1024
+
+// gpuListItems splits a --gpus list into device ids in the env-var form:
+// "a-b" of plain indices is expanded, MIG "g.m" becomes "g:m", anything
+// else (GPU-/MIG- UUIDs, "-1") is kept as written.
+func gpuListItems(s string) ([]string, error) {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if a, b, ok := strings.Cut(item, "-"); ok && gpuDigits(a) && gpuDigits(b) {
+			lo, err1 := strconv.Atoi(a)
+			hi, err2 := strconv.Atoi(b)
+			if err1 != nil || err2 != nil || hi < lo || hi-lo >= maxGPURange {
+				return nil, fmt.Errorf("invalid GPU range %q", item)
+			}
+			for i := lo; i <= hi; i++ {
+				out = append(out, strconv.Itoa(i))
+			}
+			continue
+		}
+		if g, m, ok := strings.Cut(item, "."); ok && gpuDigits(g) && gpuDigits(m) {
+			item = g + ":" + m
+		}
+		out = append(out, item)
+	}
+	return out, nil
+}
+
+func gpuDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// gpuVisible is the NVIDIA_VISIBLE_DEVICES (else CUDA_VISIBLE_DEVICES) value
+// a task would get from these flags and this environment.
+func gpuVisible(gpus string, cpuOnly bool, env envLookup) string {
+	m := map[string]string{}
+	for _, k := range []string{"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "KUBERNETES_SERVICE_HOST", "KUBERNETES_PORT"} {
+		if v, ok := env(k); ok {
+			m[k] = v
+		}
+	}
+	gpuEnv(m, gpus, cpuOnly)
+	if v := m["NVIDIA_VISIBLE_DEVICES"]; v != "" {
+		return v
+	}
+	return m["CUDA_VISIBLE_DEVICES"]
+}
+
+// workerIDSuffix is what follows "<worker_name>:" in the worker id
+// (agent-daemon.md §4.2): "gpu0,1", "gpuall", "gpu0.1", "dgpu0-3", or
+// "cpu:" / "" which need the machine-global slot appended (needsSlot).
+// The --gpus text is used as written (MIG ":" shown as "."), as the
+// reference does, so ids stay comparable with Python agents.
+func workerIDSuffix(gpus string, cpuOnly, dynamic bool, env envLookup) (suffix string, needsSlot bool) {
+	v := gpuVisible(gpus, cpuOnly, env)
+	k8s := firstEnv(env, "KUBERNETES_SERVICE_HOST", "KUBERNETES_PORT") != ""
+	if gpus != "" && !cpuOnly && !k8s {
+		v = gpus
+		if strings.EqualFold(v, "all") {
+			v = "all"
+		}
+	}
+	v = strings.ReplaceAll(v, ":", ".")
+	switch {
+	case v == "":
+		return "", true
+	case v == "none":
+		return "cpu:", true
+	case dynamic:
+		return "dgpu" + v, false
+	}
+	return "gpu" + v, false
+}
+
+// dockerGPUArgs is the `docker run` GPU flag and the NVIDIA_VISIBLE_DEVICES
+// value for the agent inside the container, from the (already gpuEnv'd)
+// environment. The reference gave the container "all" for a list (agent#47);
+// here it gets exactly the selected devices. skipFlag is
+// CLEARML_DOCKER_SKIP_GPUS_FLAG.
+func dockerGPUArgs(env envLookup, skipFlag bool) (args []string, inner string) {
+	g := firstEnv(env, "NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
+	switch {
+	case g == "none":
+		return nil, "none"
+	case g == "" || strings.EqualFold(g, "all"):
+		if skipFlag {
+			return nil, "all"
+		}
+		return []string{"--gpus", "all"}, "all"
+	}
+	list := g
+	if ids, err := gpuListItems(g); err == nil && len(ids) > 0 {
+		list = strings.Join(ids, ",")
+	}
+	if skipFlag {
+		return nil, list
+	}
+	// The quotes are part of the argument: docker reads --gpus as CSV, so
+	// an unquoted "device=0,1" would be two fields.
+	return []string{"--gpus", `"device=` + list + `"`}, list
+}
+
+// gpuInfo is one GPU (or MIG slice) as a backend reports it.
+type gpuInfo struct {
+	Index      int    // physical GPU index
+	MIG        int    // MIG device index on that GPU, -1 for a whole GPU
+	UUID       string // GPU-... or MIG-...
+	ParentUUID string // the GPU's UUID for a MIG slice
+	Name       string
+	MemTotalMB float64
+	MemUsedMB  float64
+	Util       float64 // %
+	Temp       float64 // °C
+	HasMem     bool
+	HasUtil    bool
+	HasTemp    bool
+}
+
+// id is the device id in env-var form: "3" or "3:1".
+func (g gpuInfo) id() string {
+	if g.MIG < 0 {
+		return strconv.Itoa(g.Index)
+	}
+	return strconv.Itoa(g.Index) + ":" + strconv.Itoa(g.MIG)
+}
+
+// gpuBackend reads every GPU of the machine.
+type gpuBackend interface {
+	name() string
+	query(ctx context.Context) ([]gpuInfo, []string, error) // GPUs, warnings
+}
+
+var smiQueryArgs = []string{
+	"--query-gpu=index,uuid,name,memory.total,memory.used,utilization.gpu,temperature.gpu",
+	"--format=csv,noheader,nounits",
+}
+
+// smiBackend runs nvidia-smi once per query.
+type smiBackend struct{ path string }
+
+func (b smiBackend) name() string { return "nvidia-smi" }
+
+func (b smiBackend) query(ctx context.Context) ([]gpuInfo, []string, error) {
+	cmd := exec.CommandContext(ctx, b.path, smiQueryArgs...)
+	// Own process group, so a wrapper script's children die with it and
+	// cannot keep the pipe open past the timeout.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 100 * time.Millisecond
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		return nil, nil, fmt.Errorf("nvidia-smi did not answer in time")
+	}
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			msg = strings.TrimSpace(stdout.String())
+		}
+		if i := strings.IndexByte(msg, '\n'); i >= 0 {
+			msg = msg[:i]
+		}
+		if msg != "" {
+			return nil, nil, fmt.Errorf("nvidia-smi: %v: %s", err, msg)
+		}
+		return nil, nil, fmt.Errorf("nvidia-smi: %v", err)
+	}
+	gpus, warns := parseNvidiaSMI(stdout.Bytes())
+	return gpus, warns, nil
+}
+
+// parseNvidiaSMI reads the CSV of smiQueryArgs. Unusable lines are skipped
+// with a warning; "[N/A]"/"[Not Supported]" values are left unset.
+func parseNvidiaSMI(out []byte) ([]gpuInfo, []string) {
+	var gpus []gpuInfo
+	var warns []string
+	for _, line := range strings.Split(string(out), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		f := strings.Split(line, ",")
+		if len(f) < 7 {
+			warns = append(warns, fmt.Sprintf("nvidia-smi: skipping unexpected line %q", line))
+			continue
+		}
+		// A comma inside the name would add fields: the name is what is
+		// between the uuid and the last four numbers.
+		n := len(f)
+		f = append([]string{f[0], f[1], strings.Join(f[2:n-4], ",")}, f[n-4:]...)
+		for i := range f {
+			f[i] = strings.TrimSpace(f[i])
+		}
+		idx, err := strconv.Atoi(f[0])
+		if err != nil || idx < 0 || f[1] == "" {
+			warns = append(warns, fmt.Sprintf("nvidia-smi: skipping unexpected line %q", line))
+			continue
+		}
+		g := gpuInfo{Index: idx, MIG: -1, UUID: f[1], Name: f[2]}
+		total, okT := smiNumber(f[3])
+		used, okU := smiNumber(f[4])
+		if okT && okU {
+			g.MemTotalMB, g.MemUsedMB, g.HasMem = total, used, true
+		}
+		g.Util, g.HasUtil = smiNumber(f[5])
+		g.Temp, g.HasTemp = smiNumber(f[6])
+		gpus = append(gpus, g)
+	}
+	sortGPUs(gpus)
+	return gpus, warns
+}
+
+func smiNumber(s string) (float64, bool) {
+	s = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(s), "%"))
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v != v || v < 0 {
+		return 0, false
+	}
+	return v, true
+}
+
+// sortGPUs orders by index then MIG slice (the reference sorted the keys
+// as text, putting 10 before 2).
+func sortGPUs(g []gpuInfo) {
+	sort.SliceStable(g, func(i, j int) bool {
+		if g[i].Index != g[j].Index {
+			return g[i].Index < g[j].Index
+		}
+		return g[i].MIG < g[j].MIG
+	})
+}
+
+// detectGPUBackend picks NVML (with -tags nvml, when the driver loads),
+// then nvidia-smi on PATH, else nil: no GPUs, quietly.
+func detectGPUBackend(logf func(string, ...any)) gpuBackend {
+	if b, err := newNVMLBackend(); err == nil {
+		return b
+	} else if !errors.Is(err, errNoNVML) && logf != nil {
+		logf("NVML unavailable (%v), trying nvidia-smi", err)
+	}
+	if p, err := exec.LookPath("nvidia-smi"); err == nil {
+		return smiBackend{path: p}
+	}
+	return nil
+}
+
+// gpuReading is one successful query of the selected GPUs.
+type gpuReading struct {
+	at   time.Time
+	gpus []gpuInfo
+}
+
+// gpuSet is the GPUs a worker uses: the --gpus/--cpu-only selection,
+// resolved against what the backend detects.
+type gpuSet struct {
+	backend gpuBackend
+	all     bool
+	sel     []string // device ids, GPU-/MIG- UUIDs; used when !all
+	timeout time.Duration
+	logf    func(string, ...any)
+
+	busy     atomic.Bool // a query is running (a stuck NVML call is abandoned, not repeated)
+	last     atomic.Pointer[gpuReading]
+	warnMu   sync.Mutex
+	warned   map[string]bool
+	failures int // consecutive, poll goroutine only
+}
+
+func stderrWarn(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "WARNING: "+format+"\n", a...)
+}
+
+// newGPUSet returns the selected GPUs, or nil for CPU mode: --cpu-only,
+// NVIDIA_VISIBLE_DEVICES=none, or neither NVML nor nvidia-smi present.
+func newGPUSet(gpus string, cpuOnly bool, env envLookup) *gpuSet {
+	v := gpuVisible(gpus, cpuOnly, env)
+	if v == "none" {
+		return nil
+	}
+	b := detectGPUBackend(stderrWarn)
+	if b == nil {
+		return nil
+	}
+	return newGPUSetWith(b, v)
+}
+
+// newGPUSetWith selects from visible ("", "all" or a list) on backend b.
+func newGPUSetWith(b gpuBackend, visible string) *gpuSet {
+	g := &gpuSet{backend: b, timeout: 5 * time.Second, logf: stderrWarn, warned: map[string]bool{}}
+	if visible == "" || strings.EqualFold(visible, "all") {
+		g.all = true
+	} else if ids, err := gpuListItems(visible); err == nil {
+		g.sel = ids
+	} else {
+		g.sel = strings.Split(visible, ",")
+	}
+	return g
+}
+
+// warnOnce logs each distinct message once, so a bad line does not repeat
+// every poll.
+func (g *gpuSet) warnOnce(msg string) {
+	g.warnMu.Lock()
+	seen := g.warned[msg]
+	if !seen && len(g.warned) < 64 {
+		g.warned[msg] = true
+	}
+	g.warnMu.Unlock()
+	if !seen && g.logf != nil {
+		g.logf("%s", msg)
+	}
+}
+
+// selects reports whether the selection includes d.
+func (g *gpuSet) selects(d gpuInfo) bool {
+	if g.all {
+		return true
+	}
+	whole := strconv.Itoa(d.Index)
+	for _, s := range g.sel {
+		switch {
+		case s == d.id(), s == whole, strings.EqualFold(s, d.UUID),
+			d.ParentUUID != "" && strings.EqualFold(s, d.ParentUUID):
+			return true
+		}
+	}
+	return false
+}
+
+// resolve keeps the selected GPUs of detected, in index order.
+func (g *gpuSet) resolve(detected []gpuInfo) []gpuInfo {
+	out := make([]gpuInfo, 0, len(detected))
+	for _, d := range detected {
+		if g.selects(d) {
+			out = append(out, d)
+		}
+	}
+	sortGPUs(out)
+	return out
+}
+
+var errGPUBusy = errors.New("previous GPU query still running")
+
+// read queries the backend within the timeout and returns the selected
+// GPUs. It never waits longer than the timeout, even on a stuck driver call.
+func (g *gpuSet) read(ctx context.Context) ([]gpuInfo, error) {
+	if !g.busy.CompareAndSwap(false, true) {
+		return nil, errGPUBusy
+	}
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	type result struct {
+		gpus  []gpuInfo
+		warns []string
+		err   error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		defer g.busy.Store(false)
+		gpus, warns, err := g.backend.query(ctx)
+		ch <- result{gpus, warns, err}
+	}()
+	defer cancel()
+	select {
+	case r := <-ch:
+		for _, w := range r.warns {
+			g.warnOnce(w)
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+		sel := g.resolve(r.gpus)
+		g.last.Store(&gpuReading{at: time.Now(), gpus: sel})
+		return sel, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s: no answer within %v", g.backend.name(), g.timeout)
+	}
+}
+
+// poll reads the GPUs every interval until ctx ends. After 3 failures in a
+// row it warns once and slows down rather than giving up for good.
+func (g *gpuSet) poll(ctx context.Context, interval time.Duration) {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		wait := interval
+		if _, err := g.read(ctx); err != nil {
+			g.failures++
+			if g.failures == 3 {
+				g.logf("GPU monitoring failed getting GPU reading (%v), retrying every minute", err)
+			}
+			if g.failures >= 3 {
+				wait = time.Minute
+			}
+		} else {
+			if g.failures >= 3 {
+				g.logf("GPU monitoring recovered")
+			}
+			g.failures = 0
+		}
+		t.Reset(wait)
+	}
+}
+
+// latest is the last good reading if it is newer than maxAge.
+func (g *gpuSet) latest(now time.Time, maxAge time.Duration) *gpuReading {
+	r := g.last.Load()
+	if r == nil || now.Sub(r.at) > maxAge {
+		return nil
+	}
+	return r
+}
+
+// freeMemMB is a GPU's free memory from the last reading (for the
+// allocator's gate); ok is false when unknown.
+func (g *gpuSet) freeMemMB(id string) (float64, bool) {
+	r := g.last.Load()
+	if r == nil {
+		return 0, false
+	}
+	for _, d := range r.gpus {
+		if (d.id() == id || strings.EqualFold(d.UUID, id)) && d.HasMem {
+			return d.MemTotalMB - d.MemUsedMB, true
+		}
+	}
+	return 0, false
+}
+
+// --- dynamic GPUs (--dynamic-gpus) ---
+
+// gpuQueueSpec is one "--queue name=N|min-max|-max".
+type gpuQueueSpec struct {
+	queue    string
+	min, max int
+}
+
+// parseGPUQueueSpec reads name=N (min=max=N), name=MIN-MAX or name=-MAX
+// (min 1). Fractions (the reference's enterprise fractional GPUs) are
+// rejected.
+func parseGPUQueueSpec(s string) (gpuQueueSpec, error) {
+	i := strings.LastIndexByte(s, '=')
+	if i <= 0 {
+		return gpuQueueSpec{}, fmt.Errorf("--dynamic-gpus: queue %q needs a GPU count, e.g. %s=1 or %s=1-2", s, s, s)
+	}
+	name, spec := s[:i], strings.TrimSpace(s[i+1:])
+	num := func(x string) (int, error) {
+		x = strings.TrimSpace(x)
+		if n, err := strconv.Atoi(x); err == nil {
+			if n <= 0 {
+				return 0, fmt.Errorf("--dynamic-gpus: queue %q: GPU count must be positive", name)
+			}
+			return n, nil
+		}
+		if f, err := strconv.ParseFloat(x, 64); err == nil && f > 0 && f < 1 {
+			return 0, fmt.Errorf("--dynamic-gpus: queue %q: fractional GPUs (%s) are not supported", name, x)
+		}
+		return 0, fmt.Errorf("--dynamic-gpus: queue %q: invalid GPU count %q", name, x)
+	}
+	q := gpuQueueSpec{queue: name}
+	var err error
+	if lo, hi, ok := strings.Cut(spec, "-"); ok {
+		q.min = 1
+		if strings.TrimSpace(lo) != "" {
+			if q.min, err = num(lo); err != nil {
+				return q, err
+			}
+		}
+		if q.max, err = num(hi); err != nil {
+			return q, err
+		}
+		if q.min > q.max {
+			return q, fmt.Errorf("--dynamic-gpus: queue %q: minimum %d is above maximum %d", name, q.min, q.max)
+		}
+		return q, nil
+	}
+	if q.min, err = num(spec); err != nil {
+		return q, err
+	}
+	q.max = q.min
+	return q, nil
+}
+
+// parseGPUPool reads --gpus for --dynamic-gpus: a range or a list (MIG
+// entries allowed; a mix of both is accepted too). Ids are in env-var form.
+func parseGPUPool(gpus string) ([]string, error) {
+	if gpus == "" || strings.EqualFold(gpus, "all") {
+		return nil, errors.New("--dynamic-gpus needs an explicit --gpus list or range, e.g. --gpus 0-7")
+	}
+	ids, err := gpuListItems(gpus)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if seen[id] {
+			return nil, fmt.Errorf("--gpus: %s is listed twice", id)
+		}
+		seen[id] = true
+	}
+	if len(ids) == 0 {
+		return nil, errors.New("--dynamic-gpus: --gpus lists no GPU")
+	}
+	return ids, nil
+}
+
+// gpuAllocator hands whole GPUs of a fixed pool to tasks, never one GPU to
+// two tasks at once.
+type gpuAllocator struct {
+	mu        sync.Mutex
+	pool      []string // index order
+	owner     map[string]*gpuLease
+	external  map[string]bool // used by other agents (from the server)
+	minFreeMB float64
+	freeMem   func(id string) (float64, bool) // nil: no gate
+}
+
+// gpuLease is the GPUs given to one task. release is idempotent, so every
+// way a task can end may call it.
+type gpuLease struct {
+	a    *gpuAllocator
+	task string
+	ids  []string
+	once sync.Once
+}
+
+// newGPUAllocator: minFreeMB > 0 with freeMem skips GPUs whose known free
+// memory is below it (agent.gpu_free_memory_min_mb); unknown passes.
+func newGPUAllocator(pool []string, minFreeMB float64, freeMem func(string) (float64, bool)) *gpuAllocator {
+	return &gpuAllocator{
+		pool:      append([]string(nil), pool...),
+		owner:     map[string]*gpuLease{},
+		external:  map[string]bool{},
+		minFreeMB: minFreeMB,
+		freeMem:   freeMem,
+	}
+}
+
+// setExternal marks the GPUs other live workers use (replacing the last set).
+func (a *gpuAllocator) setExternal(ids []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.external = map[string]bool{}
+	for _, id := range ids {
+		a.external[id] = true
+	}
+}
+
+// eligibleLocked lists free GPUs that pass the memory gate.
+func (a *gpuAllocator) eligibleLocked() []string {
+	var out []string
+	for _, id := range a.pool {
+		if a.owner[id] != nil || a.external[id] {
+			continue
+		}
+		if a.minFreeMB > 0 && a.freeMem != nil {
+			if free, ok := a.freeMem(id); ok && free < a.minFreeMB {
+				continue
+			}
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+// available is how many GPUs a task could get now, and the pool size.
+func (a *gpuAllocator) available() (free, total int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.eligibleLocked()), len(a.pool)
+}
+
+// allocate gives task up to max free GPUs in index order, or nil when
+// fewer than min are free.
+func (a *gpuAllocator) allocate(task string, min, max int) *gpuLease {
+	if min < 1 {
+		min = 1
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	free := a.eligibleLocked()
+	if len(free) < min {
+		return nil
+	}
+	if len(free) > max {
+		free = free[:max]
+	}
+	l := &gpuLease{a: a, task: task, ids: free}
+	for _, id := range free {
+		a.owner[id] = l
+	}
+	return l
+}
+
+// visible is the lease as an env-var value ("0,1" or "0:1").
+func (l *gpuLease) visible() string { return strings.Join(l.ids, ",") }
+
+func (l *gpuLease) release() {
+	l.once.Do(func() {
+		l.a.mu.Lock()
+		defer l.a.mu.Unlock()
+		for _, id := range l.ids {
+			if l.a.owner[id] == l {
+				delete(l.a.owner, id)
+			}
+		}
+	})
 }

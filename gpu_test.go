@@ -1,0 +1,502 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func gpuTestEnv(kv ...string) envLookup {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestGPUParseNvidiaSMIFixtures(t *testing.T) {
+	u := func(s string) string { return "GPU-" + s + "-0000-0000-0000-000000000000" }
+	tests := []struct {
+		file  string
+		want  []gpuInfo
+		warns int
+	}{
+		{"a100x2.csv", []gpuInfo{
+			{Index: 0, MIG: -1, UUID: "GPU-6b2a1b2e-0d4b-4c3e-9a1f-0c3a0d7e1a11", Name: "NVIDIA A100-SXM4-40GB", MemTotalMB: 40960, MemUsedMB: 1024, Util: 37, Temp: 41, HasMem: true, HasUtil: true, HasTemp: true},
+			{Index: 1, MIG: -1, UUID: "GPU-9f3c2d1e-7a6b-4c5d-8e9f-1a2b3c4d5e6f", Name: "NVIDIA A100-SXM4-40GB", MemTotalMB: 40960, HasMem: true, HasUtil: true, HasTemp: true, Temp: 33},
+		}, 0},
+		{"quirks.csv", []gpuInfo{
+			{Index: 0, MIG: -1, UUID: u("aaaaaaaa"), Name: "Tesla T4"},
+			{Index: 1, MIG: -1, UUID: u("bbbbbbbb"), Name: "NVIDIA A100 80GB PCIe", MemTotalMB: 81920, MemUsedMB: 512, HasMem: true, Temp: 30, HasTemp: true},
+			{Index: 2, MIG: -1, UUID: u("cccccccc"), Name: "Quadro RTX 6000, Rev. B", MemTotalMB: 24576, MemUsedMB: 100, HasMem: true, Util: 5, HasUtil: true, Temp: 55, HasTemp: true},
+		}, 0},
+		{"garbage.csv", []gpuInfo{
+			{Index: 0, MIG: -1, UUID: u("dddddddd"), Name: "NVIDIA H100 80GB HBM3", MemTotalMB: 81559, MemUsedMB: 4, HasMem: true, HasUtil: true, Temp: 29, HasTemp: true},
+			{Index: 3, MIG: -1, UUID: u("ffffffff"), Name: "NVIDIA H100 80GB HBM3", MemTotalMB: 81559, MemUsedMB: 81000, HasMem: true, Util: 99, HasUtil: true, Temp: 71, HasTemp: true},
+		}, 4},
+	}
+	for _, tc := range tests {
+		data, err := os.ReadFile(filepath.Join("testdata", "gpu", tc.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, warns := parseNvidiaSMI(data)
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", tc.file, got, tc.want)
+		}
+		if len(warns) != tc.warns {
+			t.Errorf("%s: %d warnings, want %d: %q", tc.file, len(warns), tc.warns, warns)
+		}
+	}
+
+	data, _ := os.ReadFile("testdata/gpu/twelve.csv")
+	got, _ := parseNvidiaSMI(data)
+	var order []int
+	for _, g := range got {
+		order = append(order, g.Index)
+	}
+	if want := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}; !reflect.DeepEqual(order, want) {
+		t.Errorf("order %v, want %v (numeric, not lexical)", order, want)
+	}
+}
+
+func TestGPUFlagVectors(t *testing.T) {
+	const unset = "<unset>"
+	tests := []struct {
+		name     string
+		gpus     string
+		cpuOnly  bool
+		env      []string
+		cuda, nv string // env after gpuEnv
+		suffix   string
+		slot     bool
+		dsuffix  string // with --dynamic-gpus
+		docker   []string
+		inner    string
+	}{
+		{"no flag", "", false, nil, unset, unset, "", true, "", []string{"--gpus", "all"}, "all"},
+		{"one", "0", false, nil, "0", "0", "gpu0", false, "dgpu0", []string{"--gpus", `"device=0"`}, "0"},
+		{"agent#47: --gpus 1 gives the container GPU 1 only", "1", false, nil, "1", "1", "gpu1", false, "dgpu1", []string{"--gpus", `"device=1"`}, "1"},
+		{"list", "0,1,2", false, nil, "0,1,2", "0,1,2", "gpu0,1,2", false, "dgpu0,1,2", []string{"--gpus", `"device=0,1,2"`}, "0,1,2"},
+		{"range expands for CUDA, id keeps the text", "0-3", false, nil, "0,1,2,3", "0,1,2,3", "gpu0-3", false, "dgpu0-3", []string{"--gpus", `"device=0,1,2,3"`}, "0,1,2,3"},
+		{"range and list", "0-1,4", false, nil, "0,1,4", "0,1,4", "gpu0-1,4", false, "dgpu0-1,4", []string{"--gpus", `"device=0,1,4"`}, "0,1,4"},
+		{"all", "all", false, nil, unset, "all", "gpuall", false, "dgpuall", []string{"--gpus", "all"}, "all"},
+		{"ALL", "ALL", false, []string{"CUDA_VISIBLE_DEVICES", "3"}, unset, "all", "gpuall", false, "dgpuall", []string{"--gpus", "all"}, "all"},
+		{"uuid", "GPU-6b2a1b2e-0d4b-4c3e-9a1f-0c3a0d7e1a11", false, nil,
+			"GPU-6b2a1b2e-0d4b-4c3e-9a1f-0c3a0d7e1a11", "GPU-6b2a1b2e-0d4b-4c3e-9a1f-0c3a0d7e1a11",
+			"gpuGPU-6b2a1b2e-0d4b-4c3e-9a1f-0c3a0d7e1a11", false, "dgpuGPU-6b2a1b2e-0d4b-4c3e-9a1f-0c3a0d7e1a11",
+			[]string{"--gpus", `"device=GPU-6b2a1b2e-0d4b-4c3e-9a1f-0c3a0d7e1a11"`}, "GPU-6b2a1b2e-0d4b-4c3e-9a1f-0c3a0d7e1a11"},
+		{"mig colon", "0:1", false, nil, "0:1", "0:1", "gpu0.1", false, "dgpu0.1", []string{"--gpus", `"device=0:1"`}, "0:1"},
+		{"mig dot", "0.1", false, nil, "0:1", "0:1", "gpu0.1", false, "dgpu0.1", []string{"--gpus", `"device=0:1"`}, "0:1"},
+		{"mig list", "0.0,0.1", false, nil, "0:0,0:1", "0:0,0:1", "gpu0.0,0.1", false, "dgpu0.0,0.1", []string{"--gpus", `"device=0:0,0:1"`}, "0:0,0:1"},
+		{"cpu only", "", true, nil, "none", "none", "cpu:", true, "cpu:", nil, "none"},
+		{"cpu only wins over gpus", "0,1", true, nil, "none", "none", "cpu:", true, "cpu:", nil, "none"},
+		{"inherited CUDA_VISIBLE_DEVICES", "", false, []string{"CUDA_VISIBLE_DEVICES", "3"}, "3", "3", "gpu3", false, "dgpu3", []string{"--gpus", `"device=3"`}, "3"},
+		{"inherited NVIDIA all (CUDA image)", "", false, []string{"NVIDIA_VISIBLE_DEVICES", "all"}, unset, "all", "gpuall", false, "dgpuall", []string{"--gpus", "all"}, "all"},
+		{"inherited none", "", false, []string{"NVIDIA_VISIBLE_DEVICES", "none"}, unset, "none", "cpu:", true, "cpu:", nil, "none"},
+		{"-1 kept", "-1", false, nil, "-1", "-1", "gpu-1", false, "dgpu-1", []string{"--gpus", `"device=-1"`}, "-1"},
+		{"kubernetes skips --gpus", "0", false, []string{"KUBERNETES_SERVICE_HOST", "10.0.0.1"}, unset, unset, "", true, "", []string{"--gpus", "all"}, "all"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := map[string]string{}
+			for i := 0; i+1 < len(tc.env); i += 2 {
+				m[tc.env[i]] = tc.env[i+1]
+			}
+			env := gpuTestEnv(tc.env...)
+			gpuEnv(m, tc.gpus, tc.cpuOnly)
+			get := func(k string) string {
+				if v, ok := m[k]; ok {
+					return v
+				}
+				return unset
+			}
+			if get("CUDA_VISIBLE_DEVICES") != tc.cuda || get("NVIDIA_VISIBLE_DEVICES") != tc.nv {
+				t.Errorf("env CUDA=%s NVIDIA=%s, want %s %s", get("CUDA_VISIBLE_DEVICES"), get("NVIDIA_VISIBLE_DEVICES"), tc.cuda, tc.nv)
+			}
+			if m["CUDA_DEVICE_ORDER"] != "PCI_BUS_ID" {
+				t.Errorf("CUDA_DEVICE_ORDER = %q", m["CUDA_DEVICE_ORDER"])
+			}
+			if s, slot := workerIDSuffix(tc.gpus, tc.cpuOnly, false, env); s != tc.suffix || slot != tc.slot {
+				t.Errorf("suffix %q,%v want %q,%v", s, slot, tc.suffix, tc.slot)
+			}
+			if s, _ := workerIDSuffix(tc.gpus, tc.cpuOnly, true, env); s != tc.dsuffix {
+				t.Errorf("dynamic suffix %q want %q", s, tc.dsuffix)
+			}
+			args, inner := dockerGPUArgs(func(k string) (string, bool) { v, ok := m[k]; return v, ok }, false)
+			if !reflect.DeepEqual(args, tc.docker) || inner != tc.inner {
+				t.Errorf("docker %q inner %q, want %q %q", args, inner, tc.docker, tc.inner)
+			}
+			if args, inner := dockerGPUArgs(func(k string) (string, bool) { v, ok := m[k]; return v, ok }, true); args != nil || inner != tc.inner {
+				t.Errorf("skip flag: docker %q inner %q, want none %q", args, inner, tc.inner)
+			}
+		})
+	}
+}
+
+func TestGPUListItemsErrors(t *testing.T) {
+	for _, s := range []string{"3-1", "0-5000"} {
+		if _, err := gpuListItems(s); err == nil {
+			t.Errorf("%q: no error", s)
+		}
+	}
+	// gpuEnv keeps an unparsable value as written rather than dropping it.
+	m := map[string]string{}
+	gpuEnv(m, "3-1", false)
+	if m["CUDA_VISIBLE_DEVICES"] != "3-1" {
+		t.Errorf("CUDA_VISIBLE_DEVICES = %q", m["CUDA_VISIBLE_DEVICES"])
+	}
+}
+
+// fakeGPUBackend returns fixed GPUs; block makes it hang until released.
+type fakeGPUBackend struct {
+	gpus  []gpuInfo
+	err   error
+	block chan struct{}
+	calls atomic.Int32
+}
+
+func (f *fakeGPUBackend) name() string { return "fake" }
+func (f *fakeGPUBackend) query(ctx context.Context) ([]gpuInfo, []string, error) {
+	f.calls.Add(1)
+	if f.block != nil {
+		<-f.block // ignores ctx, like a stuck driver call
+	}
+	return append([]gpuInfo(nil), f.gpus...), nil, f.err
+}
+
+func migFixture() []gpuInfo {
+	return []gpuInfo{
+		{Index: 0, MIG: 0, UUID: "MIG-a0", ParentUUID: "GPU-a", HasMem: true, MemTotalMB: 10, MemUsedMB: 1},
+		{Index: 0, MIG: 1, UUID: "MIG-a1", ParentUUID: "GPU-a", HasMem: true, MemTotalMB: 10, MemUsedMB: 2},
+		{Index: 1, MIG: -1, UUID: "GPU-b"},
+		{Index: 2, MIG: -1, UUID: "GPU-c"},
+		{Index: 10, MIG: -1, UUID: "GPU-k"},
+	}
+}
+
+func TestGPUSetSelection(t *testing.T) {
+	tests := []struct {
+		visible string
+		want    []string
+	}{
+		{"", []string{"0:0", "0:1", "1", "2", "10"}},
+		{"all", []string{"0:0", "0:1", "1", "2", "10"}},
+		{"10,2", []string{"2", "10"}},
+		{"0", []string{"0:0", "0:1"}},
+		{"0:1", []string{"0:1"}},
+		{"0.1", []string{"0:1"}},
+		{"GPU-a", []string{"0:0", "0:1"}},
+		{"mig-a0,gpu-c", []string{"0:0", "2"}},
+		{"1-2", []string{"1", "2"}},
+		{"7", nil},
+	}
+	for _, tc := range tests {
+		g := newGPUSetWith(&fakeGPUBackend{gpus: migFixture()}, tc.visible)
+		sel, err := g.read(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, d := range sel {
+			ids = append(ids, d.id())
+		}
+		if !reflect.DeepEqual(ids, tc.want) {
+			t.Errorf("%q: %v, want %v", tc.visible, ids, tc.want)
+		}
+	}
+	g := newGPUSetWith(&fakeGPUBackend{gpus: migFixture()}, "0")
+	if _, ok := g.freeMemMB("0:1"); ok {
+		t.Error("free memory known before any reading")
+	}
+	g.read(context.Background())
+	if free, ok := g.freeMemMB("0:1"); !ok || free != 8 {
+		t.Errorf("freeMemMB(0:1) = %v, %v", free, ok)
+	}
+}
+
+func TestGPUSetCPUOnlyIsNil(t *testing.T) {
+	if g := newGPUSet("0", true, gpuTestEnv()); g != nil {
+		t.Error("--cpu-only gave a GPU set")
+	}
+	if g := newGPUSet("", false, gpuTestEnv("NVIDIA_VISIBLE_DEVICES", "none")); g != nil {
+		t.Error("NVIDIA_VISIBLE_DEVICES=none gave a GPU set")
+	}
+}
+
+func TestGPUStuckBackendTimesOut(t *testing.T) {
+	f := &fakeGPUBackend{gpus: migFixture(), block: make(chan struct{})}
+	g := newGPUSetWith(f, "all")
+	g.timeout = 50 * time.Millisecond
+	if _, err := g.read(context.Background()); err == nil {
+		t.Fatal("stuck backend: no error")
+	}
+	// The stuck call is not repeated while it is still running.
+	if _, err := g.read(context.Background()); err != errGPUBusy {
+		t.Errorf("second read: %v, want errGPUBusy", err)
+	}
+	if f.calls.Load() != 1 {
+		t.Errorf("%d backend calls, want 1", f.calls.Load())
+	}
+	close(f.block)
+	for g.busy.Load() {
+		time.Sleep(time.Millisecond)
+	}
+	if sel, err := g.read(context.Background()); err != nil || len(sel) != 5 {
+		t.Errorf("after unblock: %d GPUs, %v", len(sel), err)
+	}
+}
+
+// fakeSMI puts an executable nvidia-smi first on PATH.
+func fakeSMI(t *testing.T, script string) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "nvidia-smi"), []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+}
+
+func TestGPUFakeNvidiaSMI(t *testing.T) {
+	fixture, _ := filepath.Abs("testdata/gpu/a100x2.csv")
+	argsFile := filepath.Join(t.TempDir(), "args")
+	fakeSMI(t, fmt.Sprintf("echo \"$@\" > %s\ncat %s\n", argsFile, fixture))
+	g := newGPUSet("1", false, gpuTestEnv())
+	if g == nil {
+		t.Fatal("no GPU set with nvidia-smi on PATH")
+	}
+	if g.backend.name() != "nvidia-smi" && g.backend.name() != "NVML" {
+		t.Fatalf("backend %q", g.backend.name())
+	}
+	if g.backend.name() == "NVML" {
+		t.Skip("NVML present: nvidia-smi is not used")
+	}
+	sel, err := g.read(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sel) != 1 || sel[0].Index != 1 || sel[0].UUID != "GPU-9f3c2d1e-7a6b-4c5d-8e9f-1a2b3c4d5e6f" {
+		t.Errorf("selected %+v", sel)
+	}
+	args, _ := os.ReadFile(argsFile)
+	if got, want := strings.TrimSpace(string(args)), strings.Join(smiQueryArgs, " "); got != want {
+		t.Errorf("nvidia-smi args %q, want %q", got, want)
+	}
+}
+
+func TestGPUFakeNvidiaSMIHangs(t *testing.T) {
+	// The child sleep holds stdout: killing only the shell would not end Wait.
+	fakeSMI(t, "sleep 60\necho never\n")
+	g := newGPUSet("", false, gpuTestEnv())
+	if g == nil || g.backend.name() != "nvidia-smi" {
+		t.Skip("nvidia-smi backend not selected")
+	}
+	g.timeout = 200 * time.Millisecond
+	if _, err := g.read(context.Background()); err == nil {
+		t.Fatal("hanging nvidia-smi: no error")
+	}
+	if r := g.latest(time.Now(), time.Hour); r != nil {
+		t.Error("a reading after a timeout")
+	}
+	// The query goroutine ends once the process group is killed.
+	for g.busy.Load() {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestGPUFakeNvidiaSMIFails(t *testing.T) {
+	fakeSMI(t, "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\"\nexit 9\n")
+	g := newGPUSet("", false, gpuTestEnv())
+	if g == nil || g.backend.name() != "nvidia-smi" {
+		t.Skip("nvidia-smi backend not selected")
+	}
+	_, err := g.read(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "couldn't communicate") {
+		t.Fatalf("err = %v", err)
+	}
+	// poll warns after three failures in a row and keeps running.
+	warned := make(chan string, 4)
+	g.logf = func(f string, a ...any) { warned <- fmt.Sprintf(f, a...) }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { g.poll(ctx, time.Millisecond); close(done) }()
+	msg := <-warned
+	cancel()
+	<-done
+	if !strings.Contains(msg, "GPU monitoring failed") {
+		t.Errorf("warning %q", msg)
+	}
+	// Stats then carry no GPU fields.
+	s := newStatsSampler(nil, g)
+	defer s.close()
+	s.sample(time.Now())
+	if m := s.snapshot(); m["gpu_usage"] != nil {
+		t.Errorf("gpu_usage %v from a failing nvidia-smi", m["gpu_usage"])
+	}
+}
+
+func TestGPUNoBackendIsNil(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	if g := newGPUSet("0", false, gpuTestEnv()); g != nil && g.backend.name() != "NVML" {
+		t.Errorf("GPU set %q without nvidia-smi", g.backend.name())
+	}
+}
+
+func TestGPUQueueSpec(t *testing.T) {
+	tests := []struct {
+		in       string
+		queue    string
+		min, max int
+		err      string
+	}{
+		{"q=2", "q", 2, 2, ""},
+		{"q=1-4", "q", 1, 4, ""},
+		{"q=-3", "q", 1, 3, ""},
+		{"dual gpu=2-2", "dual gpu", 2, 2, ""},
+		{"q", "", 0, 0, "needs a GPU count"},
+		{"q=0", "", 0, 0, "positive"},
+		{"q=0-2", "", 0, 0, "positive"},
+		{"q=3-1", "", 0, 0, "above maximum"},
+		{"q=0.5", "", 0, 0, "fractional"},
+		{"q=1.5", "", 0, 0, "invalid"},
+		{"q=x", "", 0, 0, "invalid"},
+		{"=2", "", 0, 0, "needs a GPU count"},
+	}
+	for _, tc := range tests {
+		q, err := parseGPUQueueSpec(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: err %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || q != (gpuQueueSpec{tc.queue, tc.min, tc.max}) {
+			t.Errorf("%q: %+v %v", tc.in, q, err)
+		}
+	}
+	for in, want := range map[string][]string{"0-3": {"0", "1", "2", "3"}, "0,2": {"0", "2"}, "0:1,0.2": {"0:1", "0:2"}} {
+		if got, err := parseGPUPool(in); err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("pool %q: %v %v", in, got, err)
+		}
+	}
+	for _, in := range []string{"", "all", "0,0", "3-1"} {
+		if _, err := parseGPUPool(in); err == nil {
+			t.Errorf("pool %q: no error", in)
+		}
+	}
+}
+
+func TestGPUAllocator(t *testing.T) {
+	pool, _ := parseGPUPool("0-3")
+	a := newGPUAllocator(pool, 0, nil)
+	l1 := a.allocate("t1", 1, 2)
+	if l1 == nil || l1.visible() != "0,1" {
+		t.Fatalf("t1 got %v", l1)
+	}
+	if l := a.allocate("t2", 3, 3); l != nil {
+		t.Fatalf("t2 got %v with 2 free", l.ids)
+	}
+	l2 := a.allocate("t2", 1, 8)
+	if l2 == nil || l2.visible() != "2,3" {
+		t.Fatalf("t2 got %v", l2)
+	}
+	if free, total := a.available(); free != 0 || total != 4 {
+		t.Errorf("available %d/%d", free, total)
+	}
+	if l := a.allocate("t3", 1, 1); l != nil {
+		t.Fatal("allocation from an exhausted pool")
+	}
+	l1.release()
+	l1.release() // idempotent: every exit path may call it
+	if free, _ := a.available(); free != 2 {
+		t.Errorf("after release: %d free", free)
+	}
+	l3 := a.allocate("t3", 1, 1)
+	if l3 == nil || l3.visible() != "0" {
+		t.Fatalf("t3 got %v", l3)
+	}
+	// a late second release of t1 must not free t3's GPU
+	l1.release()
+	if l := a.allocate("t4", 2, 2); l != nil {
+		t.Fatalf("t4 got %v", l.ids)
+	}
+	a.setExternal([]string{"1"})
+	if l := a.allocate("t5", 1, 1); l != nil {
+		t.Fatalf("t5 got GPU %v used by another worker", l.ids)
+	}
+	a.setExternal(nil)
+	if l := a.allocate("t5", 1, 1); l == nil || l.visible() != "1" {
+		t.Fatalf("t5 got %v", l)
+	}
+}
+
+func TestGPUAllocatorMemoryGate(t *testing.T) {
+	free := map[string]float64{"0": 100, "1": 5000, "2": 20000}
+	a := newGPUAllocator([]string{"0", "1", "2", "3"}, 4096, func(id string) (float64, bool) {
+		v, ok := free[id]
+		return v, ok
+	})
+	l := a.allocate("t", 1, 4)
+	if l == nil || l.visible() != "1,2,3" { // 0 is below the gate, 3 is unknown
+		t.Fatalf("got %v", l)
+	}
+	if f, _ := a.available(); f != 0 {
+		t.Errorf("%d available", f)
+	}
+	// With a real gpuSet as the source of free memory.
+	g := newGPUSetWith(&fakeGPUBackend{gpus: migFixture()}, "0")
+	g.read(context.Background())
+	a = newGPUAllocator([]string{"0:0", "0:1"}, 8.5, g.freeMemMB)
+	if l := a.allocate("t", 1, 2); l == nil || l.visible() != "0:0" {
+		t.Fatalf("got %v", l)
+	}
+}
+
+func TestGPUAllocatorStress(t *testing.T) {
+	pool, _ := parseGPUPool("0-7")
+	a := newGPUAllocator(pool, 0, nil)
+	var inUse [8]atomic.Int32
+	var granted atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				n := 1 + (w+i)%3
+				l := a.allocate(fmt.Sprintf("w%d-%d", w, i), 1, n)
+				if l == nil {
+					continue
+				}
+				granted.Add(1)
+				for _, id := range l.ids {
+					k := int(id[0] - '0')
+					if inUse[k].Add(1) != 1 {
+						t.Errorf("GPU %s given to two tasks", id)
+					}
+				}
+				a.available()
+				for _, id := range l.ids {
+					inUse[id[0]-'0'].Add(-1)
+				}
+				l.release()
+				if i%2 == 0 {
+					l.release()
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	if free, total := a.available(); free != total {
+		t.Errorf("%d/%d free after all tasks ended", free, total)
+	}
+	if granted.Load() == 0 {
+		t.Error("nothing allocated")
+	}
+}
