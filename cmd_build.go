@@ -1,5 +1,15 @@
 package main
 
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
 // buildCmd prepares a task's environment without running it.
 type buildCmd struct {
 	workerFlags
@@ -15,7 +25,7 @@ type buildCmd struct {
 func (b *buildCmd) flags(t *flagTable) {
 	b.entryPoint = choiceFlag{choices: []string{"reuse_task", "clone_task"}}
 	t.stringVar(&b.id, "id", "TASK_ID", "Build the environment of this task id")
-	t.stringVar(&b.target, "target", "TARGET", "Folder for the virtual environment and the source code")
+	t.stringVar(&b.target, "target", "TARGET", "Folder for the virtual environment and the source code (with --docker: the image name)")
 	t.boolVar(&b.installGlobally, "install-globally", "", "Install the required packages before creating the virtual environment (always on with --docker)")
 	t.add(&b.docker, "docker", "", "DOCKER", "Build a Docker image: --docker [IMAGE [ARGS ...]], or the image from agent.default_docker")
 	t.boolVar(&b.forceDocker, "force-docker", "", "Use the agent's Docker image even if the task names its own")
@@ -24,4 +34,194 @@ func (b *buildCmd) flags(t *flagTable) {
 	b.workerFlags.register(t)
 }
 
-func (b *buildCmd) run(env *runEnv) error { return errNotImplemented("build") }
+// buildForImageEnv marks the build that runs inside the container of
+// `build --docker`: the venv goes to the (unmounted) venv cache and the
+// code to the vcs cache, so `execute --standalone-mode` finds both later,
+// for the task or a clone of it.
+const buildForImageEnv = "CLEARML_AGENT_BUILD_FOR_IMAGE"
+
+func (b *buildCmd) run(env *runEnv) error {
+	cfg, err := loadConfig(env.global.configFile, nil)
+	if err != nil {
+		return err
+	}
+	workerID := workerIDFor(cfg, b.gpus, b.cpuOnly)
+	c, err := newAPIClient(cfg, clientOptions{interactive: true, workerID: workerID})
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	id, err := resolveName(ctx, c, "tasks", b.id)
+	if err != nil {
+		return err
+	}
+	task, err := getTask(ctx, c, id)
+	if err != nil {
+		return err
+	}
+	if b.docker.set {
+		return b.buildImage(ctx, env, cfg, task, workerID)
+	}
+	if b.pythonVersion != "" {
+		task.Script.Binary = "python" + strings.TrimPrefix(b.pythonVersion, "python")
+	}
+	// --gpus/--cpu-only only steer CUDA detection here.
+	if b.gpus != "" || b.cpuOnly {
+		m := map[string]string{}
+		gpuEnv(m, b.gpus, b.cpuOnly)
+		for k, v := range m {
+			os.Setenv(k, v)
+		}
+	}
+	forImage, _ := parseBoolText(firstEnv(cfg.env, buildForImageEnv))
+	x := &execution{opts: &executeCmd{workerFlags: b.workerFlags, id: id}, cfg: cfg, api: c, workerID: workerID,
+		stdout: env.stdout, log: env.stdout, build: true, task: task}
+	if !forImage {
+		// A build is the task's own: it neither reads nor feeds the venv cache.
+		cfg.set("agent.venvs_cache.path", "")
+		x.buildDir = b.target
+		if x.buildDir == "" {
+			x.buildDir = filepath.Join(cfg.str("agent.venvs_dir"), sanitizeDirName(task.ID))
+		}
+		if x.buildDir, err = filepath.Abs(expandHome(x.buildDir)); err != nil {
+			return err
+		}
+	}
+	if b.installGlobally {
+		if err := b.installGlobal(ctx, cfg, task, env); err != nil {
+			return err
+		}
+		cfg.set("agent.package_manager.system_site_packages", true)
+	}
+	if x.tmpDir, err = os.MkdirTemp(tempDirFor(cfg), "clearml-agent-build-"); err != nil {
+		return err
+	}
+	defer os.RemoveAll(x.tmpDir)
+	argv, dir, _, err := x.setup(ctx)
+	defer x.venv.release()
+	if err != nil {
+		return &exitError{code: 1, msg: fmt.Sprintf("building task %s failed: %s", task.ID, err)}
+	}
+	fmt.Fprintf(env.stdout, "\nRestoring running environment of task id [%s]:\n", task.ID)
+	if x.venv != nil {
+		for _, l := range x.venv.frozen {
+			fmt.Fprintln(env.stdout, l)
+		}
+		if x.venv.dir != "" {
+			fmt.Fprintf(env.stdout, "Virtual environment: %s\n", filepath.Join(x.venv.dir, "bin"))
+		}
+	}
+	fmt.Fprintf(env.stdout, "Source code: %s\nEntry point: %s\n", dir, strings.Join(argv[1:], " "))
+	return nil
+}
+
+// installGlobal installs the task's packages into the interpreter itself
+// (--install-globally); the venv then sees them through system site packages.
+func (b *buildCmd) installGlobal(ctx context.Context, cfg *agentConfig, task *taskDoc, env *runEnv) error {
+	reqs, _ := task.requirementLines("pip")
+	if len(reqs) == 0 {
+		return nil
+	}
+	in, err := newVenvManager(cfg, env.stdout).selectInterpreter(ctx, task.Script.Binary)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(tempDirFor(cfg), "clearml-requirements-*.txt")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	f.WriteString(strings.Join(reqs, "\n") + "\n")
+	f.Close()
+	fmt.Fprintf(env.stdout, "Installing the task's packages globally into %s\n", in.real)
+	cmd := exec.CommandContext(ctx, in.real, "-m", "pip", "install", "-r", f.Name())
+	cmd.Env = append(os.Environ(), "PIP_BREAK_SYSTEM_PACKAGES=1")
+	cmd.Stdout, cmd.Stderr = env.stdout, env.stdout
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("--install-globally: pip install into %s failed: %v", in.real, err)
+	}
+	return nil
+}
+
+// buildImage is `build --docker`: run this agent's build in a container of
+// the task's image, then commit the container as the target image.
+func (b *buildCmd) buildImage(ctx context.Context, env *runEnv, cfg *agentConfig, task *taskDoc, workerID string) error {
+	target := b.target
+	if target == "" {
+		target = "task_id_" + strings.ToLower(task.ID)
+	}
+	inner := "cp " + buildAgentMount + " " + dockerAgentPath + " && cp " + dockerConfigPath + " " + dockerRoot + "/clearml.conf && " +
+		buildForImageEnv + "=1 " + dockerAgentPath + " build --id " + shellQuote(task.ID)
+	if b.pythonVersion != "" {
+		inner += " --python-version " + shellQuote(b.pythonVersion)
+	}
+	if b.cpuOnly {
+		inner += " --cpu-only"
+	}
+	o := dockerRunOptions{
+		cliDocker: b.docker.vals, cliDockerSet: true, forceDocker: b.forceDocker, workerID: workerID,
+		gpus: b.gpus, cpuOnly: b.cpuOnly, debug: true, gitUser: b.gitUser, gitPass: b.gitPass,
+		noCacheMounts: true, agentMount: buildAgentMount, innerArgs: []string{"bash", "-c", inner},
+	}
+	img, err := dockerChooseImage(cfg, task, o)
+	if err != nil {
+		return err
+	}
+	argv, cleanup, err := dockerTaskArgv(cfg, task, o)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	name := dockerArgvName(argv)
+	defer dockerRemove(context.Background(), name)
+	fmt.Fprintf(env.stdout, "Building docker image %s for task %s from %s\nExecuting: %s\n", target, task.ID, img.image, dockerLoggedCommand(cfg, argv))
+	proc, err := startTaskProcess(argv, "", os.Environ(), env.stdout)
+	if err != nil {
+		return fmt.Errorf("cannot run docker: %v", err)
+	}
+	if code := proc.wait(); code != 0 {
+		return &exitError{code: 1, msg: fmt.Sprintf("building the environment of task %s in docker failed (exit code %d)", task.ID, code)}
+	}
+	entry := `ENTRYPOINT []`
+	cmd := `CMD ["bash"]`
+	switch b.entryPoint.val {
+	case "reuse_task", "clone_task":
+		ep := []string{dockerAgentPath, "execute", "--id", task.ID, "--standalone-mode"}
+		if b.entryPoint.val == "clone_task" {
+			ep = append(ep, "--clone")
+		}
+		entry = "ENTRYPOINT " + dockerPythonJSON(ep)
+		cmd = "CMD []"
+	}
+	commit := []string{"commit", "--change", entry, "--change", cmd,
+		"--change", "ENV CLEARML_CONFIG_FILE=" + dockerRoot + "/clearml.conf"}
+	// -e values are kept by commit: blank the secret ones.
+	for _, k := range []string{"CLEARML_AGENT_GIT_USER", "CLEARML_AGENT_GIT_PASS", "CLEARML_AUTH_TOKEN"} {
+		for _, a := range argv {
+			if strings.HasPrefix(a, k+"=") {
+				commit = append(commit, "--change", "ENV "+k+"=")
+				break
+			}
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	if _, err := dockerCmd(cctx, append(commit, name, target)...); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "Docker image %s is ready (task %s). It holds this agent's API credentials in %s/clearml.conf: keep it private.\n", target, task.ID, dockerRoot)
+	return nil
+}
+
+// buildAgentMount is where build --docker mounts the agent: a bind mount is
+// not committed, so the build copies it to dockerAgentPath in the image.
+const buildAgentMount = "/tmp/clearml-agent.mnt"
+
+// dockerPythonJSON is a JSON array of strings (a Dockerfile exec form).
+func dockerPythonJSON(l []string) string {
+	q := make([]string, len(l))
+	for i, s := range l {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return "[" + strings.Join(q, ",") + "]"
+}

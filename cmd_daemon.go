@@ -1,5 +1,16 @@
 package main
 
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+)
+
 // daemonCmd serves queues as a registered worker.
 type daemonCmd struct {
 	workerFlags
@@ -47,4 +58,204 @@ func (d *daemonCmd) flags(t *flagTable) {
 	t.boolVar(&d.forceCurrentVersion, "force-current-version", "", "Use this agent's version inside Docker (always true: the running binary is mounted)")
 }
 
-func (d *daemonCmd) run(env *runEnv) error { return errNotImplemented("daemon") }
+func (d *daemonCmd) run(env *runEnv) error {
+	switch {
+	case d.dynamicGPUs:
+		return errNotImplemented("daemon --dynamic-gpus")
+	case d.useOwnerToken:
+		return errNotImplemented("daemon --use-owner-token")
+	}
+	cfg, err := loadConfig(env.global.configFile, nil)
+	if err != nil {
+		return err
+	}
+	sched, err := daemonSchedule(d.uptime.vals, d.downtime.vals, cfg)
+	if err != nil {
+		return err
+	}
+	// Services mode implies CPU only, as in the reference.
+	cpuOnly := d.cpuOnly || d.servicesMode.set
+	gpus := d.gpus
+	if cpuOnly {
+		gpus = ""
+	}
+	ident := newWorkerIdentity(cfg.str("agent.worker_id"), cfg.str("agent.worker_name"), visibleDevices(gpus, cpuOnly), false)
+	reg, err := openInstanceRegistry(cfg.env)
+	if err != nil {
+		return err
+	}
+	if d.stop.set {
+		found, err := reg.stop(d.stop.vals, ident, env.stdout, defaultStopTimeout)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return &exitError{code: 1}
+		}
+		return nil
+	}
+
+	_, isDetachedChild := takeDetachedMarker()
+	if d.detached && !isDetachedChild {
+		logFile, err := createDaemonLog(cfg.env)
+		if err != nil {
+			return fmt.Errorf("cannot create the daemon log: %v", err)
+		}
+		defer logFile.Close()
+		child, err := detach(os.Args[1:], logFile)
+		if err != nil {
+			return fmt.Errorf("cannot start the daemon in the background: %v", err)
+		}
+		fmt.Fprintf(env.stdout, backgroundNotice, logFile.Name())
+		fmt.Fprintf(env.stdout, "clearml-agent daemon started in the background, pid %d\n", child.PID)
+		return child.waitStarted(reg, 15*time.Second)
+	}
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	log := env.stdout
+	if !d.foreground && !d.status && !isDetachedChild {
+		logFile, err := createDaemonLog(cfg.env)
+		if err != nil {
+			return fmt.Errorf("cannot create the daemon log: %v", err)
+		}
+		defer logFile.Close()
+		fmt.Fprintf(env.stdout, backgroundNotice, logFile.Name())
+		log = logFile
+	}
+	logf := func(format string, args ...any) { fmt.Fprintf(log, format+"\n", args...) }
+
+	// Connect, and keep trying while the server is away: a service manager
+	// restarting us would only hit the same wall.
+	c, err := newAPIClient(cfg, clientOptions{budget: 30 * time.Second, workerID: ident.idFor(0)})
+	if err != nil {
+		return err
+	}
+	if env.global.debug {
+		c.logf = func(format string, args ...any) { logf("debug: "+format, args...) }
+	}
+	var queues []queueRef
+	for attempt := 0; ; attempt++ {
+		queues, err = resolveQueues(withBudget(context.Background(), 30*time.Second), c, d.queues.vals, d.createQueue)
+		if err == nil {
+			break
+		}
+		var ue *unreachableError
+		var ae *apiError
+		if !errors.As(err, &ue) && !(errors.As(err, &ae) && ae.Code >= 500) {
+			return err
+		}
+		wait := min(time.Duration(1<<min(attempt, 5))*time.Second, 30*time.Second)
+		logf("clearml-agent: %v; retrying in %s", err, wait)
+		select {
+		case <-sigs:
+			return &exitError{code: 254}
+		case <-time.After(wait):
+		}
+	}
+
+	if d.status {
+		sq := make([]statusQueue, len(queues))
+		for i, q := range queues {
+			sq[i] = statusQueue{Name: q.Name, Tags: q.Tags}
+		}
+		live, _ := reg.list()
+		fmt.Fprint(env.stdout, daemonStatusText(sched, sq, nil, live, time.Now()))
+		return nil
+	}
+
+	inst, err := reg.claim(ident.idFor, os.Args)
+	if err != nil {
+		var dup *errDuplicateWorker
+		if errors.As(err, &dup) {
+			return &exitError{code: 1, msg: dup.Error() + " (set a different agent.worker_id or CLEARML_WORKER_ID)"}
+		}
+		return err
+	}
+	defer inst.release()
+	workerID := inst.WorkerID
+	c.workerHeader = workerID
+
+	tags := d.childReportTags.vals
+	if len(tags) == 0 {
+		tags = shellSplit(firstEnv(cfg.env, "CLEARML_WORKER_TAGS"))
+	}
+	pace := defaultPollPace
+	if d.pollingInterval.set {
+		pace = time.Duration(max(d.pollingInterval.n, 1)) * time.Second
+	}
+	maxRun := 1
+	if d.servicesMode.set {
+		maxRun = max(d.servicesMode.n, 0) // a bare --services-mode is unlimited
+	}
+	s := &scheduler{
+		d: d, global: env.global, cfg: cfg, api: c, workerID: workerID, log: log,
+		queues: queues, sched: sched, pace: pace, maxRun: maxRun, tags: tags,
+		now: time.Now, running: map[string]*childTask{}, slotFree: make(chan struct{}, 1),
+	}
+	s.stats = newStatsSampler(cfg, newGPUSet(gpus, cpuOnly, cfg.env))
+
+	if isDetachedChild {
+		logf("Worker \"%s\" :", workerID)
+	}
+	logf("Worker \"%s\" - Listening to queues:\n%s", workerID, queueTable(queues))
+	if maxRun != 1 {
+		logf("ClearML-Agent running in services mode")
+	}
+	ids := make([]string, len(queues))
+	for i, q := range queues {
+		ids[i] = q.ID
+	}
+	if err := c.call(withBudget(context.Background(), 5*time.Minute), "workers.register", "", map[string]any{"worker": workerID, "queues": ids}, nil); err != nil {
+		logf("Worker failed registering itself with backend service: %v", err)
+	}
+	// Exactly one unregister, on every way out.
+	defer func() {
+		if err := c.call(withBudget(context.Background(), 30*time.Second), "workers.unregister", "", map[string]any{"worker": workerID, "queues": ids}, nil); err != nil {
+			logf("Worker failed unregistering itself: %v", err)
+		}
+	}()
+	if d.docker.set {
+		// Containers a previous run of this worker left behind.
+		cleanupStaleContainers(context.Background(), workerID, log)
+	}
+	notify := takeSDNotifier()
+	notify.ready()
+
+	runCtx, stopRun := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
+	bg.Add(3)
+	go func() { defer bg.Done(); s.stats.run(runCtx) }()
+	go func() { defer bg.Done(); s.reportLoop(runCtx, statusReportEach, inst) }()
+	go func() { defer bg.Done(); notify.watchdogLoop(runCtx) }()
+	loopDone := make(chan struct{})
+	go func() { s.run(runCtx); close(loopDone) }()
+
+	sig := <-sigs
+	logf("clearml-agent received %s: draining (a second signal stops the running task now)", sig)
+	notify.stopping()
+	grace := time.Duration(cfg.float("agent.shutdown_grace_sec", 60) * float64(time.Second))
+	s.drain(grace, sigs)
+	stopRun()
+	<-loopDone
+	bg.Wait()
+	return nil
+}
+
+// visibleDevices is NVIDIA_VISIBLE_DEVICES (else CUDA_VISIBLE_DEVICES) as a
+// task would see it after --gpus/--cpu-only: it decides the worker id.
+func visibleDevices(gpus string, cpuOnly bool) string {
+	env := map[string]string{}
+	for _, k := range []string{"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "KUBERNETES_SERVICE_HOST", "KUBERNETES_PORT"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
+	}
+	gpuEnv(env, gpus, cpuOnly)
+	if v := env["NVIDIA_VISIBLE_DEVICES"]; v != "" {
+		return v
+	}
+	return env["CUDA_VISIBLE_DEVICES"]
+}

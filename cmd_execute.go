@@ -48,9 +48,6 @@ var (
 )
 
 func (e *executeCmd) run(env *runEnv) error {
-	if e.docker.set {
-		return errNotImplemented("execute --docker")
-	}
 	cfg, err := loadConfig(env.global.configFile, nil)
 	if err != nil {
 		return err
@@ -65,18 +62,28 @@ func (e *executeCmd) run(env *runEnv) error {
 			fmt.Fprintf(env.stderr, "clearml-agent: debug: "+format+"\n", args...)
 		}
 	}
+	if e.docker.set {
+		return e.runDocker(env, cfg, c, workerID)
+	}
 	x := &execution{opts: e, cfg: cfg, api: c, workerID: workerID, stdout: env.stdout, debug: env.global.debug}
+	// Under a daemon, the daemon reports the worker (with its queue): the
+	// child only pings its task and watches for an abort.
+	x.underDaemon, _ = parseBoolText(firstEnv(cfg.env, "CLEARML_AGENT_DAEMON_CHILD"))
 	return x.run()
 }
 
 // execution is one run of execute.
 type execution struct {
-	opts     *executeCmd
-	cfg      *agentConfig
-	api      *apiClient
-	workerID string
-	stdout   io.Writer
-	debug    bool
+	opts        *executeCmd
+	underDaemon bool
+	cfg         *agentConfig
+	api         *apiClient
+	workerID    string
+	stdout      io.Writer
+	debug       bool
+
+	build    bool   // build: prepare only, write nothing to the task
+	buildDir string // build --target: code and venv go here
 
 	task    *taskDoc
 	venv    *venvResult
@@ -148,7 +155,7 @@ func (x *execution) run() (err error) {
 		stopMonitor()
 		monitorDone.Wait()
 		x.closeLog()
-		if !x.opts.disableMonitoring {
+		if !x.opts.disableMonitoring && !x.underDaemon {
 			x.api.call(withBudget(context.Background(), 30*time.Second), "workers.unregister", "", map[string]any{"worker": x.workerID}, nil)
 		}
 	}()
@@ -365,9 +372,11 @@ func (x *execution) configEnvironment() map[string]string {
 // monitor reports the worker and watches for an abort until ctx ends.
 func (x *execution) monitor(ctx context.Context, abort chan<- string) {
 	report := func() {
-		x.api.call(withBudget(ctx, 10*time.Second), "workers.status_report", "", map[string]any{
-			"worker": x.workerID, "timestamp": time.Now().Unix() * 1000, "task": x.task.ID,
-		}, nil)
+		if !x.underDaemon {
+			x.api.call(withBudget(ctx, 10*time.Second), "workers.status_report", "", map[string]any{
+				"worker": x.workerID, "timestamp": time.Now().Unix() * 1000, "task": x.task.ID,
+			}, nil)
+		}
 		x.api.call(withBudget(ctx, 10*time.Second), "tasks.ping", "2.5", map[string]any{"task": x.task.ID}, nil)
 	}
 	report()
@@ -437,6 +446,10 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 	fmt.Fprintln(x.log)
 
 	taskDir := filepath.Join(x.cfg.str("agent.venvs_dir"), sanitizeDirName(t.ID))
+	venvDir := filepath.Join(taskDir, "venv")
+	if x.buildDir != "" {
+		taskDir, venvDir = x.buildDir, x.buildDir
+	}
 	if err := os.MkdirAll(taskDir, 0o755); err != nil {
 		return nil, "", nil, &stepError{"prepare", err}
 	}
@@ -465,15 +478,15 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 		spec.requirements, spec.taskHasRequirements = nil, false
 		spec.repoRequirementsFiles = findRequirementsTxt(res.root, workDir)
 	}
-	py, err := newVenvManager(x.cfg, x.log).prepare(ctx, spec, filepath.Join(taskDir, "venv"))
+	py, err := newVenvManager(x.cfg, x.log).prepare(ctx, spec, venvDir)
 	if err != nil {
 		return nil, "", nil, &stepError{"python environment", err}
 	}
 	x.venv = py
-	if len(py.frozen) > 0 {
+	if len(py.frozen) > 0 && !x.build {
 		x.writeRequirements(ctx, py.frozen)
 	}
-	if t.Script.VersionNum == "" && res.commit != "" {
+	if t.Script.VersionNum == "" && res.commit != "" && !x.build {
 		x.api.call(ctx, "tasks.edit", "2.5", map[string]any{"task": t.ID, "script": map[string]any{"version_num": res.commit}, "force": true}, nil)
 	}
 

@@ -105,9 +105,9 @@ func TestCLIUsageAndExitCodes(t *testing.T) {
 		{[]string{"nope"}, 2, "", "invalid choice: 'nope'"},
 		{[]string{"--config-file", "/does/not/exist.conf", "list"}, 1, "", "could not open configuration file /does/not/exist.conf"},
 		{[]string{"execute", "--id", "abc"}, 1, "", "no ClearML API server configured"},
-		{[]string{"execute", "--id", "abc", "--docker"}, 1, "", "execute --docker is not implemented yet"},
+		{[]string{"execute", "--id", "abc", "--docker"}, 1, "", "no ClearML API server configured"},
 		{[]string{"daemon", "--queue", "default"}, 1, "", "daemon is not implemented yet"},
-		{[]string{"build", "--id", "abc"}, 1, "", "build is not implemented yet"},
+		{[]string{"build", "--id", "abc"}, 1, "", "no ClearML API server configured"},
 		{[]string{"init"}, 1, "", "not supported"},
 	}
 	for _, tt := range tests {

@@ -17,17 +17,22 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:8008", "listen address")
 	seedDemo := flag.Bool("seed-demo", false, "add a demo task to the default queue")
+	demoRepo := flag.String("demo-repo", "", "repository of the demo task (a local git repo works offline)")
+	demoEntry := flag.String("demo-entry", "train.py", "entry point of the demo task")
 	flag.Parse()
 
 	s := fakeserver.New()
-	if *seedDemo {
+	if *seedDemo || *demoRepo != "" {
+		repo := *demoRepo
+		if repo == "" {
+			repo = "https://github.com/allegroai/clearml.git"
+		}
 		id := s.AddTask(fakeserver.TaskSpec{
 			Name: "demo task",
 			Script: &fakeserver.Script{
-				Repository: "https://github.com/allegroai/clearml.git",
-				Branch:     "master",
-				EntryPoint: "examples/reporting/hyper_parameters.py",
-				WorkingDir: ".",
+				Repository: repo,
+				EntryPoint: *demoEntry,
+				Binary:     "python3",
 			},
 			Queue: fakeserver.DefaultQueueName,
 		})

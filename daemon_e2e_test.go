@@ -1,0 +1,397 @@
+package main
+
+// End-to-end tests of `daemon`: the built binary serving queues of the
+// stand-in server, running real tasks from real git repos.
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/clearml-go/clearml-agent/testdata/fakeserver"
+)
+
+// lockedBuffer collects a daemon's output safely.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// daemonProc is a running daemon.
+type daemonProc struct {
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan struct{}
+	err  error
+}
+
+func startDaemon(t *testing.T, env map[string]string, args ...string) *daemonProc {
+	t.Helper()
+	cmd := exec.Command(agentBin, append([]string{"daemon", "--foreground"}, args...)...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	if _, ok := env["CLEARML_AGENT_RUNTIME_DIR"]; !ok {
+		cmd.Env = append(cmd.Env, "CLEARML_AGENT_RUNTIME_DIR="+t.TempDir())
+	}
+	p := &daemonProc{cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits for the daemon to exit.
+func (p *daemonProc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("daemon did not exit after SIGTERM:\n%s", p.out.String())
+	}
+}
+
+// waitStatus polls the stand-in server until the task reaches status.
+func waitStatus(t *testing.T, s *fakeserver.Server, p *daemonProc, id, status string, timeout time.Duration) fakeserver.Task {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if task, ok := s.Task(id); ok && task.Status == status {
+			return task
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	task, _ := s.Task(id)
+	t.Fatalf("task %s is %s (%s), not %s; daemon output:\n%s", id, task.Status, task.StatusReason, status, p.out.String())
+	return task
+}
+
+func enqueueScript(t *testing.T, s *fakeserver.Server, repo, entry, queue string) string {
+	t.Helper()
+	id := s.AddTask(fakeserver.TaskSpec{Name: "daemon-" + entry, Script: &fakeserver.Script{Repository: repo, EntryPoint: entry, Binary: "python3"}})
+	if err := s.Enqueue(id, queue); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func TestDaemonPriorityAndSequence(t *testing.T) {
+	s := startServer(t)
+	s.AddQueue("second")
+	repo, _ := makeTaskRepo(t, map[string]string{"train.py": trainOK})
+	low := enqueueScript(t, s, repo, "train.py", "second")
+	high := enqueueScript(t, s, repo, "train.py", "default")
+	env := executeEnv(t, s)
+	p := startDaemon(t, env, "--queue", "default", "second")
+	hi := waitStatus(t, s, p, high, "completed", 60*time.Second)
+	lo := waitStatus(t, s, p, low, "completed", 60*time.Second)
+	if !hi.Started.Before(lo.Started) {
+		t.Errorf("the task of the first queue did not run first: %v vs %v", hi.Started, lo.Started)
+	}
+	if lo.Started.Before(hi.Completed) {
+		t.Errorf("tasks overlapped in sequential mode")
+	}
+	p.stop(t)
+	if n := len(s.RequestsTo("workers.unregister")); n != 1 {
+		t.Errorf("unregister sent %d times, want exactly 1", n)
+	}
+	if !strings.Contains(s.TaskLogText(high), "pulled from "+s.DefaultQueueID()+" by worker ") {
+		t.Errorf("no 'pulled from' line in the task log")
+	}
+	for _, id := range []string{high, low} {
+		if !strings.Contains(s.TaskLogText(id), "out 4\n") {
+			t.Errorf("task %s has no output on the server", id)
+		}
+	}
+}
+
+func TestDaemonOrderFairness(t *testing.T) {
+	s := startServer(t)
+	s.AddQueue("second")
+	repo, _ := makeTaskRepo(t, map[string]string{"train.py": trainOK})
+	a1 := enqueueScript(t, s, repo, "train.py", "default")
+	a2 := enqueueScript(t, s, repo, "train.py", "default")
+	b1 := enqueueScript(t, s, repo, "train.py", "second")
+	p := startDaemon(t, executeEnv(t, s), "--queue", "default", "second", "--order-fairness")
+	ta1 := waitStatus(t, s, p, a1, "completed", 60*time.Second)
+	tb1 := waitStatus(t, s, p, b1, "completed", 60*time.Second)
+	ta2 := waitStatus(t, s, p, a2, "completed", 60*time.Second)
+	p.stop(t)
+	if !(ta1.Started.Before(tb1.Started) && tb1.Started.Before(ta2.Started)) {
+		t.Errorf("round-robin order broken: a1 %v, b1 %v, a2 %v", ta1.Started, tb1.Started, ta2.Started)
+	}
+}
+
+func TestDaemonCreateQueue(t *testing.T) {
+	s := startServer(t)
+	env := executeEnv(t, s)
+	r := runAgent(t, env, "daemon", "--foreground", "--queue", "brand-new")
+	if r.code != 1 {
+		t.Errorf("unknown queue: exit %d", r.code)
+	}
+	oneErrorLine(t, r, "--create-queue")
+	p := startDaemon(t, env, "--queue", "brand-new", "--create-queue")
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, ok := s.Queue("brand-new"); ok && len(s.RequestsTo("workers.register")) > 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, ok := s.Queue("brand-new"); !ok {
+		t.Fatalf("queue not created:\n%s", p.out.String())
+	}
+	p.stop(t)
+}
+
+func TestDaemonServicesMode(t *testing.T) {
+	s := startServer(t)
+	dir := t.TempDir()
+	repo, _ := makeTaskRepo(t, map[string]string{"svc.py": `import os, sys, time
+name = sys.argv[0]
+marker = os.path.join(os.environ["MARKDIR"], os.environ["CLEARML_TASK_ID"])
+open(marker + ".start", "w").close()
+deadline = time.time() + 20
+while time.time() < deadline and len(os.listdir(os.environ["MARKDIR"])) < 2:
+    time.sleep(0.05)
+print("peers seen:", len(os.listdir(os.environ["MARKDIR"])), flush=True)
+`})
+	env := executeEnv(t, s)
+	env["MARKDIR"] = dir
+	a := enqueueScript(t, s, repo, "svc.py", "default")
+	b := enqueueScript(t, s, repo, "svc.py", "default")
+	p := startDaemon(t, env, "--services-mode", "2", "--queue", "default")
+	waitStatus(t, s, p, a, "completed", 60*time.Second)
+	waitStatus(t, s, p, b, "completed", 60*time.Second)
+	p.stop(t)
+	for _, id := range []string{a, b} {
+		if !strings.Contains(s.TaskLogText(id), "peers seen: 2") {
+			t.Errorf("task %s did not run alongside the other:\n%s", id, s.TaskLogText(id))
+		}
+	}
+}
+
+func TestDaemonAbortAndStats(t *testing.T) {
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{"loop.py": "import time\nprint('looping', flush=True)\nwhile True:\n    time.sleep(0.1)\n"})
+	id := enqueueScript(t, s, repo, "loop.py", "default")
+	env := executeEnv(t, s)
+	p := startDaemon(t, env, "--queue", "default", "--child-report-tags", "team-a", "gpu-less")
+	waitStatus(t, s, p, id, "in_progress", 60*time.Second)
+	for i := 0; i < 200 && !strings.Contains(s.TaskLogText(id), "looping"); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	c := testClient(t, s.URL(), nil, clientOptions{})
+	if err := c.call(t.Context(), "tasks.stop", "2.5", map[string]any{"task": id}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, s, p, id, "stopped", 60*time.Second)
+
+	// The worker is listed, and its reports carry stats, the task and tags.
+	s.WaitForRequests("workers.status_report", 2, 10*time.Second)
+	r := runAgent(t, serverEnv(s), "list")
+	host, _ := os.Hostname()
+	if !strings.Contains(r.stdout, "id: "+host+":") {
+		t.Errorf("worker not in list:\n%s", r.stdout)
+	}
+	var sawStats, sawTask, sawTags bool
+	for _, rq := range s.RequestsTo("workers.status_report") {
+		if ms, ok := rq.Data["machine_stats"].(map[string]any); ok && ms["memory_used"] != nil {
+			sawStats = true
+		}
+		if rq.Data["task"] == id {
+			sawTask = true
+		}
+		if tags, ok := rq.Data["tags"].([]any); ok && len(tags) == 2 && tags[0] == "team-a" {
+			sawTags = true
+		}
+	}
+	if !sawStats || !sawTask || !sawTags {
+		t.Errorf("status reports: stats %v, task %v, tags %v", sawStats, sawTask, sawTags)
+	}
+	p.stop(t)
+}
+
+func TestDaemonDrainOnSIGTERM(t *testing.T) {
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{
+		"short.py": "import time\ntime.sleep(2)\nprint('finished', flush=True)\n",
+		"long.py":  "import time\nwhile True:\n    time.sleep(0.1)\n",
+	})
+	env := executeEnv(t, s)
+	env["CLEARML_AGENT__AGENT__SHUTDOWN_GRACE_SEC"] = "20"
+	short := enqueueScript(t, s, repo, "short.py", "default")
+	p := startDaemon(t, env, "--queue", "default")
+	waitStatus(t, s, p, short, "in_progress", 60*time.Second)
+	p.stop(t) // drain: the running task finishes
+	if task, _ := s.Task(short); task.Status != "completed" {
+		t.Errorf("drained task is %s (%s):\n%s", task.Status, task.StatusReason, p.out.String())
+	}
+	if n := len(s.RequestsTo("workers.unregister")); n != 1 {
+		t.Errorf("unregister sent %d times", n)
+	}
+
+	// A task longer than the grace period is stopped with a correct status.
+	env["CLEARML_AGENT__AGENT__SHUTDOWN_GRACE_SEC"] = "1"
+	long := enqueueScript(t, s, repo, "long.py", "default")
+	p = startDaemon(t, env, "--queue", "default")
+	waitStatus(t, s, p, long, "in_progress", 60*time.Second)
+	time.Sleep(time.Second)
+	p.stop(t)
+	if task, _ := s.Task(long); task.Status != "stopped" {
+		t.Errorf("task over the grace period is %s (%s):\n%s", task.Status, task.StatusReason, p.out.String())
+	}
+	if ee, ok := p.err.(*exec.ExitError); p.err != nil && (!ok || ee.ExitCode() != 0) {
+		t.Errorf("daemon exit after drain: %v", p.err)
+	}
+}
+
+// Outside its uptime the daemon keeps reporting but takes no task.
+func TestDaemonUptimeWindow(t *testing.T) {
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{"train.py": trainOK})
+	id := enqueueScript(t, s, repo, "train.py", "default")
+	// A window that is not now: the same hour range, yesterday only.
+	yesterday := strings.ToUpper(time.Now().AddDate(0, 0, -1).Weekday().String()[:3])
+	p := startDaemon(t, executeEnv(t, s), "--queue", "default", "--uptime", "0-24 "+yesterday)
+	s.WaitForRequests("workers.status_report", 1, 20*time.Second)
+	if n := len(s.RequestsTo("queues.get_next_task")); n != 0 {
+		t.Errorf("polled %d times outside its uptime", n)
+	}
+	if task, _ := s.Task(id); task.Status != "queued" {
+		t.Errorf("task taken outside uptime: %s", task.Status)
+	}
+	p.stop(t)
+
+	today := strings.ToUpper(time.Now().Weekday().String()[:3])
+	p = startDaemon(t, executeEnv(t, s), "--queue", "default", "--uptime", "0-24 "+today)
+	waitStatus(t, s, p, id, "completed", 60*time.Second)
+	p.stop(t)
+
+	r := runAgent(t, executeEnv(t, s), "daemon", "--uptime", "1-2 MON", "--downtime", "3-4 TUE")
+	if r.code != 2 {
+		t.Errorf("both uptime and downtime: exit %d", r.code)
+	}
+}
+
+func TestDaemonDetachAndStop(t *testing.T) {
+	s := startServer(t)
+	env := executeEnv(t, s)
+	env["CLEARML_AGENT_RUNTIME_DIR"] = t.TempDir()
+	env["TMPDIR"] = t.TempDir()
+	r := runAgent(t, env, "daemon", "--queue", "default", "--detached")
+	if r.code != 0 || !strings.Contains(r.stdout, "writing stdout/stderr to ") {
+		t.Fatalf("detach: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	s.WaitForRequests("workers.register", 1, 20*time.Second)
+	r = runAgent(t, env, "daemon", "--stop")
+	if r.code != 0 || !strings.Contains(r.stdout, "Terminating clearml-agent worker_id=") {
+		t.Fatalf("stop: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if n := len(s.RequestsTo("workers.unregister")); n != 1 {
+		t.Errorf("unregister sent %d times", n)
+	}
+	r = runAgent(t, env, "daemon", "--stop")
+	if r.code != 1 {
+		t.Errorf("second stop: exit %d, want 1 (nothing running)", r.code)
+	}
+}
+
+// A 30 s outage while a task runs: the task goes on, no line is lost, and
+// the daemon carries on polling afterwards.
+func TestDaemonSurvivesOutage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("30 s outage")
+	}
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{
+		"slow.py":  "import time\nfor i in range(400):\n    print('line %04d' % i, flush=True)\n    time.sleep(0.1)\n",
+		"after.py": "print('after the outage')\n",
+	})
+	id := enqueueScript(t, s, repo, "slow.py", "default")
+	p := startDaemon(t, executeEnv(t, s), "--queue", "default")
+	waitStatus(t, s, p, id, "in_progress", 60*time.Second)
+	time.Sleep(2 * time.Second)
+	s.Refuse(true)
+	time.Sleep(30 * time.Second)
+	s.Refuse(false)
+	waitStatus(t, s, p, id, "completed", 90*time.Second)
+	next := enqueueScript(t, s, repo, "after.py", "default")
+	waitStatus(t, s, p, next, "completed", 60*time.Second)
+	p.stop(t)
+	log := s.TaskLogText(id)
+	var want []string
+	for i := 0; i < 400; i++ {
+		want = append(want, fmt.Sprintf("line %04d", i))
+	}
+	if !strings.Contains(log, strings.Join(want, "\n")) {
+		t.Errorf("lines lost across the outage")
+	}
+}
+
+// The daemon runs a task in a container, and a drain stops it cleanly.
+func TestDaemonDockerMode(t *testing.T) {
+	needDockerImage(t)
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{
+		"train.py": "import os\nprint('daemon container', os.path.exists('/.dockerenv'))\n",
+		"loop.py":  "import time\nprint('looping', flush=True)\nwhile True:\n    time.sleep(0.1)\n",
+	})
+	first := addDockerTask(s, repo, "train.py", "")
+	p := startDaemon(t, dockerEnv(t, s), "--queue", "default", "--docker", "--cpu-only")
+	waitStatus(t, s, p, first, "completed", 120*time.Second)
+	if !strings.Contains(s.TaskLogText(first), "daemon container True") {
+		t.Errorf("task did not run in a container:\n%s", s.TaskLogText(first))
+	}
+	second := addDockerTask(s, repo, "loop.py", "")
+	waitStatus(t, s, p, second, "in_progress", 120*time.Second)
+	for i := 0; i < 400 && !strings.Contains(s.TaskLogText(second), "looping"); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Drain with a short grace: the container is stopped, the task marked.
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("daemon did not exit:\n%s", p.out.String())
+	}
+	if task, _ := s.Task(second); task.Status != "stopped" {
+		t.Errorf("status = %s (%s)\n%s", task.Status, task.StatusReason, p.out.String())
+	}
+	for _, id := range []string{first, second} {
+		if left := dockerLeftovers(t, id); left != "" {
+			t.Errorf("containers left behind for %s: %s", id, left)
+		}
+	}
+}

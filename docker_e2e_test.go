@@ -1,0 +1,183 @@
+package main
+
+// End-to-end docker tests on the real engine, with the test image built by
+// testdata/docker/build-test-image.sh (python3, venv, git; no agent). They
+// skip without an engine or the image, except on CI, where they must run.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/clearml-go/clearml-agent/testdata/fakeserver"
+)
+
+const dockerTestImage = "clearml-agent-test:bookworm"
+
+// needDockerImage skips (fails on CI) when the engine or the image is missing.
+func needDockerImage(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("docker tests skipped in -short mode")
+	}
+	miss := func(why string) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s (on CI the docker tests must run: .ci/run builds the image)", why)
+		}
+		t.Skip(why)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := exec.CommandContext(ctx, "docker", "info").Run(); err != nil {
+		miss("no Docker engine answers (docker info failed)")
+	}
+	if err := exec.CommandContext(ctx, "docker", "image", "inspect", dockerTestImage).Run(); err != nil {
+		miss("docker image " + dockerTestImage + " is missing; build it with testdata/docker/build-test-image.sh")
+	}
+}
+
+// dockerLeftovers lists the containers (running or not) labelled with the task.
+func dockerLeftovers(t testing.TB, taskID string) string {
+	out, err := exec.Command("docker", "ps", "-a", "-q", "--filter", "label="+dockerLabelTask+"="+taskID).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// addDockerTask is a queued task whose container is the test image, on the
+// host network (to reach the stand-in server) with the repo mounted.
+func addDockerTask(s *fakeserver.Server, repo, entry, setup string) string {
+	id := s.AddTask(fakeserver.TaskSpec{Name: "docker e2e",
+		Script:    &fakeserver.Script{Repository: repo, EntryPoint: entry, Binary: "python3"},
+		Container: map[string]string{"image": dockerTestImage, "arguments": "--network host -v " + repo + ":" + repo + ":ro", "setup_shell_script": setup}})
+	s.Enqueue(id, fakeserver.DefaultQueueName)
+	return id
+}
+
+func dockerEnv(t testing.TB, s *fakeserver.Server) map[string]string {
+	env := executeEnv(t, s)
+	env["CLEARML_AGENT__AGENT__VENVS_CACHE__PATH"] = dockerVenvCache(t)
+	return env
+}
+
+var dockerVenvCacheDir string
+
+// dockerVenvCache is shared by the docker tests, so only the first builds the venv.
+func dockerVenvCache(t testing.TB) string {
+	if dockerVenvCacheDir == "" {
+		d, err := os.MkdirTemp("", "clearml-docker-venvs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dockerVenvCacheDir = d
+	}
+	return dockerVenvCacheDir
+}
+
+func TestDockerExecuteE2E(t *testing.T) {
+	needDockerImage(t)
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{"train.py": "import os, sys\nprint('in container', os.path.exists('/.dockerenv'), os.environ.get('SETUP_MARK'))\nprint(sys.executable)\n"})
+	id := addDockerTask(s, repo, "train.py", "echo setup-ran > /tmp/mark\n# a comment\nexport SETUP_MARK=$(cat /tmp/mark)")
+	r := runAgent(t, dockerEnv(t, s), "execute", "--id", id, "--docker", "--cpu-only")
+	if r.code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	task := taskStatus(t, s, id)
+	if task.Status != "completed" {
+		t.Errorf("status = %s (%s)", task.Status, task.StatusReason)
+	}
+	log := s.TaskLogText(id)
+	if !strings.Contains(log, "in container True setup-ran") {
+		t.Errorf("the task did not run in the container after the setup script; log:\n%s\nstdout:\n%s", log, r.stdout)
+	}
+	if !strings.Contains(r.stdout, "Executing: docker run") || strings.Contains(r.stdout, fakeserver.TestsSecretKey) && fakeserver.TestsSecretKey != "" {
+		t.Errorf("docker command not logged, or the secret shows:\n%s", r.stdout)
+	}
+	if left := dockerLeftovers(t, id); left != "" {
+		t.Errorf("containers left behind: %s", left)
+	}
+}
+
+func TestDockerExecuteAbortE2E(t *testing.T) {
+	needDockerImage(t)
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{"loop.py": "import time\nprint('looping', flush=True)\nwhile True:\n    time.sleep(0.1)\n"})
+	id := addDockerTask(s, repo, "loop.py", "")
+	done := make(chan runResult, 1)
+	go func() { done <- runAgent(t, dockerEnv(t, s), "execute", "--id", id, "--docker", "--cpu-only") }()
+	deadline := time.Now().Add(3 * time.Minute)
+	for !strings.Contains(s.TaskLogText(id), "looping") {
+		if time.Now().After(deadline) {
+			t.Fatal("the task never started")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c := testClient(t, s.URL(), nil, clientOptions{})
+	if err := c.call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": id}, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if task := taskStatus(t, s, id); task.Status != "stopped" {
+			t.Errorf("status = %s (%s); stdout:\n%s", task.Status, task.StatusReason, r.stdout)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("execute --docker did not end after tasks.stop")
+	}
+	if left := dockerLeftovers(t, id); left != "" {
+		t.Errorf("containers left behind: %s", left)
+	}
+}
+
+func TestDockerCleanupStaleContainers(t *testing.T) {
+	needDockerImage(t)
+	wid := "stale-test-" + strings.ToLower(dockerRandString()[:8])
+	out, err := exec.Command("docker", "create", "-l", dockerLabelParent+"="+wid, dockerTestImage, "true").CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker create: %v %s", err, out)
+	}
+	var log strings.Builder
+	cleanupStaleContainers(context.Background(), wid, &log)
+	left, _ := exec.Command("docker", "ps", "-a", "-q", "--filter", "label="+dockerLabelParent+"="+wid).Output()
+	if strings.TrimSpace(string(left)) != "" || !strings.Contains(log.String(), "removing container") {
+		t.Errorf("left %q; log %q", left, log.String())
+	}
+}
+
+// BenchmarkDockerTaskStart is the time from `execute --docker` to the
+// first line of the task, on a cached image, vcs cache and venv.
+func BenchmarkDockerTaskStart(b *testing.B) {
+	needDockerImage(b)
+	s := startServer(b)
+	repo, _ := makeTaskRepo(b, map[string]string{"t.py": "import time\nprint('T0=%.6f' % time.time(), flush=True)\n"})
+	env := dockerEnv(b, s)
+	run := func() time.Duration {
+		id := addDockerTask(s, repo, "t.py", "")
+		start := time.Now()
+		r := runAgent(b, env, "execute", "--id", id, "--docker", "--cpu-only")
+		if r.code != 0 {
+			b.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+		}
+		log := s.TaskLogText(id)
+		i := strings.Index(log, "T0=")
+		if i < 0 {
+			b.Fatalf("no start mark in the log:\n%s", log)
+		}
+		var t0 float64
+		fmt.Sscanf(log[i+3:], "%f", &t0)
+		return time.Unix(0, int64(t0*1e9)).Sub(start)
+	}
+	run() // warm the caches
+	b.ResetTimer()
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		total += run()
+	}
+	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/task-start")
+}

@@ -1,0 +1,744 @@
+package main
+
+// Local agent instances (reference §4.2, §4.3, §4.15, §4.16): one pid file
+// per running daemon in a per-user runtime directory, so that several agents
+// on one host get distinct slots ("host:0", "host:1", ...), `daemon --stop`
+// finds them without the server and --status can list them.
+//
+// Each file is named by its slot and flock'ed by its agent for the agent's
+// lifetime: a file that nobody holds a lock on is stale, whatever its pid
+// says. That avoids pid-reuse and zombie mistakes and works across pid
+// namespaces (containers sharing a host-mounted directory).
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const (
+	runtimeDirEnv      = "CLEARML_AGENT_RUNTIME_DIR"  // overrides the directory (tests, unusual setups)
+	detachedLogEnv     = "CLEARML_AGENT_DETACHED_LOG" // set in a --detached child: its stdout is this log
+	instancePrefix     = "agent-"
+	instanceSuffix     = ".json"
+	claimPrefix        = ".claim-"
+	globalLockName     = ".global.lock"
+	globalLockTimeout  = 10 * time.Second
+	defaultStopTimeout = 60 * time.Second // above a task's stop grace plus unregistering
+	backgroundNotice   = "Running CLEARML-AGENT daemon in background mode, writing stdout/stderr to %s\n"
+)
+
+// hostMountEnvs move the pid files to a folder shared between containers and
+// allow duplicate worker ids, as the reference does.
+var hostMountEnvs = []string{"CLEARML_AGENT_K8S_HOST_MOUNT", "CLEARML_AGENT_DOCKER_HOST_MOUNT",
+	"TRAINS_AGENT_K8S_HOST_MOUNT", "TRAINS_AGENT_DOCKER_HOST_MOUNT"}
+
+// agentInstance is one running daemon as its pid file describes it.
+type agentInstance struct {
+	WorkerID string    `json:"worker_id"`
+	Slot     int       `json:"slot"`
+	PID      int       `json:"pid"`
+	PIDNS    string    `json:"pid_ns,omitempty"` // /proc/self/ns/pid of the agent
+	Argv     []string  `json:"argv"`
+	Started  time.Time `json:"started"`
+
+	path string
+	file *os.File    // the owner's open, locked file; nil once released
+	mu   *sync.Mutex // guards file: release and refresh may race
+	reg  *instanceRegistry
+}
+
+// instanceRegistry is the directory of pid files.
+type instanceRegistry struct {
+	dir            string
+	allowDuplicate bool      // host-mount mode: duplicate ids only warn
+	warn           io.Writer // warnings; nil discards
+}
+
+// errDuplicateWorker is the "already running" failure (exit 1).
+type errDuplicateWorker struct{ id string }
+
+func (e *errDuplicateWorker) Error() string {
+	return fmt.Sprintf("Instance with the same WORKER_ID [%s] is already running", e.id)
+}
+
+// instancesDir is where pid files live: $CLEARML_AGENT_RUNTIME_DIR, else the
+// container side of a host mount (the part after the last ':'), else
+// <tmp>/clearml-agent-<uid>. Not $XDG_RUNTIME_DIR: logind removes it at
+// logout while a detached agent keeps running, and it is unset for cron and
+// system services, so two agents could disagree on the directory.
+func instancesDir(env envLookup) (dir string, hostMount bool) {
+	if env == nil {
+		env = os.LookupEnv
+	}
+	if d := firstEnv(env, runtimeDirEnv); d != "" {
+		return d, false
+	}
+	if m := firstEnv(env, hostMountEnvs...); m != "" {
+		return m[strings.LastIndexByte(m, ':')+1:], true
+	}
+	tmp := firstEnv(env, "TMPDIR")
+	if tmp == "" {
+		tmp = "/tmp"
+	}
+	return filepath.Join(tmp, "clearml-agent-"+strconv.Itoa(os.Getuid())), false
+}
+
+// openInstanceRegistry creates the directory if needed (0700). The default
+// one lives in a shared temp dir, so it must be ours and private.
+func openInstanceRegistry(env envLookup) (*instanceRegistry, error) {
+	dir, hostMount := instancesDir(env)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if env == nil {
+		env = os.LookupEnv
+	}
+	if !hostMount && firstEnv(env, runtimeDirEnv) == "" {
+		fi, err := os.Lstat(dir)
+		if err != nil {
+			return nil, err
+		}
+		st, _ := fi.Sys().(*syscall.Stat_t)
+		if !fi.IsDir() || (st != nil && int(st.Uid) != os.Getuid()) || fi.Mode().Perm()&0o022 != 0 {
+			return nil, fmt.Errorf("%s is not a private directory owned by this user; remove it or set %s", dir, runtimeDirEnv)
+		}
+	}
+	return &instanceRegistry{dir: dir, allowDuplicate: hostMount}, nil
+}
+
+// lockGlobal serialises claims. flock dies with its holder, so there is no
+// stale lock to time out and delete as in the reference.
+func (r *instanceRegistry) lockGlobal() (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(r.dir, globalLockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(globalLockTimeout)
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %v", f.Name(), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// slotOfName parses "agent-<slot>.json".
+func slotOfName(name string) (int, bool) {
+	if !strings.HasPrefix(name, instancePrefix) || !strings.HasSuffix(name, instanceSuffix) {
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(name, instancePrefix), instanceSuffix))
+	return n, err == nil && n >= 0
+}
+
+// fileLocked reports whether some process holds a lock on path; false also
+// when the file is gone.
+func fileLocked(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+	return errors.Is(err, syscall.EWOULDBLOCK)
+}
+
+// scan returns the live instances sorted by slot; with clean (global lock
+// held) it removes stale pid files and abandoned claim files.
+func (r *instanceRegistry) scan(clean bool) ([]agentInstance, error) {
+	entries, err := os.ReadDir(r.dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []agentInstance
+	for _, e := range entries {
+		path := filepath.Join(r.dir, e.Name())
+		if strings.HasPrefix(e.Name(), claimPrefix) {
+			if clean && !fileLocked(path) {
+				os.Remove(path)
+			}
+			continue
+		}
+		slot, ok := slotOfName(e.Name())
+		if !ok {
+			continue
+		}
+		if !fileLocked(path) {
+			if clean {
+				os.Remove(path)
+			}
+			continue
+		}
+		inst := agentInstance{Slot: slot, path: path}
+		if data, err := os.ReadFile(path); err == nil {
+			// Unreadable content still holds its slot (from the name).
+			if json.Unmarshal(data, &inst) == nil {
+				inst.Slot, inst.path = slot, path
+			}
+		}
+		out = append(out, inst)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Slot < out[j].Slot })
+	return out, nil
+}
+
+// list returns the running instances, removing stale pid files.
+func (r *instanceRegistry) list() ([]agentInstance, error) {
+	unlock, err := r.lockGlobal()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return r.scan(true)
+}
+
+// claim registers this process: it takes the lowest slot that is free on
+// the host and whose id (idFor(slot)) no running agent uses. A fixed id
+// (idFor ignores the slot) already in use is an *errDuplicateWorker, unless
+// in host-mount mode. The returned instance holds its file until release.
+func (r *instanceRegistry) claim(idFor func(slot int) string, argv []string) (*agentInstance, error) {
+	return r.claimFor(os.Getpid(), idFor, argv)
+}
+
+func (r *instanceRegistry) claimFor(pid int, idFor func(slot int) string, argv []string) (*agentInstance, error) {
+	unlock, err := r.lockGlobal()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	live, err := r.scan(true)
+	if err != nil {
+		return nil, err
+	}
+	used := map[int]bool{}
+	ids := map[string]bool{}
+	for _, in := range live {
+		used[in.Slot] = true
+		if in.WorkerID != "" {
+			ids[in.WorkerID] = true
+		}
+	}
+	slot := 0
+	for ; ; slot++ {
+		if used[slot] {
+			continue
+		}
+		id := idFor(slot)
+		if !ids[id] {
+			break
+		}
+		if idFor(slot+1) != id {
+			continue // slot-based id taken by a fixed id elsewhere: try the next slot
+		}
+		if !r.allowDuplicate {
+			return nil, &errDuplicateWorker{id}
+		}
+		if r.warn != nil {
+			fmt.Fprintf(r.warn, "clearml_agent: Warning: Instance with the same WORKER_ID [%s] was found on this machine. We are ignoring it, make sure this not a mistake.\n", id)
+		}
+		break
+	}
+	inst := &agentInstance{WorkerID: idFor(slot), Slot: slot, PID: pid, PIDNS: pidNamespace(),
+		Argv: argv, Started: time.Now().UTC().Truncate(time.Second), mu: new(sync.Mutex), reg: r}
+	if err := r.writeInstance(inst); err != nil {
+		return nil, err
+	}
+	return inst, nil
+}
+
+// writeInstance writes a locked claim file, then renames it into place, so
+// that a pid file is never seen unlocked or half written.
+func (r *instanceRegistry) writeInstance(inst *agentInstance) error {
+	data, err := json.MarshalIndent(inst, "", "  ")
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(r.dir, claimPrefix+"*") // mode 0600
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return fail(err)
+	}
+	if err := f.Chmod(0o600); err != nil {
+		return fail(err)
+	}
+	if _, err := f.Write(append(data, '\n')); err != nil {
+		return fail(err)
+	}
+	path := filepath.Join(r.dir, instancePrefix+strconv.Itoa(inst.Slot)+instanceSuffix)
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fail(err)
+	}
+	if inst.file != nil {
+		inst.file.Close()
+	}
+	inst.file, inst.path = f, path
+	return nil
+}
+
+// release removes the pid file and drops its lock. Idempotent.
+func (a *agentInstance) release() {
+	if a == nil || a.mu == nil {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.file == nil {
+		return
+	}
+	// Remove only our own file: if it was deleted under us, the path may
+	// belong to another agent by now.
+	if fi, err := os.Stat(a.path); err == nil {
+		if own, err := a.file.Stat(); err == nil && os.SameFile(fi, own) {
+			os.Remove(a.path)
+		}
+	}
+	a.file.Close()
+	a.file = nil
+}
+
+// refresh keeps the pid file fresh for temp cleaners (call it now and then,
+// e.g. with each status report) and rewrites it if it was deleted.
+func (a *agentInstance) refresh() error {
+	if a == nil || a.mu == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.file == nil {
+		return nil
+	}
+	now := time.Now()
+	if fi, err := os.Stat(a.path); err == nil {
+		if own, err := a.file.Stat(); err == nil && os.SameFile(fi, own) {
+			return os.Chtimes(a.path, now, now)
+		}
+	}
+	unlock, err := a.reg.lockGlobal()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if fileLocked(a.path) {
+		return fmt.Errorf("pid file %s was replaced by another agent", a.path)
+	}
+	return a.reg.writeInstance(a)
+}
+
+// workerIdentity is how the daemon names itself (reference §4.2): a fixed id
+// (agent.worker_id, or a GPU id), or name:<slot>.
+type workerIdentity struct {
+	fixedID string
+	name    string // agent.worker_name, plus ":cpu" for --cpu-only
+}
+
+// newWorkerIdentity computes it from agent.worker_id, agent.worker_name and
+// the visible devices (NVIDIA_VISIBLE_DEVICES or CUDA_VISIBLE_DEVICES after
+// --gpus/--cpu-only were applied; "" when unset).
+func newWorkerIdentity(workerID, workerName, visible string, dynamicGPUs bool) workerIdentity {
+	if workerID != "" {
+		return workerIdentity{fixedID: workerID, name: workerName}
+	}
+	visible = strings.ReplaceAll(visible, ":", ".")
+	switch {
+	case visible == "":
+		return workerIdentity{name: workerName}
+	case strings.EqualFold(visible, "none"):
+		return workerIdentity{name: workerName + ":cpu"}
+	}
+	prefix := "gpu"
+	if dynamicGPUs {
+		prefix = "dgpu"
+	}
+	return workerIdentity{fixedID: workerName + ":" + prefix + visible, name: workerName}
+}
+
+// idFor is the worker id for a slot; pass it to claim.
+func (w workerIdentity) idFor(slot int) string {
+	if w.fixedID != "" {
+		return w.fixedID
+	}
+	return w.name + ":" + strconv.Itoa(slot)
+}
+
+// matches says whether a running agent's id is one that this identity
+// would produce: the fixed id, or name:<digits>. The reference matched any
+// id starting with "name:", so a bare --stop also killed "host:gpu0" and
+// "host:cpu:1"; it no longer does.
+func (w workerIdentity) matches(id string) bool {
+	if w.fixedID != "" {
+		return id == w.fixedID
+	}
+	rest, ok := strings.CutPrefix(id, w.name+":")
+	return ok && rest != "" && strings.Trim(rest, "0123456789") == ""
+}
+
+// stop implements `daemon --stop [WORKER_ID...]`. With ids, it stops each
+// exactly; without, the first (lowest slot) agent that ident matches. Each
+// gets SIGTERM; after timeout, SIGKILL. found is false when some agent was
+// not found (the exit status is then 1, as the reference); err reports an
+// agent that could not be stopped.
+func (r *instanceRegistry) stop(ids []string, ident workerIdentity, out io.Writer, timeout time.Duration) (found bool, err error) {
+	live, err := r.list()
+	if err != nil {
+		return false, err
+	}
+	if len(ids) == 0 {
+		i := indexInstance(live, func(in agentInstance) bool { return ident.matches(in.WorkerID) })
+		if i < 0 {
+			idText := ident.fixedID
+			if idText == "" {
+				idText = "None"
+			}
+			fmt.Fprintf(out, "Could not find a running clearml-agent instance with worker_name=%s worker_id=%s\n", ident.name, idText)
+			return false, nil
+		}
+		return true, terminateInstance(live[i], out, timeout)
+	}
+	found = true
+	var errs []error
+	for _, id := range ids {
+		i := indexInstance(live, func(in agentInstance) bool { return in.WorkerID == id })
+		if i < 0 {
+			found = false
+			fmt.Fprintf(out, "Could not find a running clearml-agent instance with worker_name=%s worker_id=%s\n", id, id)
+			continue
+		}
+		if err := terminateInstance(live[i], out, timeout); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return found, errors.Join(errs...)
+}
+
+func indexInstance(list []agentInstance, match func(agentInstance) bool) int {
+	for i, in := range list {
+		if match(in) {
+			return i
+		}
+	}
+	return -1
+}
+
+// terminateInstance sends SIGTERM and waits until the agent has released
+// its pid file or its process is gone; after timeout it sends SIGKILL.
+func terminateInstance(in agentInstance, out io.Writer, timeout time.Duration) error {
+	fmt.Fprintf(out, "Terminating clearml-agent worker_id=%s pid=%d\n", in.WorkerID, in.PID)
+	fail := func(why string) error {
+		fmt.Fprintf(out, "Could not terminate process pid=%d\n", in.PID)
+		return fmt.Errorf("could not stop worker %s (pid %d): %s", in.WorkerID, in.PID, why)
+	}
+	if in.PID <= 0 {
+		return fail("its pid file " + in.path + " holds no pid")
+	}
+	if ns := pidNamespace(); in.PIDNS != "" && ns != "" && in.PIDNS != ns {
+		// Its pid means another process here: signal nothing.
+		return fail("it runs in another pid namespace (container)")
+	}
+	gone := func() bool { return !fileLocked(in.path) || !instancePIDAlive(in.PID) }
+	if err := syscall.Kill(in.PID, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fail(err.Error())
+	}
+	if waitUntil(gone, timeout) {
+		return nil
+	}
+	fmt.Fprintf(out, "clearml_agent: Warning: pid=%d did not exit within %s of SIGTERM, sending SIGKILL\n", in.PID, timeout)
+	syscall.Kill(in.PID, syscall.SIGKILL)
+	if waitUntil(func() bool { return !instancePIDAlive(in.PID) }, 5*time.Second) {
+		return nil
+	}
+	return fail("still running after SIGKILL")
+}
+
+func waitUntil(cond func() bool, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return true
+}
+
+// instancePIDAlive: the process exists and is not a zombie.
+func instancePIDAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	if st, ok := readProcStat(pid); ok {
+		return st.state != 'Z' && st.state != 'X'
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+type procStat struct {
+	state   byte
+	ppid    int
+	pgrp    int
+	session int
+}
+
+// readProcStat parses /proc/<pid>/stat (the name may hold spaces and ')').
+func readProcStat(pid int) (procStat, bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procStat{}, false
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return procStat{}, false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 4 || len(f[0]) != 1 {
+		return procStat{}, false
+	}
+	var st procStat
+	st.state = f[0][0]
+	var e1, e2, e3 error
+	st.ppid, e1 = strconv.Atoi(f[1])
+	st.pgrp, e2 = strconv.Atoi(f[2])
+	st.session, e3 = strconv.Atoi(f[3])
+	return st, e1 == nil && e2 == nil && e3 == nil
+}
+
+func pidNamespace() string {
+	ns, _ := os.Readlink("/proc/self/ns/pid")
+	return ns
+}
+
+// createDaemonLog creates the background-mode log file as the reference
+// names it: <dir>/.clearml_agent_daemon_outXXXXXXXX.txt, mode 0600, opened
+// for append (so truncating it between tasks leaves no hole). dir is
+// $CLEARML_AGENT_TEMP_STDOUT_FILE_DIR or the temp dir.
+func createDaemonLog(env envLookup) (*os.File, error) {
+	if env == nil {
+		env = os.LookupEnv
+	}
+	dir := firstEnv(env, "CLEARML_AGENT_TEMP_STDOUT_FILE_DIR")
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	const letters = "abcdefghijklmnopqrstuvwxyz0123456789_"
+	for try := 0; ; try++ {
+		b := make([]byte, 8)
+		for i := range b {
+			b[i] = letters[rand.IntN(len(letters))]
+		}
+		path := filepath.Join(dir, ".clearml_agent_daemon_out"+string(b)+".txt")
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+		if errors.Is(err, os.ErrExist) && try < 100 {
+			continue
+		}
+		return f, err
+	}
+}
+
+// detachedAgent is a daemon started by detach.
+type detachedAgent struct {
+	PID    int
+	exited chan struct{}
+	state  *os.ProcessState
+}
+
+// detach re-runs this binary as a daemon in a new session (--detached):
+// the same arguments minus -d/--detached, the same working directory,
+// stdin /dev/null, stdout and stderr to log. The child finds the log path
+// in $CLEARML_AGENT_DETACHED_LOG (see takeDetachedMarker), which also tells
+// it not to detach again whatever its arguments say.
+func detach(args []string, log *os.File) (*detachedAgent, error) {
+	return detachExec("/proc/self/exe", os.Args[0], stripDetachedFlag(args), log)
+}
+
+// detachExec runs exe (named argv0) with args in a new session.
+func detachExec(exe, argv0 string, args []string, log *os.File) (*detachedAgent, error) {
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	defer devnull.Close()
+	cmd := &exec.Cmd{Path: exe, Args: append([]string{argv0}, args...)}
+	cmd.Env = append(os.Environ(), detachedLogEnv+"="+log.Name())
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, log, log
+	// Its own session: no controlling terminal, no SIGHUP or Ctrl-C from ours.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	d := &detachedAgent{PID: cmd.Process.Pid, exited: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		d.state = cmd.ProcessState
+		close(d.exited)
+	}()
+	return d, nil
+}
+
+// waitStarted waits until the daemon has registered its pid file (ok), has
+// exited (an error naming the log), or timeout passed (ok: it may still be
+// logging in; the log will tell).
+func (d *detachedAgent) waitStarted(r *instanceRegistry, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case <-d.exited:
+			return fmt.Errorf("the detached daemon exited (%s) before it started; see its log", d.state)
+		default:
+		}
+		if r != nil {
+			if live, err := r.scan(false); err == nil {
+				if indexInstance(live, func(in agentInstance) bool { return in.PID == d.PID }) >= 0 {
+					return nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// takeDetachedMarker is true in a --detached child, with its log path; it
+// unsets the variable so tasks do not inherit it.
+func takeDetachedMarker() (logPath string, ok bool) {
+	logPath, ok = os.LookupEnv(detachedLogEnv)
+	os.Unsetenv(detachedLogEnv)
+	return logPath, ok && logPath != ""
+}
+
+// stripDetachedFlag drops --detached (and its unambiguous prefixes) and the
+// -d letter of short clusters after the "daemon" word; "-d" before it is
+// --debug and stays.
+func stripDetachedFlag(args []string) []string {
+	out := make([]string, 0, len(args))
+	inDaemon := false
+	for i, a := range args {
+		switch {
+		case !inDaemon:
+			inDaemon = a == "daemon"
+		case a == "--":
+			return append(out, args[i:]...)
+		case strings.HasPrefix(a, "--"):
+			if len(a) >= 4 && strings.HasPrefix("--detached", a) {
+				continue
+			}
+		case len(a) > 1 && a[0] == '-' && strings.Trim(a[1:], "dO") == "":
+			// A cluster of flags that take no value, e.g. -Od.
+			a = "-" + strings.ReplaceAll(a[1:], "d", "")
+			if a == "-" {
+				continue
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// sdNotifier speaks systemd's notify protocol (Type=notify, WatchdogSec=).
+// A nil notifier (no $NOTIFY_SOCKET) does nothing.
+type sdNotifier struct {
+	addr     string
+	watchdog time.Duration // ping interval: half of $WATCHDOG_USEC; 0 for none
+}
+
+// sdNotifyEnv are the variables a task must not inherit from the daemon.
+var sdNotifyEnv = []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
+
+// takeSDNotifier reads the notifier from the process environment and
+// unsets its variables, so that tasks do not talk to systemd as the agent.
+func takeSDNotifier() *sdNotifier {
+	n := newSDNotifier(os.LookupEnv)
+	for _, k := range sdNotifyEnv {
+		os.Unsetenv(k)
+	}
+	return n
+}
+
+func newSDNotifier(env envLookup) *sdNotifier {
+	if env == nil {
+		env = os.LookupEnv
+	}
+	addr, _ := env("NOTIFY_SOCKET")
+	if addr == "" || (addr[0] != '/' && addr[0] != '@') {
+		return nil // unset, or a socket kind (vsock:) we do not speak
+	}
+	n := &sdNotifier{addr: addr}
+	usec, _ := env("WATCHDOG_USEC")
+	pid, hasPID := env("WATCHDOG_PID")
+	if u, err := strconv.ParseInt(usec, 10, 64); err == nil && u > 0 && (!hasPID || pid == strconv.Itoa(os.Getpid())) {
+		n.watchdog = time.Duration(u) * time.Microsecond / 2
+	}
+	return n
+}
+
+// notify sends one state datagram ("READY=1", "STATUS=...").
+func (n *sdNotifier) notify(state string) error {
+	if n == nil {
+		return nil
+	}
+	// Go maps a leading '@' to the abstract namespace.
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: n.addr, Net: "unixgram"})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Write([]byte(state))
+	return err
+}
+
+// ready: call once the worker is registered.
+func (n *sdNotifier) ready() error { return n.notify("READY=1") }
+
+// status sets the one-line state `systemctl status` shows.
+func (n *sdNotifier) status(text string) error {
+	return n.notify("STATUS=" + strings.ReplaceAll(text, "\n", " "))
+}
+
+// stopping: call when shutdown begins.
+func (n *sdNotifier) stopping() error { return n.notify("STOPPING=1") }
+
+// watchdogLoop pings the watchdog until ctx ends; it returns at once when no
+// watchdog is configured.
+func (n *sdNotifier) watchdogLoop(ctx context.Context) {
+	if n == nil || n.watchdog <= 0 {
+		return
+	}
+	t := time.NewTicker(n.watchdog)
+	defer t.Stop()
+	for {
+		n.notify("WATCHDOG=1")
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
