@@ -2,13 +2,17 @@ package main
 
 import (
 	"debug/elf"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/clearml-go/clearml-agent/testdata/fakeserver"
 )
 
 // The release binary is static (no ELF interpreter) and small.
@@ -169,4 +173,96 @@ func vmRSSKiB(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// procCPUTicks is utime+stime of pid, in clock ticks (100 per second).
+func procCPUTicks(pid int) int64 {
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + st
+}
+
+// BenchmarkDaemonIdle runs an idle daemon for 60 s and reports its CPU use
+// (% of one core), peak RSS and requests a minute (goals: < 0.5 %,
+// < 12 MiB, <= 27 requests a minute, the reference's idle load).
+func BenchmarkDaemonIdle(b *testing.B) {
+	s := startServer(b)
+	env := executeEnv(b, s)
+	for i := 0; i < b.N; i++ {
+		cmd := exec.Command(agentBin, "daemon", "--foreground", "--queue", "default")
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "CLEARML_AGENT_RUNTIME_DIR=" + b.TempDir()}
+		for k, v := range env {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(5 * time.Second) // start-up is not idle
+		s.ResetRequests()
+		t0, c0 := time.Now(), procCPUTicks(cmd.Process.Pid)
+		var peak int64
+		for time.Since(t0) < 60*time.Second {
+			time.Sleep(500 * time.Millisecond)
+			peak = max(peak, vmRSSKiB(cmd.Process.Pid))
+		}
+		cpu := float64(procCPUTicks(cmd.Process.Pid)-c0) / 100 / time.Since(t0).Seconds() * 100
+		reqs := len(s.Requests())
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		b.ReportMetric(cpu, "cpu-%")
+		b.ReportMetric(float64(peak)/1024, "peak-rss-MiB")
+		b.ReportMetric(float64(reqs), "requests/min")
+	}
+}
+
+// BenchmarkDaemonPickup measures enqueue to "pulled by agent" (the first
+// tasks.started) for trivial tasks enqueued at random moments (goal: 1.2 s
+// average, half the reference's 2.4 s).
+func BenchmarkDaemonPickup(b *testing.B) {
+	s := startServer(b)
+	repo, _ := makeTaskRepo(b, map[string]string{"noop.py": "pass\n"})
+	env := executeEnv(b, s)
+	cmd := exec.Command(agentBin, "daemon", "--foreground", "--queue", "default")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "CLEARML_AGENT_RUNTIME_DIR=" + b.TempDir()}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	s.WaitForRequests("workers.register", 1, 30*time.Second)
+	var total time.Duration
+	rng := rand.New(rand.NewPCG(1, 2))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		time.Sleep(time.Duration(rng.Int64N(int64(2400 * time.Millisecond))))
+		id := s.AddTask(fakeserver.TaskSpec{Script: &fakeserver.Script{Repository: repo, EntryPoint: "noop.py", Binary: "python3"}})
+		enq := time.Now()
+		s.Enqueue(id, fakeserver.DefaultQueueName)
+		var picked time.Duration
+		for picked == 0 {
+			for _, r := range s.RequestsTo("tasks.started") {
+				if r.Data["task"] == id {
+					picked = time.Since(enq)
+					break
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		total += picked
+		for j := 0; j < 3000; j++ {
+			if t, _ := s.Task(id); t.Status == "completed" || t.Status == "failed" {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	b.ReportMetric(total.Seconds()/float64(b.N), "pickup-s")
 }

@@ -106,7 +106,9 @@ func TestCLIUsageAndExitCodes(t *testing.T) {
 		{[]string{"--config-file", "/does/not/exist.conf", "list"}, 1, "", "could not open configuration file /does/not/exist.conf"},
 		{[]string{"execute", "--id", "abc"}, 1, "", "no ClearML API server configured"},
 		{[]string{"execute", "--id", "abc", "--docker"}, 1, "", "no ClearML API server configured"},
-		{[]string{"daemon", "--queue", "default"}, 1, "", "daemon is not implemented yet"},
+		{[]string{"daemon", "--queue", "default"}, 1, "", "no ClearML API server configured"},
+		{[]string{"daemon", "--dynamic-gpus", "--queue", "a=1"}, 1, "", "daemon --dynamic-gpus is not implemented yet"},
+		{[]string{"daemon", "--uptime", "1-2 MON", "--downtime", "3-4 TUE"}, 2, "", "uptime"},
 		{[]string{"build", "--id", "abc"}, 1, "", "no ClearML API server configured"},
 		{[]string{"init"}, 1, "", "not supported"},
 	}
