@@ -322,6 +322,7 @@ type request struct {
 	contentType string
 	body        []byte
 	login       bool
+	header      map[string]string // extra headers
 }
 
 // call sends a JSON request and decodes data into out (when non-nil).
@@ -375,6 +376,23 @@ func (c *apiClient) login(ctx context.Context) error {
 	c.token, c.claims, c.stale = r.Token, claims, false
 	c.mu.Unlock()
 	return nil
+}
+
+// ownerToken logs in as user through impersonation (X-ClearML-Impersonate-As),
+// for --use-owner-token. The server allows it to admin, root and system
+// roles only; its refusal is returned as is.
+func (c *apiClient) ownerToken(ctx context.Context, user string) (string, error) {
+	data, err := c.do(ctx, request{endpoint: "auth.login", login: true, header: map[string]string{"X-ClearML-Impersonate-As": user}})
+	if err != nil {
+		return "", err
+	}
+	var r struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal(data, &r); err != nil || r.Token == "" {
+		return "", fmt.Errorf("the server answered auth.login without a token for user %s", user)
+	}
+	return r.Token, nil
 }
 
 // ensureToken logs in when there is no token or it is close to expiry.
@@ -521,6 +539,9 @@ func (c *apiClient) send(ctx context.Context, r request, deadline time.Time, tok
 	}
 	if r.contentType != "" {
 		req.Header.Set("Content-Type", r.contentType)
+	}
+	for k, v := range r.header {
+		req.Header.Set(k, v)
 	}
 	req.Header.Set("X-ClearML-Worker", c.workerHeader)
 	req.Header.Set("X-Trains-Worker", c.workerHeader)

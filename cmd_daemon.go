@@ -62,8 +62,6 @@ func (d *daemonCmd) run(env *runEnv) error {
 	switch {
 	case d.dynamicGPUs:
 		return errNotImplemented("daemon --dynamic-gpus")
-	case d.useOwnerToken:
-		return errNotImplemented("daemon --use-owner-token")
 	}
 	cfg, err := loadConfig(env.global.configFile, nil)
 	if err != nil {
@@ -193,7 +191,7 @@ func (d *daemonCmd) run(env *runEnv) error {
 	s := &scheduler{
 		d: d, global: env.global, cfg: cfg, api: c, workerID: workerID, log: log,
 		queues: queues, sched: sched, pace: pace, maxRun: maxRun, tags: tags,
-		now: time.Now, running: map[string]*childTask{}, slotFree: make(chan struct{}, 1),
+		now: time.Now, running: map[string]*childTask{}, owners: map[string]string{}, slotFree: make(chan struct{}, 1),
 	}
 	s.stats = newStatsSampler(cfg, newGPUSet(gpus, cpuOnly, cfg.env))
 

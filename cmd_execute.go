@@ -535,7 +535,7 @@ func (x *execution) taskEnv(workDir string, entryArgs []string) ([]string, error
 		env[k] = v
 	}
 	confPath := filepath.Join(x.tmpDir, "clearml.conf")
-	if err := writePrivateConfig(x.cfg, confPath); err != nil {
+	if err := writePrivateConfig(x.cfg, confPath, x.api.accessKey == ""); err != nil {
 		return nil, err
 	}
 	env["CLEARML_TASK_ID"] = x.task.ID
@@ -553,6 +553,15 @@ func (x *execution) taskEnv(workDir string, entryArgs []string) ([]string, error
 	if x.api.accessKey != "" {
 		env["CLEARML_API_ACCESS_KEY"] = x.api.accessKey
 		env["CLEARML_API_SECRET_KEY"] = x.api.secretKey
+	} else {
+		// A token (e.g. the owner's, --use-owner-token): the task gets it,
+		// and no key of the agent's.
+		for _, k := range []string{"CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY", "TRAINS_API_ACCESS_KEY", "TRAINS_API_SECRET_KEY"} {
+			delete(env, k)
+		}
+		x.api.mu.Lock()
+		env["CLEARML_AUTH_TOKEN"] = x.api.token
+		x.api.mu.Unlock()
 	}
 	gpuEnv(env, x.opts.gpus, x.opts.cpuOnly)
 	if x.venv != nil && x.venv.dir != "" {
@@ -605,8 +614,12 @@ func taskShell(binary string, env envLookup) string {
 
 // writePrivateConfig writes the effective configuration, credentials
 // included, as a 0600 JSON file (JSON is HOCON) for the SDK in the task.
-func writePrivateConfig(cfg *agentConfig, path string) error {
-	data, err := json.MarshalIndent(hoconToPlain(cfg.root), "", "  ")
+func writePrivateConfig(cfg *agentConfig, path string, stripCredentials bool) error {
+	plain := hoconToPlain(cfg.root).(map[string]any)
+	if api, ok := plain["api"].(map[string]any); ok && stripCredentials {
+		delete(api, "credentials")
+	}
+	data, err := json.MarshalIndent(plain, "", "  ")
 	if err != nil {
 		return err
 	}

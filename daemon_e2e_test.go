@@ -395,3 +395,44 @@ func TestDaemonDockerMode(t *testing.T) {
 		}
 	}
 }
+
+// --use-owner-token: the task runs with its owner's token, and no agent key
+// reaches it; a server that refuses impersonation fails the task clearly.
+func TestDaemonOwnerToken(t *testing.T) {
+	s := startServer(t)
+	s.AddUser(fakeserver.User{ID: "agent-admin", Role: fakeserver.RoleAdmin})
+	s.AddCredentials("agent-admin", "ADMINKEY0000000000000000000000", "admin-secret-value-123")
+	s.AddUser(fakeserver.User{ID: "bob"})
+	repo, _ := makeTaskRepo(t, map[string]string{"who.py": `import os
+print("token set:", bool(os.environ.get("CLEARML_AUTH_TOKEN")))
+print("agent secret visible:", "CLEARML_API_SECRET_KEY" in os.environ)
+`})
+	id := s.AddTask(fakeserver.TaskSpec{User: "bob", Script: &fakeserver.Script{Repository: repo, EntryPoint: "who.py", Binary: "python3"}})
+	s.Enqueue(id, fakeserver.DefaultQueueName)
+	env := executeEnv(t, s)
+	env["CLEARML_API_ACCESS_KEY"] = "ADMINKEY0000000000000000000000"
+	env["CLEARML_API_SECRET_KEY"] = "admin-secret-value-123"
+	p := startDaemon(t, env, "--queue", "default", "--use-owner-token")
+	waitStatus(t, s, p, id, "completed", 60*time.Second)
+	p.stop(t)
+	log := s.TaskLogText(id)
+	if !strings.Contains(log, "token set: True") || !strings.Contains(log, "agent secret visible: False") {
+		t.Errorf("task environment:\n%s", log)
+	}
+	for _, r := range s.RequestsTo("tasks.completed") {
+		c, err := parseTokenClaims(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		if err != nil || c.Identity.User != "bob" {
+			t.Errorf("tasks.completed sent as %q (%v), want the owner bob", c.Identity.User, err)
+		}
+	}
+
+	// A plain user may not impersonate: the task fails with the server's word.
+	id2 := s.AddTask(fakeserver.TaskSpec{User: "bob", Script: &fakeserver.Script{Repository: repo, EntryPoint: "who.py", Binary: "python3"}})
+	s.Enqueue(id2, fakeserver.DefaultQueueName)
+	p = startDaemon(t, executeEnv(t, s), "--queue", "default", "--use-owner-token")
+	task := waitStatus(t, s, p, id2, "failed", 60*time.Second)
+	p.stop(t)
+	if !strings.Contains(task.StatusReason, "refused") {
+		t.Errorf("reason = %q", task.StatusReason)
+	}
+}

@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -68,6 +67,7 @@ type scheduler struct {
 
 	mu        sync.Mutex
 	running   map[string]*childTask
+	owners    map[string]string // task -> owner user, for --use-owner-token
 	current   map[string]any // task/queue of the running task, for reports
 	slotFree  chan struct{}  // a child ended
 	nextQueue int            // round-robin position (--order-fairness)
@@ -196,6 +196,7 @@ func queueTable(queues []queueRef) string {
 // round at the first queue (priority) or the next one (--order-fairness).
 func (s *scheduler) run(ctx context.Context) {
 	lastMeta := s.now()
+	var nextPoll time.Time
 	for ctx.Err() == nil {
 		if !s.hasFreeSlot() {
 			select {
@@ -223,9 +224,16 @@ func (s *scheduler) run(ctx context.Context) {
 				continue
 			}
 			polled = true
+			// Polls keep a fixed rhythm (one per pace, not pace after each
+			// answer), so slow answers do not stretch the pickup time.
+			if wait := time.Until(nextPoll); wait > 0 && !sleepCtx(ctx, wait) {
+				return
+			}
+			nextPoll = time.Now().Add(s.pace)
 			taskID, err := s.nextTask(ctx, q)
 			if err == nil && taskID != "" {
 				s.launch(ctx, taskID, q)
+				nextPoll = time.Time{} // after a task, look again at once
 				if s.d.orderFairness {
 					s.mu.Lock()
 					s.nextQueue = (s.indexOf(q) + 1) % len(s.queues)
@@ -239,9 +247,6 @@ func (s *scheduler) run(ctx context.Context) {
 				s.logf("Warning: Could not access task queue [%s], error: %v", q.ID, err)
 			} else if s.d.foreground || s.global.debug {
 				s.logf("No tasks in queue %s", q.ID)
-			}
-			if !sleepCtx(ctx, s.pace) {
-				return
 			}
 		}
 		if !polled {
@@ -301,14 +306,27 @@ func (s *scheduler) hasFreeSlot() bool {
 	return s.maxRun == 0 || len(s.running) < s.maxRun
 }
 
-// nextTask pops the head of a queue ("" when empty).
+// nextTask pops the head of a queue ("" when empty). With
+// --use-owner-token it also learns the task's owner.
 func (s *scheduler) nextTask(ctx context.Context, q queueRef) (string, error) {
 	var r struct {
 		Entry struct {
 			Task string `json:"task"`
 		} `json:"entry"`
+		TaskInfo struct {
+			User string `json:"user"`
+		} `json:"task_info"`
 	}
-	err := s.api.call(withBudget(ctx, 15*time.Second), "queues.get_next_task", "2.14", map[string]any{"queue": q.ID}, &r)
+	req := map[string]any{"queue": q.ID}
+	if s.d.useOwnerToken {
+		req["get_task_info"] = true
+	}
+	err := s.api.call(withBudget(ctx, 15*time.Second), "queues.get_next_task", "2.14", req, &r)
+	if err == nil && r.Entry.Task != "" && s.d.useOwnerToken {
+		s.mu.Lock()
+		s.owners[r.Entry.Task] = r.TaskInfo.User
+		s.mu.Unlock()
+	}
 	return r.Entry.Task, err
 }
 
@@ -333,8 +351,24 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 		s.clearCurrent(ctx)
 		return
 	}
+	var ownerToken string
+	if s.d.useOwnerToken {
+		s.mu.Lock()
+		owner := s.owners[taskID]
+		delete(s.owners, taskID)
+		s.mu.Unlock()
+		tok, err := s.api.ownerToken(c, owner)
+		if err != nil || owner == "" {
+			reason := fmt.Sprintf("--use-owner-token: the server refused a token for the task's owner %q: %v", owner, err)
+			s.logf("Error: %s", reason)
+			setStatus(c, s.api, "failed", taskID, oneLine(reason), "Changed by clearml-agent "+s.workerID, true)
+			s.clearCurrent(ctx)
+			return
+		}
+		ownerToken = tok
+	}
 	s.logf("Running task '%s'", taskID)
-	child, err := s.startChild(ctx, taskID, q.ID)
+	child, err := s.startChild(ctx, taskID, q.ID, ownerToken)
 	if err != nil {
 		s.logf("Error: cannot start the task process: %v", err)
 		setStatus(c, s.api, "failed", taskID, "agent could not start execute: "+oneLine(err.Error()), "Changed by clearml-agent "+s.workerID, true)
@@ -349,7 +383,7 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 
 // startChild runs `clearml-agent execute` for the task; the options the
 // user gave the daemon reach it (the reference drops several).
-func (s *scheduler) startChild(ctx context.Context, taskID, queueID string) (*childTask, error) {
+func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken string) (*childTask, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -387,6 +421,14 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID string) (*ch
 		wid = s.workerID + ":service:" + taskID
 	}
 	env = append(env, "CLEARML_WORKER_ID="+wid, "TRAINS_WORKER_ID="+wid)
+	if ownerToken != "" {
+		// The task runs as its owner: no agent credentials reach it.
+		env = slices.DeleteFunc(env, func(kv string) bool {
+			return strings.HasPrefix(kv, "CLEARML_API_ACCESS_KEY=") || strings.HasPrefix(kv, "CLEARML_API_SECRET_KEY=") ||
+				strings.HasPrefix(kv, "TRAINS_API_ACCESS_KEY=") || strings.HasPrefix(kv, "TRAINS_API_SECRET_KEY=")
+		})
+		env = append(env, "CLEARML_AUTH_TOKEN="+ownerToken)
+	}
 	if len(s.tags) > 0 {
 		env = append(env, "CLEARML_WORKER_TAGS="+shellJoin(s.tags))
 	}
@@ -625,13 +667,13 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_@%+=:,./-]+$`)
+var shellSafe = lazyRegexp(`^[A-Za-z0-9_@%+=:,./-]+$`)
 
 // shellJoin quotes words like Python's shlex.join.
 func shellJoin(words []string) string {
 	out := make([]string, len(words))
 	for i, w := range words {
-		if w != "" && shellSafe.MatchString(w) {
+		if w != "" && shellSafe().MatchString(w) {
 			out[i] = w
 		} else {
 			out[i] = "'" + strings.ReplaceAll(w, "'", `'"'"'`) + "'"
