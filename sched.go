@@ -68,9 +68,9 @@ type scheduler struct {
 	mu        sync.Mutex
 	running   map[string]*childTask
 	owners    map[string]string // task -> owner user, for --use-owner-token
-	current   map[string]any // task/queue of the running task, for reports
-	slotFree  chan struct{}  // a child ended
-	nextQueue int            // round-robin position (--order-fairness)
+	current   map[string]any    // task/queue of the running task, for reports
+	slotFree  chan struct{}     // a child ended
+	nextQueue int               // round-robin position (--order-fairness)
 	draining  bool
 }
 
