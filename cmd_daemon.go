@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -59,9 +60,28 @@ func (d *daemonCmd) flags(t *flagTable) {
 }
 
 func (d *daemonCmd) run(env *runEnv) error {
-	switch {
-	case d.dynamicGPUs:
-		return errNotImplemented("daemon --dynamic-gpus")
+	// --dynamic-gpus: every queue is name=N (or MIN-MAX); --gpus is the pool.
+	var gpuSpecs []gpuQueueSpec
+	var pool []string
+	if d.dynamicGPUs {
+		if d.servicesMode.set {
+			return usagef("--dynamic-gpus cannot be combined with --services-mode")
+		}
+		var err error
+		if pool, err = parseGPUPool(d.gpus); err != nil {
+			return usagef("%v", err)
+		}
+		if len(d.queues.vals) == 0 {
+			return usagef("--dynamic-gpus needs --queue name=N for every queue, e.g. --queue dual_gpus=2 single_gpu=1")
+		}
+		for i, q := range d.queues.vals {
+			spec, err := parseGPUQueueSpec(q)
+			if err != nil {
+				return usagef("%v", err)
+			}
+			gpuSpecs = append(gpuSpecs, spec)
+			d.queues.vals[i] = spec.queue
+		}
 	}
 	cfg, err := loadConfig(env.global.configFile, nil)
 	if err != nil {
@@ -77,7 +97,7 @@ func (d *daemonCmd) run(env *runEnv) error {
 	if cpuOnly {
 		gpus = ""
 	}
-	ident := newWorkerIdentity(cfg.str("agent.worker_id"), cfg.str("agent.worker_name"), visibleDevices(gpus, cpuOnly), false)
+	ident := newWorkerIdentity(cfg.str("agent.worker_id"), cfg.str("agent.worker_name"), visibleDevices(gpus, cpuOnly), d.dynamicGPUs)
 	reg, err := openInstanceRegistry(cfg.env)
 	if err != nil {
 		return err
@@ -193,7 +213,21 @@ func (d *daemonCmd) run(env *runEnv) error {
 		queues: queues, sched: sched, pace: pace, maxRun: maxRun, tags: tags,
 		now: time.Now, running: map[string]*childTask{}, owners: map[string]string{}, slotFree: make(chan struct{}, 1),
 	}
-	s.stats = newStatsSampler(cfg, newGPUSet(gpus, cpuOnly, cfg.env))
+	gset := newGPUSet(gpus, cpuOnly, cfg.env)
+	s.stats = newStatsSampler(cfg, gset)
+	if d.dynamicGPUs {
+		for i, spec := range gpuSpecs {
+			s.queues[i].gpuMin, s.queues[i].gpuMax = spec.min, spec.max
+		}
+		var freeMem func(string) (float64, bool)
+		if gset != nil {
+			freeMem = gset.freeMemMB
+		}
+		s.alloc = newGPUAllocator(pool, cfg.float("agent.gpu_free_memory_min_mb", 0), freeMem)
+		s.leases = map[string]*gpuLease{}
+		s.maxRun = 0 // bounded by free GPUs, tasks run side by side
+		logf("Dynamic GPU allocation over GPUs %s", strings.Join(pool, ","))
+	}
 
 	if isDetachedChild {
 		logf("Worker \"%s\" :", workerID)

@@ -5,9 +5,12 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -434,5 +437,65 @@ print("agent secret visible:", "CLEARML_API_SECRET_KEY" in os.environ)
 	p.stop(t)
 	if !strings.Contains(task.StatusReason, "refused") {
 		t.Errorf("reason = %q", task.StatusReason)
+	}
+}
+
+// --dynamic-gpus: tasks get the GPUs their queue asks for, side by side,
+// never sharing one.
+func TestDaemonDynamicGPUs(t *testing.T) {
+	s := startServer(t)
+	s.AddQueue("dual")
+	s.AddQueue("single")
+	dir := t.TempDir()
+	repo, _ := makeTaskRepo(t, map[string]string{"gpu.py": `import os, time, json
+t0 = time.time()
+time.sleep(1.5)
+rec = {"task": os.environ["CLEARML_TASK_ID"], "gpus": os.environ.get("CUDA_VISIBLE_DEVICES"), "worker": os.environ.get("CLEARML_WORKER_ID"), "start": t0, "end": time.time()}
+open(os.path.join(os.environ["MARKDIR"], rec["task"]), "w").write(json.dumps(rec))
+`})
+	var ids []string
+	for _, q := range []string{"dual", "dual", "single", "single"} {
+		ids = append(ids, enqueueScript(t, s, repo, "gpu.py", q))
+	}
+	env := executeEnv(t, s)
+	env["MARKDIR"] = dir
+	p := startDaemon(t, env, "--dynamic-gpus", "--gpus", "0-2", "--queue", "dual=2", "single=1")
+	for _, id := range ids {
+		waitStatus(t, s, p, id, "completed", 90*time.Second)
+	}
+	p.stop(t)
+	type rec struct {
+		Task, Gpus, Worker string
+		Start, End         float64
+	}
+	var recs []rec
+	for _, id := range ids {
+		data, err := os.ReadFile(filepath.Join(dir, id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r rec
+		json.Unmarshal(data, &r)
+		recs = append(recs, r)
+	}
+	for i, r := range recs {
+		want := 2
+		if i >= 2 {
+			want = 1
+		}
+		if n := len(strings.Split(r.Gpus, ",")); n != want || !strings.Contains(r.Worker, ":gpu") {
+			t.Errorf("task %d got GPUs %q as worker %q, want %d GPUs", i, r.Gpus, r.Worker, want)
+		}
+		for j, o := range recs[:i] {
+			overlap := r.Start < o.End && o.Start < r.End
+			if !overlap {
+				continue
+			}
+			for _, g := range strings.Split(r.Gpus, ",") {
+				if slices.Contains(strings.Split(o.Gpus, ","), g) {
+					t.Errorf("GPU %s given to tasks %d and %d at once", g, j, i)
+				}
+			}
+		}
 	}
 }

@@ -107,7 +107,7 @@ func TestCLIUsageAndExitCodes(t *testing.T) {
 		{[]string{"execute", "--id", "abc"}, 1, "", "no ClearML API server configured"},
 		{[]string{"execute", "--id", "abc", "--docker"}, 1, "", "no ClearML API server configured"},
 		{[]string{"daemon", "--queue", "default"}, 1, "", "no ClearML API server configured"},
-		{[]string{"daemon", "--dynamic-gpus", "--queue", "a=1"}, 1, "", "daemon --dynamic-gpus is not implemented yet"},
+		{[]string{"daemon", "--dynamic-gpus", "--queue", "a=1"}, 2, "", "--gpus"},
 		{[]string{"daemon", "--uptime", "1-2 MON", "--downtime", "3-4 TUE"}, 2, "", "uptime"},
 		{[]string{"build", "--id", "abc"}, 1, "", "no ClearML API server configured"},
 		{[]string{"init"}, 1, "", "not supported"},

@@ -1,7 +1,5 @@
 package main
 
-import "fmt"
-
 var logLevels = []string{"DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"}
 
 // workerFlags are the options execute, build and daemon share.
@@ -22,10 +20,4 @@ func (w *workerFlags) register(t *flagTable) {
 	t.add(&w.logLevel, "log-level", "", "{DEBUG,INFO,WARN,WARNING,ERROR,CRITICAL}", "SDK log level (default: INFO)")
 	t.stringVar(&w.gpus, "gpus", "GPUS", "GPUs to use, e.g. 0 | 0,1,2 | 0-3 | all (sets NVIDIA_VISIBLE_DEVICES)")
 	t.boolVar(&w.cpuOnly, "cpu-only", "", "Disable GPU access, in Docker or in the virtual environment")
-}
-
-// errNotImplemented is how a command or flag that a later version of this
-// agent implements fails: loudly, never silently ignored.
-func errNotImplemented(what string) error {
-	return fmt.Errorf("%s is not implemented yet in this agent (version %s); run it with the Python clearml-agent for now", what, agentVersion)
 }

@@ -30,6 +30,8 @@ type queueRef struct {
 	ID   string   `json:"id"`
 	Name string   `json:"name"`
 	Tags []string `json:"tags"`
+	// GPUs a task of this queue takes with --dynamic-gpus.
+	gpuMin, gpuMax int
 }
 
 // childTask is a task running under the daemon.
@@ -43,6 +45,7 @@ type childTask struct {
 	// removes its temp files.
 	container string
 	cleanup   func()
+	lease     *gpuLease // --dynamic-gpus: the task's GPUs
 }
 
 // scheduler runs the daemon's loop.
@@ -68,9 +71,11 @@ type scheduler struct {
 	mu        sync.Mutex
 	running   map[string]*childTask
 	owners    map[string]string // task -> owner user, for --use-owner-token
-	current   map[string]any    // task/queue of the running task, for reports
-	slotFree  chan struct{}     // a child ended
-	nextQueue int               // round-robin position (--order-fairness)
+	alloc     *gpuAllocator     // --dynamic-gpus
+	leases    map[string]*gpuLease
+	current   map[string]any // task/queue of the running task, for reports
+	slotFree  chan struct{}  // a child ended
+	nextQueue int            // round-robin position (--order-fairness)
 	draining  bool
 }
 
@@ -223,6 +228,14 @@ func (s *scheduler) run(ctx context.Context) {
 			if !ok {
 				continue
 			}
+			if s.alloc != nil {
+				if free, total := s.alloc.available(); free < max(q.gpuMin, 1) {
+					if s.d.foreground || s.global.debug {
+						s.logf("Not enough free GPUs %d/%d for queue %s", free, total, q.Name)
+					}
+					continue
+				}
+			}
 			polled = true
 			// Polls keep a fixed rhythm (one per pace, not pace after each
 			// answer), so slow answers do not stretch the pickup time.
@@ -292,6 +305,9 @@ func (s *scheduler) refreshQueues(ctx context.Context) {
 	}
 	if qs, err := fetchQueues(withBudget(ctx, 10*time.Second), s.api, ids); err == nil {
 		s.mu.Lock()
+		for i := range qs {
+			qs[i].gpuMin, qs[i].gpuMax = s.queues[i].gpuMin, s.queues[i].gpuMax
+		}
 		s.queues = qs
 		s.mu.Unlock()
 	}
@@ -302,6 +318,10 @@ func (s *scheduler) hasFreeSlot() bool {
 	defer s.mu.Unlock()
 	if s.draining {
 		return false
+	}
+	if s.alloc != nil {
+		free, _ := s.alloc.available()
+		return free > 0
 	}
 	return s.maxRun == 0 || len(s.running) < s.maxRun
 }
@@ -334,6 +354,19 @@ func (s *scheduler) nextTask(ctx context.Context, q queueRef) (string, error) {
 // and starts the child execute. In the default mode it waits for the task.
 func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 	c := withBudget(ctx, 30*time.Second)
+	if s.alloc != nil {
+		lease := s.alloc.allocate(taskID, q.gpuMin, q.gpuMax)
+		if lease == nil {
+			// Only this daemon allocates: the check before the poll holds,
+			// unless another agent took GPUs meanwhile. Put the task back.
+			s.logf("Not enough free GPUs for task %s: returning it to queue %s", taskID, q.Name)
+			s.api.call(c, "queues.add_task", "2.5", map[string]any{"queue": q.ID, "task": taskID}, nil)
+			return
+		}
+		s.mu.Lock()
+		s.leases[taskID] = lease
+		s.mu.Unlock()
+	}
 	if err := setStatus(c, s.api, "started", taskID, "", "pulled by agent", true); err != nil {
 		s.logf("Warning: Could not set status=in_progress task id '%s', retrying in a bit", taskID)
 	}
@@ -383,10 +416,36 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 
 // startChild runs `clearml-agent execute` for the task; the options the
 // user gave the daemon reach it (the reference drops several).
-func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken string) (*childTask, error) {
+func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken string) (child *childTask, err error) {
+	s.mu.Lock()
+	lease := s.leases[taskID]
+	delete(s.leases, taskID)
+	s.mu.Unlock()
+	defer func() {
+		if err != nil && lease != nil {
+			lease.release()
+		}
+	}()
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
+	}
+	cpuOnly := s.d.cpuOnly || s.d.servicesMode.set
+	gpus := s.d.gpus
+	wid := s.workerID
+	var inner map[string]string // only for the child execute itself
+	switch {
+	case lease != nil:
+		// The child runs on its GPUs as the worker <name>:gpu<list>, so the
+		// UI shows the allocation (agent-daemon.md §4.19).
+		gpus, cpuOnly = lease.visible(), false
+		wid = s.cfg.str("agent.worker_name") + ":gpu" + strings.ReplaceAll(gpus, ":", ".")
+	case s.maxRun == 1:
+		// The daemon reports for this worker; the child must not clear
+		// the worker's queue with reports of its own.
+		inner = map[string]string{"CLEARML_AGENT_DAEMON_CHILD": "1"}
+	default:
+		wid = s.workerID + ":service:" + taskID
 	}
 	var argv []string
 	if s.global.configFile != "" {
@@ -402,23 +461,18 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 	if s.d.standalone {
 		argv = append(argv, "--standalone-mode")
 	}
-	if s.d.cpuOnly || s.d.servicesMode.set {
+	if cpuOnly {
 		argv = append(argv, "--cpu-only")
-	} else if s.d.gpus != "" {
-		argv = append(argv, "--gpus", s.d.gpus)
+	} else if gpus != "" {
+		argv = append(argv, "--gpus", gpus)
 	}
 	cmd := exec.Command(self, argv...)
 	if s.childCommand != nil {
 		cmd = s.childCommand(taskID)
 	}
 	env := os.Environ()
-	wid := s.workerID
-	if s.maxRun == 1 {
-		// The daemon reports for this worker; the child must not clear
-		// the worker's queue with reports of its own.
-		env = append(env, "CLEARML_AGENT_DAEMON_CHILD=1")
-	} else {
-		wid = s.workerID + ":service:" + taskID
+	for k, v := range inner {
+		env = append(env, k+"="+v)
 	}
 	env = append(env, "CLEARML_WORKER_ID="+wid, "TRAINS_WORKER_ID="+wid)
 	if ownerToken != "" {
@@ -440,19 +494,15 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 	if s.d.gitPass != "" {
 		env = append(env, "CLEARML_AGENT_GIT_PASS="+s.d.gitPass)
 	}
-	child := &childTask{taskID: taskID, queueID: queueID, done: make(chan struct{}), cleanup: func() {}}
+	child = &childTask{taskID: taskID, queueID: queueID, done: make(chan struct{}), cleanup: func() {}, lease: lease}
 	if s.d.docker.set && s.childCommand == nil {
 		task, err := getTask(withBudget(ctx, 30*time.Second), s.api, taskID)
 		if err != nil {
 			return nil, err
 		}
-		inner := map[string]string{}
-		if s.maxRun == 1 {
-			inner["CLEARML_AGENT_DAEMON_CHILD"] = "1"
-		}
 		dargv, cleanup, err := dockerTaskArgv(s.cfg, task, dockerRunOptions{
 			cliDocker: s.d.docker.vals, cliDockerSet: true, workerID: wid, parentWorkerID: s.workerID,
-			gpus: s.d.gpus, cpuOnly: s.d.cpuOnly || s.d.servicesMode.set, standalone: s.d.standalone,
+			gpus: gpus, cpuOnly: cpuOnly, standalone: s.d.standalone,
 			servicesMode: s.maxRun != 1, logLevel: s.d.logLevel.val, optimization: int(s.d.optimization),
 			workerTags: shellJoin(s.tags), env: inner, debug: s.global.debug, gitUser: s.d.gitUser, gitPass: s.d.gitPass,
 		})
@@ -495,6 +545,9 @@ func (s *scheduler) watchChild(ctx context.Context, child *childTask) {
 		}
 	}
 	s.logf("DONE: Running task '%s', exit status %d", child.taskID, child.code)
+	if child.lease != nil {
+		child.lease.release()
+	}
 	if child.container != "" {
 		if !s.global.debug {
 			dockerRemove(context.Background(), child.container)
