@@ -198,7 +198,7 @@ func (d *daemonCmd) run(env *runEnv) error {
 
 	tags := d.childReportTags.vals
 	if len(tags) == 0 {
-		tags = shellSplit(firstEnv(cfg.env, "CLEARML_WORKER_TAGS"))
+		tags = shellSplitLoose(firstEnv(cfg.env, "CLEARML_WORKER_TAGS"))
 	}
 	pace := defaultPollPace
 	if d.pollingInterval.set {

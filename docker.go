@@ -93,7 +93,7 @@ func dockerSplit(vals []string) (string, []string) {
 		return "", nil
 	}
 	if len(vals) == 1 {
-		f, err := gitShlexSplit(vals[0])
+		f, err := shlexSplit(vals[0])
 		if err != nil || len(f) == 0 {
 			f = strings.Fields(vals[0])
 		}
@@ -127,7 +127,7 @@ func dockerAgentDefault(cfg *agentConfig, o dockerRunOptions) (string, []string)
 	}
 	if len(args) == 0 {
 		for _, a := range cfg.strList("agent.default_docker.arguments") {
-			if f, err := gitShlexSplit(a); err == nil {
+			if f, err := shlexSplit(a); err == nil {
 				args = append(args, f...)
 			}
 		}
@@ -153,7 +153,7 @@ func dockerChooseImage(cfg *agentConfig, task *taskDoc, o dockerRunOptions) (doc
 			d.image, d.args = f[0], f[1:]
 		}
 		if strings.TrimSpace(targs) != "" {
-			a, err := gitShlexSplit(targs)
+			a, err := shlexSplit(targs)
 			if err != nil {
 				return d, fmt.Errorf("container arguments of the task: %v", err)
 			}
@@ -529,12 +529,12 @@ func dockerTaskArgv(cfg *agentConfig, task *taskDoc, o dockerRunOptions) ([]stri
 	}
 	var extra []string
 	if v := firstEnv(env, "CLEARML_AGENT_EXTRA_DOCKER_ARGS"); v != "" {
-		if extra, err = gitShlexSplit(v); err != nil {
+		if extra, err = shlexSplit(v); err != nil {
 			return fail(fmt.Errorf("CLEARML_AGENT_EXTRA_DOCKER_ARGS: %v", err))
 		}
 	} else {
 		for _, a := range cfg.strList("agent.extra_docker_arguments") {
-			f, err := gitShlexSplit(a)
+			f, err := shlexSplit(a)
 			if err != nil {
 				return fail(fmt.Errorf("agent.extra_docker_arguments: %v", err))
 			}

@@ -1142,7 +1142,7 @@ func gitResolveEntry(checkoutDir string, src gitSource, env envLookup) (string, 
 	fields := strings.Fields(entry)
 	switch fields[0] {
 	case "-m":
-		args, err := gitShlexSplit(entry)
+		args, err := shlexSplit(entry)
 		if err != nil {
 			return "", nil, fmt.Errorf("entry: %v", err)
 		}
@@ -1153,7 +1153,7 @@ func gitResolveEntry(checkoutDir string, src gitSource, env envLookup) (string, 
 	args := []string{entry}
 	if _, err := os.Stat(filepath.Join(workDir, entry)); err != nil {
 		// Newer agents: "train.py --lr 0.1" is a script plus arguments.
-		if split, err := gitShlexSplit(entry); err == nil && len(split) > 0 {
+		if split, err := shlexSplit(entry); err == nil && len(split) > 0 {
 			args = split
 		}
 	}
@@ -1162,58 +1162,4 @@ func gitResolveEntry(checkoutDir string, src gitSource, env envLookup) (string, 
 		return "", nil, fmt.Errorf("entry: entry point %q escapes the checkout %s", src.entryPoint, root)
 	}
 	return workDir, args, nil
-}
-
-// gitShlexSplit splits like Python's shlex.split (POSIX mode, no comments).
-func gitShlexSplit(s string) ([]string, error) {
-	var out []string
-	var cur strings.Builder
-	inWord := false
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			if inWord {
-				out = append(out, cur.String())
-				cur.Reset()
-				inWord = false
-			}
-		case c == '\\':
-			inWord = true
-			if i+1 < len(s) {
-				i++
-				cur.WriteByte(s[i])
-			}
-		case c == '\'':
-			inWord = true
-			j := strings.IndexByte(s[i+1:], '\'')
-			if j < 0 {
-				return nil, errors.New("no closing quotation")
-			}
-			cur.WriteString(s[i+1 : i+1+j])
-			i += j + 1
-		case c == '"':
-			inWord = true
-			i++
-			for ; ; i++ {
-				if i >= len(s) {
-					return nil, errors.New("no closing quotation")
-				}
-				if s[i] == '"' {
-					break
-				}
-				if s[i] == '\\' && i+1 < len(s) && strings.IndexByte("\\\"$`\n", s[i+1]) >= 0 {
-					i++
-				}
-				cur.WriteByte(s[i])
-			}
-		default:
-			inWord = true
-			cur.WriteByte(c)
-		}
-	}
-	if inWord {
-		out = append(out, cur.String())
-	}
-	return out, nil
 }

@@ -325,12 +325,12 @@ func TestGitShlexSplit(t *testing.T) {
 		"  \t":               nil,
 		`--name=$HOME/x 'q'`: {"--name=$HOME/x", "q"},
 	} {
-		got, err := gitShlexSplit(in)
+		got, err := shlexSplit(in)
 		if err != nil || !reflect.DeepEqual(got, want) {
-			t.Errorf("gitShlexSplit(%q) = %q, %v; want %q", in, got, err, want)
+			t.Errorf("shlexSplit(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	if _, err := gitShlexSplit(`a "b`); err == nil {
+	if _, err := shlexSplit(`a "b`); err == nil {
 		t.Error("unclosed quote accepted")
 	}
 }

@@ -29,7 +29,7 @@ func TestQueueTable(t *testing.T) {
 
 func TestShellJoinSplit(t *testing.T) {
 	for _, words := range [][]string{{"a", "b c", "it's", ""}, {"team-a", "x=1"}} {
-		if got := shellSplit(shellJoin(words)); len(got) != len(words) {
+		if got := shellSplitLoose(shellJoin(words)); len(got) != len(words) {
 			t.Errorf("%q -> %q -> %q", words, shellJoin(words), got)
 		} else {
 			for i := range words {

@@ -539,7 +539,7 @@ func (m *venvManager) installFlags() []string {
 		}
 	}
 	if env := m.env("CLEARML_EXTRA_PIP_INSTALL_FLAGS"); env != "" {
-		words, err := venvShellSplit(env)
+		words, err := shlexSplit(env)
 		if err != nil {
 			m.logf("WARNING: ignoring CLEARML_EXTRA_PIP_INSTALL_FLAGS: %v", err)
 		}
@@ -551,56 +551,6 @@ func (m *venvManager) installFlags() []string {
 		f = append(f, "--upgrade")
 	}
 	return f
-}
-
-// venvShellSplit splits words as a POSIX shell would (quotes, backslashes),
-// without expansions.
-func venvShellSplit(s string) ([]string, error) {
-	var words []string
-	var cur strings.Builder
-	inWord := false
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\n':
-			if inWord {
-				words = append(words, cur.String())
-				cur.Reset()
-				inWord = false
-			}
-		case c == '\'':
-			j := strings.IndexByte(s[i+1:], '\'')
-			if j < 0 {
-				return nil, errors.New("unterminated single quote")
-			}
-			cur.WriteString(s[i+1 : i+1+j])
-			i += j + 1
-			inWord = true
-		case c == '"':
-			i++
-			for ; i < len(s) && s[i] != '"'; i++ {
-				if s[i] == '\\' && i+1 < len(s) && strings.IndexByte("\\\"$`\n", s[i+1]) >= 0 {
-					i++
-				}
-				cur.WriteByte(s[i])
-			}
-			if i >= len(s) {
-				return nil, errors.New("unterminated double quote")
-			}
-			inWord = true
-		case c == '\\' && i+1 < len(s):
-			i++
-			cur.WriteByte(s[i])
-			inWord = true
-		default:
-			cur.WriteByte(c)
-			inWord = true
-		}
-	}
-	if inWord {
-		words = append(words, cur.String())
-	}
-	return words, nil
 }
 
 // ---- subprocesses ----

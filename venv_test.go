@@ -245,11 +245,11 @@ func TestVenvInstallFlags(t *testing.T) {
 }
 
 func TestVenvShellSplit(t *testing.T) {
-	got, err := venvShellSplit(`a 'b c' "d \"e\"" f\ g  `)
+	got, err := shlexSplit(`a 'b c' "d \"e\"" f\ g  `)
 	if err != nil || !reflect.DeepEqual(got, []string{"a", "b c", `d "e"`, "f g"}) {
 		t.Errorf("got %q, %v", got, err)
 	}
-	if _, err := venvShellSplit(`'open`); err == nil {
+	if _, err := shlexSplit(`'open`); err == nil {
 		t.Error("unterminated quote accepted")
 	}
 }
