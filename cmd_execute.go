@@ -179,7 +179,7 @@ func (x *execution) run() (err error) {
 		x.fail("cannot start the task process: " + err.Error())
 		return &exitError{code: 1, msg: fmt.Sprintf("cannot start %s: %v", argv[0], err)}
 	}
-	grace := time.Duration(x.cfg.float("agent.abort_grace_period_sec", 10) * float64(time.Second))
+	grace := abortGrace(x.cfg)
 	var stopReason string
 	userAbort := false
 	exited := make(chan int, 1)
@@ -210,6 +210,12 @@ wait:
 		return &exitError{code: 254}
 	}
 	return exitStatus(code)
+}
+
+// abortGrace is how long an aborted task may take to exit after SIGTERM
+// before SIGKILL (agent.abort_grace_period_sec; the reference has none).
+func abortGrace(cfg *agentConfig) time.Duration {
+	return time.Duration(cfg.float("agent.abort_grace_period_sec", 10) * float64(time.Second))
 }
 
 // exitStatus turns a task exit code into the agent's own.

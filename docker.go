@@ -840,7 +840,7 @@ func (e *executeCmd) runDocker(env *runEnv, cfg *agentConfig, c *apiClient, work
 	if err != nil {
 		return fmt.Errorf("cannot run docker: %v", err)
 	}
-	grace := time.Duration(cfg.float("agent.abort_grace_period_sec", 10) * float64(time.Second))
+	grace := abortGrace(cfg)
 	exited := make(chan int, 1)
 	go func() { exited <- proc.wait() }()
 	userAbort := false

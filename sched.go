@@ -696,7 +696,7 @@ func (s *scheduler) drain(grace time.Duration, again <-chan os.Signal) {
 	}
 	stopGrace := 10 * time.Second
 	if s.cfg != nil {
-		stopGrace = time.Duration(s.cfg.float("agent.abort_grace_period_sec", 10) * float64(time.Second))
+		stopGrace = abortGrace(s.cfg)
 	}
 	for _, c := range children {
 		if c.container != "" {
