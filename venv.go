@@ -408,11 +408,12 @@ func pyNormalizeRequirements(lines []string) (norm []string, cacheable bool) {
 	seen := map[string]bool{}
 	for _, l := range lines {
 		l = strings.TrimSpace(l)
-		if i := strings.Index(l, " #"); i >= 0 {
-			l = strings.TrimSpace(l[:i])
-		}
-		if i := strings.Index(l, "\t#"); i >= 0 {
-			l = strings.TrimSpace(l[:i])
+		// A '#' after any whitespace starts a comment (pip's rule).
+		for i := 1; i < len(l); i++ {
+			if l[i] == '#' && strings.ContainsRune(" \t\f\v\r", rune(l[i-1])) {
+				l = strings.TrimSpace(l[:i])
+				break
+			}
 		}
 		if l == "" || strings.HasPrefix(l, "#") {
 			continue
@@ -442,7 +443,12 @@ func pyNormalizeName(l string) string {
 	if mt == nil {
 		return l
 	}
-	name, rest := strings.ToLower(pyNameSeps().ReplaceAllString(mt[1], "-")), mt[2]
+	name, rest := strings.ToLower(pyNameSeps().ReplaceAllString(mt[1], "-")), strings.TrimSpace(mt[2])
+	if rest != "" && !strings.ContainsAny(rest[:1], "<>=!~[;@(") {
+		// Not a name plus specifier (a typo, or free text): keep it whole,
+		// lower-cased, so normalizing again gives the same key.
+		return strings.ToLower(strings.Join(strings.Fields(l), " "))
+	}
 	if strings.HasPrefix(rest, "@") {
 		return name + " " + rest
 	}

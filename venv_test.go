@@ -661,3 +661,17 @@ func TestVenvKeepLockAcrossExec(t *testing.T) {
 		t.Errorf("FD_CLOEXEC still set: %#x %v", flags, e)
 	}
 }
+
+// Requirements come from the task (the server): any text normalizes
+// without a panic, and normalizing twice changes nothing.
+func FuzzNormalizeRequirements(f *testing.F) {
+	f.Add("numpy==1.26\n# comment\nTorch >= 2.0 ; python_version > '3.8'\n-e git+https://x/y.git#egg=z\n")
+	f.Add("pkg[extra]==1\n--extra-index-url https://u:p@h/simple\n\n./local.whl\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		norm, _ := pyNormalizeRequirements(strings.Split(text, "\n"))
+		again, _ := pyNormalizeRequirements(norm)
+		if strings.Join(norm, "\n") != strings.Join(again, "\n") {
+			t.Fatalf("not idempotent: %q -> %q", norm, again)
+		}
+	})
+}
