@@ -591,12 +591,32 @@ func TestVenvRealPython(t *testing.T) {
 	})
 }
 
+// uvShim stands in for uv where it is not installed (no index reaches
+// here): it speaks the three commands the agent uses, through python's own
+// venv and pip, so the wiring (argv, flags, freeze) is still exercised.
+const uvShim = `#!/bin/sh
+cmd="$1 $2"; shift 2
+[ "$1" = --allow-existing ] && shift
+[ "$1" = --python ] && py="$2" && shift 2
+case "$cmd" in
+"venv --allow-existing"|"venv "*) exec "$py" -m venv "$@" ;;
+"pip install") exec "$py" -m pip --disable-pip-version-check install "$@" ;;
+"pip freeze") exec "$py" -m pip --disable-pip-version-check freeze ;;
+esac
+echo "uv shim: unsupported: $cmd $*" >&2; exit 2
+`
+
 func TestVenvUV(t *testing.T) {
-	if _, err := exec.LookPath("uv"); err != nil {
-		t.Skip("uv is not on PATH; the uv path is untested here")
-	}
 	venvNeedPython(t)
 	root := t.TempDir()
+	pathEnv := ""
+	if _, err := exec.LookPath("uv"); err != nil {
+		bin := filepath.Join(root, "bin")
+		os.MkdirAll(bin, 0o755)
+		os.WriteFile(filepath.Join(bin, "uv"), []byte(uvShim), 0o755)
+		pathEnv = bin + string(os.PathListSeparator) + os.Getenv("PATH")
+		t.Log("uv is not installed: testing the uv path through a shim")
+	}
 	wheels := filepath.Join(root, "wheels")
 	venvTestWheel(t, wheels, "venvdemo", "1.0")
 	cfg := venvTestConfig(t, fmt.Sprintf(`agent {
@@ -606,6 +626,7 @@ func TestVenvUV(t *testing.T) {
 	var log execLog
 	m := newVenvManager(cfg, nil)
 	m.onExec = log.hook
+	m.pathEnv = pathEnv
 	r, err := m.prepare(context.Background(), venvSpec{binary: "python3", requirements: []string{"venvdemo==1.0"}, taskHasRequirements: true}, filepath.Join(root, "task"))
 	if err != nil {
 		t.Fatal(err)
