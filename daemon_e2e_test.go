@@ -499,3 +499,40 @@ open(os.path.join(os.environ["MARKDIR"], rec["task"]), "w").write(json.dumps(rec
 		}
 	}
 }
+
+// Services mode in docker: one container per task, two at once.
+func TestDaemonDockerServicesMode(t *testing.T) {
+	needDockerImage(t)
+	s := startServer(t)
+	dir := t.TempDir()
+	repo, _ := makeTaskRepo(t, map[string]string{"svc.py": `import os, time
+d = os.environ["MARKDIR"]
+open(os.path.join(d, os.environ["CLEARML_TASK_ID"]), "w").close()
+deadline = time.time() + 60
+while time.time() < deadline and len(os.listdir(d)) < 2:
+    time.sleep(0.05)
+print("peers seen:", len(os.listdir(d)), "in docker:", os.path.exists("/.dockerenv"), flush=True)
+`})
+	var ids []string
+	for i := 0; i < 2; i++ {
+		id := s.AddTask(fakeserver.TaskSpec{Name: "docker service",
+			Script: &fakeserver.Script{Repository: repo, EntryPoint: "svc.py", Binary: "python3"},
+			Container: map[string]string{"image": dockerTestImage,
+				"arguments": "--network host -e MARKDIR=" + dir + " -v " + dir + ":" + dir + " -v " + repo + ":" + repo + ":ro"}})
+		s.Enqueue(id, fakeserver.DefaultQueueName)
+		ids = append(ids, id)
+	}
+	p := startDaemon(t, dockerEnv(t, s), "--queue", "default", "--docker", "--services-mode", "2")
+	for _, id := range ids {
+		waitStatus(t, s, p, id, "completed", 180*time.Second)
+	}
+	p.stop(t)
+	for _, id := range ids {
+		if log := s.TaskLogText(id); !strings.Contains(log, "peers seen: 2 in docker: True") {
+			t.Errorf("task %s did not run in a container alongside the other:\n%s", id, log)
+		}
+		if left := dockerLeftovers(t, id); left != "" {
+			t.Errorf("containers left behind for %s: %s", id, left)
+		}
+	}
+}
