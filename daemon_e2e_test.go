@@ -459,7 +459,13 @@ open(os.path.join(os.environ["MARKDIR"], rec["task"]), "w").write(json.dumps(rec
 	}
 	env := executeEnv(t, s)
 	env["MARKDIR"] = dir
-	p := startDaemon(t, env, "--dynamic-gpus", "--gpus", "0-2", "--queue", "dual=2", "single=1")
+	// Another agent of this host runs a task on GPU 0: it is not ours to give.
+	host, _ := os.Hostname()
+	c := testClient(t, s.URL(), nil, clientOptions{})
+	if err := c.call(t.Context(), "workers.register", "", map[string]any{"worker": host + ":gpu0"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := startDaemon(t, env, "--dynamic-gpus", "--gpus", "0-3", "--queue", "dual=2", "single=1")
 	for _, id := range ids {
 		waitStatus(t, s, p, id, "completed", 90*time.Second)
 	}
@@ -485,6 +491,9 @@ open(os.path.join(os.environ["MARKDIR"], rec["task"]), "w").write(json.dumps(rec
 		}
 		if n := len(strings.Split(r.Gpus, ",")); n != want || !strings.Contains(r.Worker, ":gpu") {
 			t.Errorf("task %d got GPUs %q as worker %q, want %d GPUs", i, r.Gpus, r.Worker, want)
+		}
+		if slices.Contains(strings.Split(r.Gpus, ","), "0") {
+			t.Errorf("task %d got GPU 0, which another agent holds", i)
 		}
 		for j, o := range recs[:i] {
 			overlap := r.Start < o.End && o.Start < r.End

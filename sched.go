@@ -201,7 +201,7 @@ func queueTable(queues []queueRef) string {
 // round at the first queue (priority) or the next one (--order-fairness).
 func (s *scheduler) run(ctx context.Context) {
 	lastMeta := s.now()
-	var nextPoll time.Time
+	var nextPoll, lastExternal time.Time
 	for ctx.Err() == nil {
 		if !s.hasFreeSlot() {
 			select {
@@ -210,6 +210,11 @@ func (s *scheduler) run(ctx context.Context) {
 			case <-s.slotFree:
 			}
 			continue
+		}
+		// GPUs other agents on this host hold (--dynamic-gpus).
+		if s.alloc != nil && s.now().Sub(lastExternal) > 30*time.Second {
+			s.refreshExternalGPUs(ctx)
+			lastExternal = s.now()
 		}
 		// Queue tags change rarely: refresh them now and then, not per poll.
 		if s.now().Sub(lastMeta) > 10*time.Minute {
@@ -276,6 +281,39 @@ func (s *scheduler) run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// refreshExternalGPUs marks the GPUs that other live workers of this host
+// (<name>:gpu<list>, not our own children) run tasks on, as the reference
+// does, so two agents sharing a pool never hand out the same GPU.
+func (s *scheduler) refreshExternalGPUs(ctx context.Context) {
+	var r struct {
+		Workers []struct {
+			ID string `json:"id"`
+		} `json:"workers"`
+	}
+	if err := s.api.call(withBudget(ctx, 10*time.Second), "workers.get_all", "", map[string]any{"last_seen": 600}, &r); err != nil {
+		return
+	}
+	prefix := s.cfg.str("agent.worker_name") + ":gpu"
+	s.mu.Lock()
+	ours := map[string]bool{}
+	for _, c := range s.running {
+		if c.lease != nil {
+			ours[prefix+strings.ReplaceAll(c.lease.visible(), ":", ".")] = true
+		}
+	}
+	s.mu.Unlock()
+	var busy []string
+	for _, w := range r.Workers {
+		if !strings.HasPrefix(w.ID, prefix) || ours[w.ID] {
+			continue
+		}
+		for _, g := range strings.Split(strings.TrimPrefix(w.ID, prefix), ",") {
+			busy = append(busy, strings.ReplaceAll(g, ".", ":"))
+		}
+	}
+	s.alloc.setExternal(busy)
 }
 
 func (s *scheduler) indexOf(q queueRef) int {
