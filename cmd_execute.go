@@ -323,7 +323,7 @@ func (x *execution) openLog(ctx context.Context) error {
 	x.shipper = newConsoleShipper(x.api, shipperOptions{
 		taskID:        x.task.ID,
 		worker:        x.workerID,
-		spoolDir:      x.tmpDir,
+		spoolDir:      tempDirFor(x.cfg), // not tmpDir: an undelivered spool must outlive the run
 		localCopy:     local,
 		suppressCR:    x.cfg.boolean("agent.suppress_carriage_return", true),
 		maxBatchBytes: shipperBatchBytes(x.cfg),

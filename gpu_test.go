@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -498,5 +499,46 @@ func TestGPUAllocatorStress(t *testing.T) {
 	}
 	if granted.Load() == 0 {
 		t.Error("nothing allocated")
+	}
+}
+
+// TestGPURealDevice checks the backend against a real driver. It runs only
+// where nvidia-smi works (a GPU machine), and with -tags nvml it checks the
+// NVML backend; elsewhere it skips. See testdata/gpu/device-check.sh.
+func TestGPURealDevice(t *testing.T) {
+	out, err := exec.Command("nvidia-smi", "-L").Output()
+	if err != nil {
+		t.Skip("no working nvidia-smi: not a GPU machine")
+	}
+	want := 0
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "GPU ") {
+			want++
+		}
+	}
+	g := newGPUSet("all", false, os.LookupEnv)
+	if g == nil {
+		t.Fatal("no GPU backend on a machine with nvidia-smi")
+	}
+	gpus, err := g.read(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gpus) != want {
+		t.Errorf("backend found %d GPUs, nvidia-smi -L lists %d", len(gpus), want)
+	}
+	for _, d := range gpus {
+		t.Logf("GPU %d %s %s: mem %.0f/%.0f MB, util %.0f%%, %.0f C", d.Index, d.UUID, d.Name, d.MemUsedMB, d.MemTotalMB, d.Util, d.Temp)
+		if d.UUID == "" || d.Name == "" || !d.HasMem || d.MemTotalMB <= 0 {
+			t.Errorf("incomplete GPU record: %+v", d)
+		}
+	}
+	s := newStatsSampler(nil, g)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	s.run(ctx)
+	ms := s.snapshot()
+	if used, ok := ms["gpu_memory_used"].([]float64); !ok || len(used) != want {
+		t.Errorf("machine_stats GPU fields: %v", ms)
 	}
 }
