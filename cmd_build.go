@@ -45,7 +45,7 @@ func (b *buildCmd) run(env *runEnv) error {
 	if err != nil {
 		return err
 	}
-	workerID := workerIDFor(cfg, b.gpus, b.cpuOnly)
+	workerID := workerIDFor(cfg)
 	c, err := newAPIClient(cfg, clientOptions{interactive: true, workerID: workerID})
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,7 +53,7 @@ func (e *executeCmd) run(env *runEnv) error {
 	if err != nil {
 		return err
 	}
-	workerID := workerIDFor(cfg, e.gpus, e.cpuOnly)
+	workerID := workerIDFor(cfg)
 	c, err := newAPIClient(cfg, clientOptions{interactive: true, workerID: workerID})
 	if err != nil {
 		return err
@@ -652,16 +653,14 @@ func hoconToPlain(v any) any {
 	return v
 }
 
-// workerIDFor is agent.worker_id, or "<worker_name>:cpu:0" / ":gpu<list>".
-func workerIDFor(cfg *agentConfig, gpus string, cpuOnly bool) string {
+// workerIDFor is agent.worker_id (under a daemon: the daemon's, through
+// CLEARML_WORKER_ID), else "<worker_name>:<pid>" as the reference: a
+// standalone execute must not report or unregister as a daemon's worker.
+func workerIDFor(cfg *agentConfig) string {
 	if id := cfg.str("agent.worker_id"); id != "" {
 		return id
 	}
-	name := cfg.str("agent.worker_name")
-	if gpus != "" && !cpuOnly {
-		return name + ":gpu" + gpus
-	}
-	return name + ":cpu:0"
+	return cfg.str("agent.worker_name") + ":" + strconv.Itoa(os.Getpid())
 }
 
 func sanitizeDirName(s string) string {

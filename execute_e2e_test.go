@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,7 +138,20 @@ func TestExecuteFailureExitCode(t *testing.T) {
 	s := startServer(t)
 	repo, _ := makeTaskRepo(t, map[string]string{"fail.py": "import sys\nprint('bye')\nsys.exit(3)\n"})
 	id := addScriptTask(s, repo, "fail.py")
+	// A daemon's worker on this host: a standalone execute must leave it be.
+	host, _ := os.Hostname()
+	c := testClient(t, s.URL(), nil, clientOptions{})
+	for _, w := range []string{host + ":0", host + ":cpu:0"} {
+		if err := c.call(context.Background(), "workers.register", "", map[string]any{"worker": w}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
 	r := runAgent(t, executeEnv(t, s), "execute", "--id", id)
+	for _, w := range []string{host + ":0", host + ":cpu:0"} {
+		if _, ok := s.WorkerByID(w); !ok {
+			t.Errorf("execute unregistered the daemon's worker %s", w)
+		}
+	}
 	if r.code != 3 {
 		t.Errorf("exit %d, want 3", r.code)
 	}
@@ -329,7 +343,7 @@ print("cwd_in_path=%s" % (os.getcwd() in os.environ["PYTHONPATH"].split(":")))
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	log := s.TaskLogText(id)
-	if host, _ := os.Hostname(); !strings.Contains(log, "CLEARML_WORKER_ID="+host+":gpu0,1\n") {
+	if host, _ := os.Hostname(); !regexp.MustCompile(`CLEARML_WORKER_ID=` + regexp.QuoteMeta(host) + `:\d+\n`).MatchString(log) {
 		t.Errorf("worker id not passed to the task:\n%s", log)
 	}
 	for _, want := range []string{
