@@ -41,6 +41,9 @@ func (b *buildCmd) flags(t *flagTable) {
 const buildForImageEnv = "CLEARML_AGENT_BUILD_FOR_IMAGE"
 
 func (b *buildCmd) run(env *runEnv) error {
+	if !b.docker.set && (b.entryPoint.val != "" || b.forceDocker) {
+		return usagef("--entry-point and --force-docker build a Docker image: add --docker [IMAGE]")
+	}
 	cfg, err := loadConfig(env.global.configFile, nil)
 	if err != nil {
 		return err

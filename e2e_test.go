@@ -111,6 +111,7 @@ func TestCLIUsageAndExitCodes(t *testing.T) {
 		{[]string{"daemon", "--uptime", "1-2 MON", "--downtime", "3-4 TUE"}, 2, "", "uptime"},
 		{[]string{"build", "--id", "abc"}, 1, "", "no ClearML API server configured"},
 		{[]string{"init"}, 1, "", "not supported"},
+		{[]string{"build", "--id", "x", "--entry-point", "reuse_task"}, 2, "", "add --docker"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
