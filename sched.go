@@ -220,6 +220,9 @@ func (s *scheduler) run(ctx context.Context) {
 		if s.now().Sub(lastMeta) > 10*time.Minute {
 			s.refreshQueues(ctx)
 			lastMeta = s.now()
+			// The refresh takes the place of one poll: the request rate
+			// stays within the budget.
+			nextPoll = time.Now().Add(s.pace)
 		}
 		polled := false
 		for _, q := range s.pollOrder() {
