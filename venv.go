@@ -407,7 +407,9 @@ func pyNormalizeRequirements(lines []string) (norm []string, cacheable bool) {
 	cacheable = true
 	seen := map[string]bool{}
 	for _, l := range lines {
-		l = strings.TrimSpace(l)
+		// Any run of (Unicode) spaces counts as one: normalizing twice
+		// must give the same key.
+		l = strings.Join(strings.Fields(strings.ToValidUTF8(l, "\uFFFD")), " ")
 		// A '#' after any whitespace starts a comment (pip's rule).
 		for i := 1; i < len(l); i++ {
 			if l[i] == '#' && strings.ContainsRune(" \t\f\v\r", rune(l[i-1])) {
