@@ -144,6 +144,9 @@ func (d *daemonCmd) run(env *runEnv) error {
 		log = logFile
 	}
 	logf := func(format string, args ...any) { fmt.Fprintf(log, format+"\n", args...) }
+	if !d.status {
+		applyConfigFiles(cfg, log)
+	}
 
 	// Connect, and keep trying while the server is away: a service manager
 	// restarting us would only hit the same wall.

@@ -451,6 +451,7 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 		fmt.Fprintf(x.log, "%s = %s\n", kv[0], kv[1])
 	}
 	fmt.Fprintln(x.log)
+	applyConfigFiles(x.cfg, x.log)
 
 	taskDir := filepath.Join(x.cfg.str("agent.venvs_dir"), sanitizeDirName(t.ID))
 	venvDir := filepath.Join(taskDir, "venv")

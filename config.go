@@ -6,7 +6,10 @@ package main
 
 import (
 	_ "embed"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -418,4 +421,95 @@ func expandHomeEnv(p string, env envLookup) string {
 		return filepath.Join(homeDir(env), p[1:])
 	}
 	return p
+}
+
+// applyConfigFiles writes the config's top-level files {} section, as the
+// reference does at start (unless agent.apply_files is false): each entry
+// has path, contents, format (string|base64), target_format
+// (string|json|yaml|bytes), overwrite (default true) and mode (octal).
+func applyConfigFiles(c *agentConfig, log io.Writer) {
+	if !c.boolean("agent.apply_files", true) {
+		return
+	}
+	sec, ok := c.lookup("files")
+	files, isObj := sec.(*hoconObject)
+	if !ok || !isObj || len(files.Keys()) == 0 {
+		return
+	}
+	fmt.Fprintln(log, "Creating files from configuration")
+	for _, key := range files.Keys() {
+		v, _ := files.Get(key)
+		entry, ok := v.(*hoconObject)
+		if !ok {
+			continue
+		}
+		get := func(k string) any { x, _ := entry.Get(k); return x }
+		text := func(k, def string) string {
+			if x := get(k); x != nil {
+				return scalarText(x)
+			}
+			return def
+		}
+		path := expandHomeEnv(os.Expand(text("path", ""), func(k string) string { v, _ := c.env(k); return v }), c.env)
+		if path == "" {
+			fmt.Fprintf(log, "Skipped [%s]: no path\n", key)
+			continue
+		}
+		if st, err := os.Stat(path); err == nil {
+			if st.IsDir() {
+				fmt.Fprintf(log, "Skipped [%s]: is a directory %s\n", key, path)
+				continue
+			}
+			if ow, ok := get("overwrite").(bool); ok && !ow {
+				fmt.Fprintf(log, "Skipped [%s]: file exists %s\n", key, path)
+				continue
+			}
+		}
+		var data []byte
+		contents := get("contents")
+		target := text("target_format", "string")
+		switch {
+		case text("format", "string") == "base64":
+			raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(scalarText(contents)))
+			if err != nil {
+				fmt.Fprintf(log, "Skipped [%s]: failed decoding base64 (%v)\n", key, err)
+				continue
+			}
+			data = raw
+		case target == "json":
+			b, err := json.MarshalIndent(hoconToPlain(contents), "", "  ")
+			if err != nil {
+				fmt.Fprintf(log, "Skipped [%s]: failed encoding to json (%v)\n", key, err)
+				continue
+			}
+			data = b
+		case target == "yaml" || target == "yml":
+			data = []byte(dumpYAML(hoconToPlain(contents)))
+		case contents != nil:
+			if o, ok := contents.(*hoconObject); ok {
+				b, _ := json.Marshal(hoconToPlain(o))
+				data = b
+			} else {
+				data = []byte(scalarText(contents))
+			}
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			fmt.Fprintf(log, "Skipped [%s]: failed creating path %s (%v)\n", key, filepath.Dir(path), err)
+			continue
+		}
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			fmt.Fprintf(log, "Skipped [%s]: failed saving file %s (%v)\n", key, path, err)
+			continue
+		}
+		fmt.Fprintf(log, "Saved [%s]: %s\n", key, path)
+		if m := text("mode", ""); m != "" {
+			mode, err := strconv.ParseUint(m, 8, 32)
+			if err == nil {
+				err = os.Chmod(path, os.FileMode(mode))
+			}
+			if err != nil {
+				fmt.Fprintf(log, "Skipped [%s]: failed setting mode %s for %s (%v)\n", key, m, path, err)
+			}
+		}
+	}
 }

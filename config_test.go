@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -143,6 +144,51 @@ func TestConfigErrors(t *testing.T) {
 	_, err = loadConfig("", mapEnv(map[string]string{"HOME": home, "CLEARML_AGENT__AGENT__X": "{"}))
 	if err == nil || !strings.Contains(err.Error(), "CLEARML_AGENT__AGENT__X") {
 		t.Errorf("bad env override error = %v", err)
+	}
+}
+
+func TestApplyConfigFiles(t *testing.T) {
+	home := t.TempDir()
+	existing := writeFile(t, filepath.Join(home, "keep.txt"), "old")
+	writeFile(t, filepath.Join(home, "clearml.conf"), `
+files {
+  pip: { path: "~/.config/pip/pip.conf", contents: """[global]
+index-url = https://mirror/simple""", mode: "0600" }
+  blob: { path: "$HOME/blob.bin", contents: "aGVsbG8=", format: base64, target_format: bytes }
+  js: { path: "~/out/x.json", contents { a: 1, b: [true, "x"] }, target_format: json }
+  keep: { path: "~/keep.txt", contents: "new", overwrite: false }
+}
+`)
+	cfg, err := loadConfig("", mapEnv(map[string]string{"HOME": home}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	applyConfigFiles(cfg, &log)
+	read := func(p string) string { b, _ := os.ReadFile(filepath.Join(home, p)); return string(b) }
+	if got := read(".config/pip/pip.conf"); got != "[global]\nindex-url = https://mirror/simple" {
+		t.Errorf("pip.conf = %q", got)
+	}
+	if st, err := os.Stat(filepath.Join(home, ".config/pip/pip.conf")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("pip.conf mode: %v %v", st, err)
+	}
+	if got := read("blob.bin"); got != "hello" {
+		t.Errorf("blob = %q", got)
+	}
+	var js map[string]any
+	if err := json.Unmarshal([]byte(read("out/x.json")), &js); err != nil || js["a"] != float64(1) {
+		t.Errorf("x.json = %q (%v)", read("out/x.json"), err)
+	}
+	if got, _ := os.ReadFile(existing); string(got) != "old" || !strings.Contains(log.String(), "Skipped [keep]: file exists") {
+		t.Errorf("overwrite: false not honoured: %q\n%s", got, log.String())
+	}
+	// agent.apply_files: false writes nothing.
+	home2 := t.TempDir()
+	writeFile(t, filepath.Join(home2, "clearml.conf"), "agent.apply_files: false\nfiles { a: { path: \"~/a\", contents: x } }\n")
+	cfg, _ = loadConfig("", mapEnv(map[string]string{"HOME": home2}))
+	applyConfigFiles(cfg, &log)
+	if _, err := os.Stat(filepath.Join(home2, "a")); err == nil {
+		t.Error("files written with agent.apply_files false")
 	}
 }
 

@@ -334,10 +334,11 @@ print("conf_has_secret=%s" % ("secret_key" in open(conf).read()))
 print("trains_conf_same=%s" % (os.environ.get("TRAINS_CONFIG_FILE") == conf))
 print("optimize=%d" % sys.flags.optimize)
 print("cwd_in_path=%s" % (os.getcwd() in os.environ["PYTHONPATH"].split(":")))
+print("files_section=%s" % open(os.path.expanduser("~/made-by-agent.txt")).read())
 `})
 	id := s.AddTask(fakeserver.TaskSpec{Script: &fakeserver.Script{Repository: repo, EntryPoint: "env.py", WorkingDir: "sub", Binary: "python3"}})
 	env := executeEnv(t, s)
-	writeFile(t, filepath.Join(env["HOME"], "clearml.conf"), "environment { FROM_CONF_ENV: hello-env }\n")
+	writeFile(t, filepath.Join(env["HOME"], "clearml.conf"), "environment { FROM_CONF_ENV: hello-env }\nfiles { f: { path: \"~/made-by-agent.txt\", contents: \"from files section\" } }\n")
 	r := runAgent(t, env, "execute", "--id", id, "--gpus", "0,1", "-OO", "--log-level", "warning")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
@@ -351,6 +352,7 @@ print("cwd_in_path=%s" % (os.getcwd() in os.environ["PYTHONPATH"].split(":")))
 		"CUDA_VISIBLE_DEVICES=0,1", "NVIDIA_VISIBLE_DEVICES=0,1", "CUDA_DEVICE_ORDER=PCI_BUS_ID",
 		"CLEARML_API_HOST=" + s.URL(), "FROM_CONF_ENV=hello-env",
 		"conf_mode=600", "conf_has_secret=True", "trains_conf_same=True", "optimize=2", "cwd_in_path=True",
+		"files_section=from files section",
 	} {
 		if !strings.Contains(log, want+"\n") {
 			t.Errorf("task output lacks %q:\n%s", want, log)
