@@ -534,21 +534,31 @@ func (p *hoconParser) parseObjectBody(braced bool, open int) error {
 		if err := p.parseMember(); err != nil {
 			return err
 		}
-		p.skipHSpace()
-		p.skipComment()
-		if p.eof() {
-			continue
-		}
-		switch p.data[p.pos] {
-		case ',':
-			p.pos++
-		case '\n':
-			p.skipOptionalComma()
-		case '}':
-		default:
+		if !p.endItem('}') {
 			return p.errAt(p.pos, "expected ',' or a new line after a value, found %s", p.describe())
 		}
 	}
+}
+
+// endItem consumes what may follow an object member or list item: a comma,
+// a new line (with an optional comma after it), or nothing before closer or
+// EOF. It reports false when something else follows.
+func (p *hoconParser) endItem(closer byte) bool {
+	p.skipHSpace()
+	p.skipComment()
+	if p.eof() {
+		return true
+	}
+	switch p.data[p.pos] {
+	case ',':
+		p.pos++
+	case '\n':
+		p.skipOptionalComma()
+	case closer:
+	default:
+		return false
+	}
+	return true
 }
 
 // atInclude reports whether an include directive (not a key named include) starts here.
@@ -946,18 +956,7 @@ func (p *hoconParser) parseList() ([]any, error) {
 			return nil, err
 		}
 		list = append(list, v)
-		p.skipHSpace()
-		p.skipComment()
-		if p.eof() {
-			continue
-		}
-		switch p.data[p.pos] {
-		case ',':
-			p.pos++
-		case '\n':
-			p.skipOptionalComma()
-		case ']':
-		default:
+		if !p.endItem(']') {
 			return nil, p.errAt(p.pos, "expected ',' or ']' in list, found %s", p.describe())
 		}
 	}

@@ -483,15 +483,7 @@ func (s *statsSampler) diskDelta(b []byte) (rd, wr float64) {
 			continue
 		}
 		var v [7]uint64 // reads merged sectors ms writes merged sectors
-		ok := true
-		for i := range v {
-			var f []byte
-			f, rest = procField(rest)
-			if v[i], ok = procUint(f); !ok {
-				break
-			}
-		}
-		if !ok {
+		if !procUints(rest, v[:]) {
 			continue
 		}
 		r, w := counterDelta(s.prevDisk, name, v[2]*512, v[6]*512, s.gen) // sectors are always 512 bytes here
@@ -499,6 +491,19 @@ func (s *statsSampler) diskDelta(b []byte) (rd, wr float64) {
 		wr += w
 	}
 	return rd, wr
+}
+
+// procUints reads len(v) leading numeric fields of b into v.
+func procUints(b []byte, v []uint64) bool {
+	for i := range v {
+		var f []byte
+		f, b = procField(b)
+		var ok bool
+		if v[i], ok = procUint(f); !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // netDelta sums bytes received and sent on every interface but lo.
@@ -522,15 +527,7 @@ func (s *statsSampler) netDelta(b []byte) (rx, tx float64) {
 		}
 		rest := line[colon+1:]
 		var v [9]uint64 // rx bytes, 7 more rx fields, tx bytes
-		ok := true
-		for i := range v {
-			var f []byte
-			f, rest = procField(rest)
-			if v[i], ok = procUint(f); !ok {
-				break
-			}
-		}
-		if !ok {
+		if !procUints(rest, v[:]) {
 			continue
 		}
 		r, t := counterDelta(s.prevNet, name, v[0], v[8], s.gen)
