@@ -15,6 +15,7 @@ package main
 //	package_manager.force_repo_requirements_txt
 //	package_manager.pip_version              pins for pip in a new venv
 //	venvs_cache.{path,max_entries,free_space_threshold_gb}; CLEARML_AGENT_VENV_CACHE_PATH wins
+//	docker_use_activated_venv                in a container, use an active VIRTUAL_ENV (see existingEnv)
 //
 // Keys this port adds (absent from the reference):
 //
@@ -675,15 +676,16 @@ func pipArgv(t venvTool, python string, args ...string) []string {
 	return append([]string{python, "-m", "pip", "--disable-pip-version-check", "install"}, args...)
 }
 
-// install puts the requirements into the venv at dir.
-func (m *venvManager) install(ctx context.Context, t venvTool, dir string, reqs venvRequirementSet, workDir string) error {
+// install puts the requirements into the environment of the interpreter py.
+// pinPip applies agent.package_manager.pip_version first (new venvs only:
+// an existing environment's pip is the user's).
+func (m *venvManager) install(ctx context.Context, t venvTool, py string, reqs venvRequirementSet, workDir string, pinPip bool) error {
 	if reqs.empty() {
 		m.logf("No requirements to install")
 		return nil
 	}
-	py := venvPython(dir)
 	flags := m.installFlags()
-	if t.uv == "" {
+	if t.uv == "" && pinPip {
 		// The reference's pip pins, without --upgrade: a pip that already
 		// fits needs no index. Failure only warns.
 		var pins []string
@@ -786,7 +788,7 @@ func (m *venvManager) build(ctx context.Context, in pyInterp, t venvTool, reqs v
 	if err := m.createVenv(ctx, in, t, dir); err != nil {
 		return nil, err
 	}
-	if err := m.install(ctx, t, dir, reqs, workDir); err != nil {
+	if err := m.install(ctx, t, venvPython(dir), reqs, workDir, true); err != nil {
 		return nil, err
 	}
 	frozen, err := m.freeze(ctx, t, venvPython(dir))
@@ -802,6 +804,9 @@ func (m *venvManager) build(ctx context.Context, in pyInterp, t venvTool, reqs v
 // folder (agent.venvs_dir/<version>): an uncached venv is built there, and
 // its task_repository and code subfolders are left alone.
 func (m *venvManager) prepare(ctx context.Context, spec venvSpec, taskVenvDir string) (*venvResult, error) {
+	if r, err := m.prepareExisting(ctx, spec); err != nil || r != nil {
+		return r, err
+	}
 	in, err := m.selectInterpreter(ctx, spec.binary)
 	if err != nil {
 		return nil, err
@@ -855,6 +860,94 @@ func (m *venvManager) prepare(ctx context.Context, spec venvSpec, taskVenvDir st
 		return nil, err
 	}
 	return &venvResult{python: venvPython(taskVenvDir), dir: taskVenvDir, pythonVersion: in.version, frozen: frozen}, nil
+}
+
+// existingEnv says whether the task runs in an interpreter that is already
+// set up rather than in a new venv (agent-execute.md §4, "Skipping the venv"):
+//
+//	CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL=1    the default python; nothing installed
+//	CLEARML_AGENT_SKIP_PIP_VENV_INSTALL=PATH   that python; requirements installed into it
+//	CLEARML_AGENT_SKIP_PIP_VENV_INSTALL=1      the task's python; requirements installed into it
+//	in a container, an active VIRTUAL_ENV      that venv, when agent.docker_use_activated_venv
+//	                                           and system_site_packages are both true
+//
+// It returns nil when a venv is to be made.
+func (m *venvManager) existingEnv(ctx context.Context, binary string) (in *pyInterp, install bool, why string, err error) {
+	env := m.envLookup()
+	use := func(exe, what string, install bool) (*pyInterp, bool, string, error) {
+		p, ok := m.lookPath(exe)
+		if !ok {
+			return nil, false, "", fmt.Errorf("interpreter: %s: %q was not found; set it to a python executable, or unset it", what, exe)
+		}
+		got, err := m.probe(ctx, p)
+		if err != nil {
+			return nil, false, "", fmt.Errorf("interpreter: %s: %q does not run (%v); set it to a python executable, or unset it", what, exe, err)
+		}
+		return &got, install, what, nil
+	}
+	if v := firstEnv(env, "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL", "TRAINS_AGENT_SKIP_PYTHON_ENV_INSTALL"); v != "" {
+		if on, _ := parseBoolText(v); on {
+			// The reference runs its own interpreter: here, the configured
+			// or default one, whatever version the task asked for.
+			got, err := m.selectInterpreter(ctx, "")
+			if err != nil {
+				return nil, false, "", err
+			}
+			return &got, false, "CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL", nil
+		}
+	}
+	if v := firstEnv(env, "CLEARML_AGENT_SKIP_PIP_VENV_INSTALL", "TRAINS_AGENT_SKIP_PIP_VENV_INSTALL"); v != "" {
+		on, isBool := parseBoolText(v)
+		switch {
+		case isBool && on:
+			got, err := m.selectInterpreter(ctx, binary)
+			if err != nil {
+				return nil, false, "", err
+			}
+			return &got, true, "CLEARML_AGENT_SKIP_PIP_VENV_INSTALL", nil
+		case !isBool:
+			return use(expandHomeEnv(v, env), "CLEARML_AGENT_SKIP_PIP_VENV_INSTALL", true)
+		}
+	}
+	if firstEnv(env, "CLEARML_DOCKER_IMAGE", "TRAINS_DOCKER_IMAGE") != "" &&
+		m.cfg.boolean("agent.docker_use_activated_venv", true) &&
+		m.cfg.boolean("agent.package_manager.system_site_packages", false) {
+		if ve := firstEnv(env, "VIRTUAL_ENV"); ve != "" && venvIsExecutable(venvPython(ve)) {
+			return use(venvPython(ve), "the container's active venv (VIRTUAL_ENV)", true)
+		}
+	}
+	return nil, false, "", nil
+}
+
+// prepareExisting runs the task in an existing interpreter when existingEnv
+// says so: no venv is made and the venv cache is not used.
+func (m *venvManager) prepareExisting(ctx context.Context, spec venvSpec) (*venvResult, error) {
+	in, install, why, err := m.existingEnv(ctx, spec.binary)
+	if err != nil || in == nil {
+		return nil, err
+	}
+	m.logf("Python interpreter: %s (Python %s), no venv: %s", in.real, in.version, why)
+	r := &venvResult{python: in.real, pythonVersion: in.version}
+	// A venv's interpreter: the task sees it as activated, as with ours.
+	if d := filepath.Dir(filepath.Dir(in.real)); d != "/" {
+		if _, err := os.Stat(filepath.Join(d, "pyvenv.cfg")); err == nil {
+			r.dir = d
+		}
+	}
+	t := m.tool()
+	if install && !spec.standalone {
+		reqs, err := m.requirementsFor(spec)
+		if err != nil {
+			return nil, err
+		}
+		if err := m.install(ctx, t, in.real, reqs, spec.workDir, false); err != nil {
+			return nil, err
+		}
+	}
+	if r.frozen, err = m.freeze(ctx, t, r.python); err != nil {
+		m.logf("WARNING: could not freeze installed packages: %v", err)
+	}
+	return r, nil
 }
 
 // venvCleanTaskDir empties dir for a fresh venv, keeping the task's code.

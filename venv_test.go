@@ -563,6 +563,90 @@ func TestVenvRealPython(t *testing.T) {
 		}
 	})
 
+	t.Run("existing environments", func(t *testing.T) {
+		// A venv made beforehand, as a user's image or machine has one.
+		pre := filepath.Join(root, "prebuilt")
+		if out, err := exec.Command("python3", "-m", "venv", pre).CombinedOutput(); err != nil {
+			t.Fatalf("python3 -m venv: %v %s", err, out)
+		}
+		preConf := conf + "\nagent.package_manager.pip_version: [\"<99\"]"
+		prePy := filepath.Join(pre, "bin", "python")
+		task := filepath.Join(root, "task-existing")
+		for _, tc := range []struct {
+			name      string
+			conf      string
+			env       map[string]string
+			reqs      []string
+			python    string // "" for the system python3
+			dir       string
+			installs  int
+			wantErr   string
+			cacheHits bool
+		}{
+			{name: "SKIP_PIP_VENV_INSTALL=path installs into it", conf: preConf, env: map[string]string{"CLEARML_AGENT_SKIP_PIP_VENV_INSTALL": prePy},
+				reqs: []string{"venvdemo==1.0"}, python: prePy, dir: pre, installs: 1},
+			{name: "legacy TRAINS_ name", conf: preConf, env: map[string]string{"TRAINS_AGENT_SKIP_PIP_VENV_INSTALL": prePy},
+				reqs: []string{"venvdemo==1.0"}, python: prePy, dir: pre, installs: 1},
+			{name: "SKIP_PYTHON_ENV_INSTALL installs nothing", conf: preConf, env: map[string]string{"CLEARML_AGENT_SKIP_PYTHON_ENV_INSTALL": "1"},
+				reqs: []string{"nosuchpkg==9.9"}},
+			{name: "SKIP_PIP_VENV_INSTALL=0 is off", conf: conf, env: map[string]string{"CLEARML_AGENT_SKIP_PIP_VENV_INSTALL": "0"},
+				reqs: []string{"venvdemo==1.0"}, cacheHits: true},
+			{name: "missing interpreter", conf: preConf, env: map[string]string{"CLEARML_AGENT_SKIP_PIP_VENV_INSTALL": "/nonexistent/bin/python"},
+				reqs: []string{"venvdemo==1.0"}, wantErr: `CLEARML_AGENT_SKIP_PIP_VENV_INSTALL: "/nonexistent/bin/python" was not found`},
+			{name: "container venv", conf: preConf, env: map[string]string{"CLEARML_DOCKER_IMAGE": "img", "VIRTUAL_ENV": pre},
+				reqs: []string{"venvdemo==1.0"}, python: prePy, dir: pre, installs: 1},
+			{name: "container venv, docker_use_activated_venv off", conf: conf + "\nagent.docker_use_activated_venv: false",
+				env: map[string]string{"CLEARML_DOCKER_IMAGE": "img", "VIRTUAL_ENV": pre}, reqs: []string{"venvdemo==1.0"}, cacheHits: true},
+			{name: "active venv outside a container", conf: conf, env: map[string]string{"VIRTUAL_ENV": pre},
+				reqs: []string{"venvdemo==1.0"}, cacheHits: true},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				var log execLog
+				var out bytes.Buffer
+				m := newVenvManager(venvTestConfig(t, tc.conf, tc.env), &out)
+				m.onExec = log.hook
+				r, err := m.prepare(ctx, venvSpec{binary: "python3", requirements: tc.reqs, taskHasRequirements: true}, task)
+				if tc.wantErr != "" {
+					if err == nil || !strings.Contains(err.Error(), tc.wantErr) || strings.Contains(err.Error(), "\n") {
+						t.Fatalf("error = %v, want %q", err, tc.wantErr)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("%v\n%s", err, out.String())
+				}
+				defer r.release()
+				if tc.cacheHits {
+					if !r.cacheHit || log.total() != 0 {
+						t.Errorf("want the ordinary cached venv, got %+v after %q", r, log.argvs)
+					}
+					return
+				}
+				if log.count(" -m venv") != 0 || r.cacheHit || r.dir != tc.dir {
+					t.Errorf("an existing environment must be used as is: %+v after %q", r, log.argvs)
+				}
+				if tc.python != "" && r.python != tc.python {
+					t.Errorf("python = %s, want %s", r.python, tc.python)
+				}
+				if n := log.count(" install "); n != tc.installs {
+					t.Errorf("%d installs, want %d: %q", n, tc.installs, log.argvs)
+				}
+				if log.count("pip<99") != 0 {
+					t.Errorf("the existing environment's pip was re-pinned: %q", log.argvs)
+				}
+				if log.count("freeze") != 1 {
+					t.Errorf("want one freeze: %q", log.argvs)
+				}
+				if tc.installs > 0 && !venvHasFrozen(r.frozen, "venvdemo==1.0") {
+					t.Errorf("frozen = %q", r.frozen)
+				}
+				if !strings.Contains(out.String(), "no venv: ") {
+					t.Errorf("the log does not say why no venv was made:\n%s", out.String())
+				}
+			})
+		}
+	})
+
 	t.Run("missing package, no cache", func(t *testing.T) {
 		noCache := venvTestConfig(t, fmt.Sprintf(`agent {
   package_manager { no_index: true, find_links: [%q], pip_version: [] }
