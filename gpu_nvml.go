@@ -18,14 +18,18 @@ import (
 var errNoNVML = errors.New("NVML library not found")
 
 var nvmlInit struct {
-	once sync.Once
-	ret  nvml.Return
+	once  sync.Once
+	ret   nvml.Return
+	memV2 bool // nvmlDeviceGetMemoryInfo_v2 exists (drivers since 510)
 }
 
 // newNVMLBackend initialises NVML once for the process; it stays loaded
 // because the sampler reads it twice a second.
 func newNVMLBackend() (gpuBackend, error) {
-	nvmlInit.once.Do(func() { nvmlInit.ret = nvml.Init() })
+	nvmlInit.once.Do(func() {
+		nvmlInit.ret = nvml.Init()
+		nvmlInit.memV2 = nvmlInit.ret == nvml.SUCCESS && nvml.Extensions().LookupSymbol("nvmlDeviceGetMemoryInfo_v2") == nil
+	})
 	if r := nvmlInit.ret; r == nvml.ERROR_LIBRARY_NOT_FOUND {
 		return nil, errNoNVML
 	} else if r != nvml.SUCCESS {
@@ -63,9 +67,7 @@ func (nvmlBackend) query(ctx context.Context) ([]gpuInfo, []string, error) {
 			out = append(out, nvmlMIGSlices(dev, g)...)
 			continue
 		}
-		if m, r := dev.GetMemoryInfo(); r == nvml.SUCCESS {
-			g.MemTotalMB, g.MemUsedMB, g.HasMem = mib(m.Total), mib(m.Used), true
-		}
+		g.MemTotalMB, g.MemUsedMB, g.HasMem = nvmlMemory(dev)
 		if u, r := dev.GetUtilizationRates(); r == nvml.SUCCESS {
 			g.Util, g.HasUtil = float64(u.Gpu), true
 		}
@@ -89,12 +91,25 @@ func nvmlMIGSlices(dev nvml.Device, parent gpuInfo) []gpuInfo {
 		g := parent
 		g.MIG, g.ParentUUID = j, parent.UUID
 		g.UUID, _ = mig.GetUUID()
-		if m, r := mig.GetMemoryInfo(); r == nvml.SUCCESS {
-			g.MemTotalMB, g.MemUsedMB, g.HasMem = mib(m.Total), mib(m.Used), true
-		}
+		g.MemTotalMB, g.MemUsedMB, g.HasMem = nvmlMemory(mig)
 		out = append(out, g)
 	}
 	return out
+}
+
+// nvmlMemory reads total and used memory. The v2 call leaves out what the
+// driver reserves, as nvidia-smi does; v1 counts it as used (hundreds of
+// MiB on a large card), so the two backends would disagree.
+func nvmlMemory(dev nvml.Device) (total, used float64, ok bool) {
+	if nvmlInit.memV2 {
+		if m, r := dev.GetMemoryInfo_v2(); r == nvml.SUCCESS {
+			return mib(m.Total), mib(m.Used), true
+		}
+	}
+	if m, r := dev.GetMemoryInfo(); r == nvml.SUCCESS {
+		return mib(m.Total), mib(m.Used), true
+	}
+	return 0, 0, false
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }

@@ -520,6 +520,11 @@ func TestGPURealDevice(t *testing.T) {
 	if g == nil {
 		t.Fatal("no GPU backend on a machine with nvidia-smi")
 	}
+	t.Logf("GPU backend: %s", g.backend.name())
+	if os.Getenv("CLEARML_AGENT_EXPECT_NVML") == "1" && g.backend.name() != "NVML" {
+		_, err := newNVMLBackend()
+		t.Errorf("an NVML build on a driver machine uses %s (NVML: %v)", g.backend.name(), err)
+	}
 	gpus, err := g.read(t.Context())
 	if err != nil {
 		t.Fatal(err)
