@@ -7,6 +7,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"os"
@@ -197,13 +198,43 @@ var smiQueryArgs = []string{
 	"--format=csv,noheader,nounits",
 }
 
-// smiBackend runs nvidia-smi once per query.
-type smiBackend struct{ path string }
+// smiBackend runs nvidia-smi once per query. --query-gpu does not list MIG
+// devices, so when the selection names one (mig), each query also reads
+// them: memory from `nvidia-smi -q -x`, UUIDs from `nvidia-smi -L`.
+type smiBackend struct {
+	path string
+	mig  bool
+}
 
 func (b smiBackend) name() string { return "nvidia-smi" }
 
 func (b smiBackend) query(ctx context.Context) ([]gpuInfo, []string, error) {
-	cmd := exec.CommandContext(ctx, b.path, smiQueryArgs...)
+	out, err := b.run(ctx, smiQueryArgs...)
+	if err != nil {
+		return nil, nil, err
+	}
+	gpus, warns := parseNvidiaSMI(out)
+	if b.mig {
+		xmlOut, err := b.run(ctx, "-q", "-x")
+		var list []byte
+		if err == nil {
+			list, err = b.run(ctx, "-L")
+		}
+		var slices map[string][]gpuInfo
+		if err == nil {
+			slices, err = parseSMIMIG(xmlOut, list)
+		}
+		if err != nil {
+			return gpus, append(warns, fmt.Sprintf("MIG devices unknown: %v", err)), nil
+		}
+		gpus = smiWithMIG(gpus, slices)
+	}
+	return gpus, warns, nil
+}
+
+// run runs nvidia-smi with args and returns its stdout.
+func (b smiBackend) run(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, b.path, args...)
 	// Own process group, so a wrapper script's children die with it and
 	// cannot keep the pipe open past the timeout.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -213,7 +244,7 @@ func (b smiBackend) query(ctx context.Context) ([]gpuInfo, []string, error) {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		return nil, nil, fmt.Errorf("nvidia-smi did not answer in time")
+		return nil, fmt.Errorf("nvidia-smi did not answer in time")
 	}
 	if err != nil {
 		msg := strings.TrimSpace(stderr.String())
@@ -224,12 +255,82 @@ func (b smiBackend) query(ctx context.Context) ([]gpuInfo, []string, error) {
 			msg = msg[:i]
 		}
 		if msg != "" {
-			return nil, nil, fmt.Errorf("nvidia-smi: %v: %s", err, msg)
+			return nil, fmt.Errorf("nvidia-smi: %v: %s", err, msg)
 		}
-		return nil, nil, fmt.Errorf("nvidia-smi: %v", err)
+		return nil, fmt.Errorf("nvidia-smi: %v", err)
 	}
-	gpus, warns := parseNvidiaSMI(stdout.Bytes())
-	return gpus, warns, nil
+	return stdout.Bytes(), nil
+}
+
+// smiXML is the part of `nvidia-smi -q -x` that MIG stats need.
+type smiXML struct {
+	GPUs []struct {
+		UUID       string `xml:"uuid"`
+		MIGDevices []struct {
+			Index int    `xml:"index"`
+			Total string `xml:"fb_memory_usage>total"`
+			Used  string `xml:"fb_memory_usage>used"`
+		} `xml:"mig_devices>mig_device"`
+	} `xml:"gpu"`
+}
+
+var smiMIGLine = lazyRegexp(`^\s*MIG\b.*\bDevice\s+(\d+):\s*\(UUID:\s*(MIG-[^)\s]+)\)`)
+var smiGPULine = lazyRegexp(`^GPU\s+\d+:.*\(UUID:\s*(GPU-[^)\s]+)\)`)
+
+// parseSMIMIG reads the MIG devices of each GPU, by the GPU's UUID, from
+// `nvidia-smi -q -x` (memory) and `nvidia-smi -L` (MIG UUIDs). Only
+// MIG, MemTotalMB/MemUsedMB/HasMem and UUID are set.
+func parseSMIMIG(xmlOut, list []byte) (map[string][]gpuInfo, error) {
+	var doc smiXML
+	if err := xml.Unmarshal(xmlOut, &doc); err != nil {
+		return nil, fmt.Errorf("nvidia-smi -q -x: %v", err)
+	}
+	uuids := map[string]string{} // "GPU-...:1" -> MIG-...
+	parent := ""
+	for _, line := range strings.Split(string(list), "\n") {
+		if m := smiGPULine().FindStringSubmatch(line); m != nil {
+			parent = m[1]
+		} else if m := smiMIGLine().FindStringSubmatch(line); m != nil && parent != "" {
+			uuids[parent+":"+m[1]] = m[2]
+		}
+	}
+	out := map[string][]gpuInfo{}
+	for _, g := range doc.GPUs {
+		uuid := strings.TrimSpace(g.UUID)
+		for _, d := range g.MIGDevices {
+			s := gpuInfo{MIG: d.Index, UUID: uuids[uuid+":"+strconv.Itoa(d.Index)]}
+			total, okT := smiNumber(strings.TrimSuffix(strings.TrimSpace(d.Total), "MiB"))
+			used, okU := smiNumber(strings.TrimSuffix(strings.TrimSpace(d.Used), "MiB"))
+			if okT && okU {
+				s.MemTotalMB, s.MemUsedMB, s.HasMem = total, used, true
+			}
+			out[uuid] = append(out[uuid], s)
+		}
+	}
+	return out, nil
+}
+
+// smiWithMIG lists a GPU that has MIG devices as those devices, as the NVML
+// backend does; they keep the GPU's name and temperature, and have no
+// utilisation of their own.
+func smiWithMIG(gpus []gpuInfo, slices map[string][]gpuInfo) []gpuInfo {
+	out := make([]gpuInfo, 0, len(gpus))
+	for _, g := range gpus {
+		migs := slices[g.UUID]
+		if len(migs) == 0 {
+			out = append(out, g)
+			continue
+		}
+		for _, m := range migs {
+			s := g
+			s.MIG, s.UUID, s.ParentUUID = m.MIG, m.UUID, g.UUID
+			s.MemTotalMB, s.MemUsedMB, s.HasMem = m.MemTotalMB, m.MemUsedMB, m.HasMem
+			s.Util, s.HasUtil = 0, false
+			out = append(out, s)
+		}
+	}
+	sortGPUs(out)
+	return out
 }
 
 // parseNvidiaSMI reads the CSV of smiQueryArgs. Unusable lines are skipped
@@ -344,7 +445,17 @@ func newGPUSet(gpus string, cpuOnly bool, env envLookup) *gpuSet {
 	if b == nil {
 		return nil
 	}
-	return newGPUSetWith(b, v)
+	g := newGPUSetWith(b, v)
+	if smi, ok := b.(smiBackend); ok {
+		for _, id := range g.sel {
+			if strings.Contains(id, ":") || strings.HasPrefix(strings.ToUpper(id), "MIG-") {
+				smi.mig = true
+				g.backend = smi
+				break
+			}
+		}
+	}
+	return g
 }
 
 // newGPUSetWith selects from visible ("", "all" or a list) on backend b.

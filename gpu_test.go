@@ -291,6 +291,77 @@ func TestGPUFakeNvidiaSMI(t *testing.T) {
 	}
 }
 
+// TestGPUNvidiaSMIMIG: --query-gpu lists no MIG devices, so a MIG selection
+// makes the nvidia-smi backend read them from -q -x and -L.
+func TestGPUNvidiaSMIMIG(t *testing.T) {
+	abs := func(name string) string { p, _ := filepath.Abs(filepath.Join("testdata", "gpu", name)); return p }
+	calls := filepath.Join(t.TempDir(), "calls")
+	fakeSMI(t, fmt.Sprintf(`echo "$1" >> %s
+case "$1" in
+  --query-gpu=*) cat %s ;;
+  -q) cat %s ;;
+  -L) cat %s ;;
+  *) exit 9 ;;
+esac
+`, calls, abs("mig-a100.csv"), abs("mig-q.xml"), abs("mig-L.txt")))
+	const (
+		gpu0  = "GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77"
+		mig00 = "MIG-c6d4f1ef-42e4-5de3-91c7-45d71c87eb3f"
+		mig01 = "MIG-cba663e8-9bed-5b25-b243-5985ef7c9beb"
+		name  = "NVIDIA A100-SXM4-40GB"
+	)
+	slice0 := gpuInfo{Index: 0, MIG: 0, UUID: mig00, ParentUUID: gpu0, Name: name, MemTotalMB: 19968, MemUsedMB: 3600, HasMem: true, Temp: 34, HasTemp: true}
+	slice1 := gpuInfo{Index: 0, MIG: 1, UUID: mig01, ParentUUID: gpu0, Name: name, MemTotalMB: 9728, MemUsedMB: 13, HasMem: true, Temp: 34, HasTemp: true}
+	whole1 := gpuInfo{Index: 1, MIG: -1, UUID: "GPU-0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d", Name: name, MemTotalMB: 40960, MemUsedMB: 4, HasMem: true, HasUtil: true, Temp: 30, HasTemp: true}
+	for _, tc := range []struct {
+		gpus    string
+		want    []gpuInfo
+		queries int // nvidia-smi runs per read
+	}{
+		{"0:1", []gpuInfo{slice1}, 3},
+		{"0.0,1", []gpuInfo{slice0, whole1}, 3},
+		{mig00, []gpuInfo{slice0}, 3},
+		{"0", []gpuInfo{{Index: 0, MIG: -1, UUID: gpu0, Name: name, MemTotalMB: 40960, MemUsedMB: 3627, HasMem: true, Temp: 34, HasTemp: true}}, 1},
+	} {
+		os.Remove(calls)
+		g := newGPUSet(tc.gpus, false, gpuTestEnv())
+		if g == nil || g.backend.name() != "nvidia-smi" {
+			t.Skip("nvidia-smi backend not selected")
+		}
+		got, err := g.read(context.Background())
+		if err != nil {
+			t.Fatalf("--gpus %s: %v", tc.gpus, err)
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("--gpus %s:\n got %+v\nwant %+v", tc.gpus, got, tc.want)
+		}
+		b, _ := os.ReadFile(calls)
+		if n := strings.Count(string(b), "\n"); n != tc.queries {
+			t.Errorf("--gpus %s: %d nvidia-smi runs, want %d: %q", tc.gpus, n, tc.queries, b)
+		}
+	}
+}
+
+func TestGPUParseSMIMIG(t *testing.T) {
+	xmlOut, _ := os.ReadFile("testdata/gpu/mig-q.xml")
+	list, _ := os.ReadFile("testdata/gpu/mig-L.txt")
+	got, err := parseSMIMIG(xmlOut, list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(got["GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77"]); n != 2 || len(got) != 1 {
+		t.Errorf("MIG devices %+v", got)
+	}
+	// An -L without MIG lines still gives the memory; the UUID stays unknown.
+	got, err = parseSMIMIG(xmlOut, nil)
+	if err != nil || got["GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77"][1].UUID != "" || got["GPU-5d5ba0d6-d33d-2b2c-524d-9e3d8d2b8a77"][1].MemTotalMB != 9728 {
+		t.Errorf("without -L: %+v %v", got, err)
+	}
+	if _, err := parseSMIMIG([]byte("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."), list); err == nil {
+		t.Error("a driver error as XML was accepted")
+	}
+}
+
 func TestGPUFakeNvidiaSMIHangs(t *testing.T) {
 	// The child sleep holds stdout: killing only the shell would not end Wait.
 	fakeSMI(t, "sleep 60\necho never\n")
