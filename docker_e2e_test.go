@@ -181,3 +181,40 @@ func BenchmarkDockerTaskStart(b *testing.B) {
 	}
 	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/task-start")
 }
+
+// TestDockerImageActiveVenv: an image whose environment is an active venv
+// (VIRTUAL_ENV set, as images built for one application often are) runs
+// the task in that venv, with the task's packages added to it, instead of
+// building another (agent#222, sdk#1074).
+func TestDockerImageActiveVenv(t *testing.T) {
+	needDockerImage(t)
+	image := "clearml-agent-test-venv:" + strings.ToLower(fmt.Sprint(time.Now().UnixNano()))
+	tmp := strings.ReplaceAll(image, ":", "-")
+	if out, err := exec.Command("docker", "run", "--name", tmp, dockerTestImage, "python3", "-m", "venv", "/opt/appenv").CombinedOutput(); err != nil {
+		t.Fatalf("making the venv image: %v\n%s", err, out)
+	}
+	defer exec.Command("docker", "rm", "-f", tmp).Run()
+	if out, err := exec.Command("docker", "commit", "--change", "ENV VIRTUAL_ENV=/opt/appenv",
+		"--change", "ENV PATH=/opt/appenv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", tmp, image).CombinedOutput(); err != nil {
+		t.Fatalf("docker commit: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", image).Run() })
+
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{"train.py": "import sys\nprint('python is', sys.executable)\n"})
+	id := s.AddTask(fakeserver.TaskSpec{Name: "active venv",
+		Script:    &fakeserver.Script{Repository: repo, EntryPoint: "train.py", Binary: "python3"},
+		Container: map[string]string{"image": image, "arguments": "--network host -v " + repo + ":" + repo + ":ro"}})
+	s.Enqueue(id, fakeserver.DefaultQueueName)
+	r := runAgent(t, dockerEnv(t, s), "execute", "--id", id, "--docker", "--cpu-only")
+	if r.code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	log := s.TaskLogText(id)
+	if !strings.Contains(log, "python is /opt/appenv/bin/python") {
+		t.Errorf("the task did not run in the image's venv; log:\n%s", log)
+	}
+	if strings.Contains(log, "Creating virtual environment") || !strings.Contains(log, "no venv: the container's active venv") {
+		t.Errorf("a venv was built although the image has an active one; log:\n%s", log)
+	}
+}
