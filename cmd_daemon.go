@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -97,7 +99,7 @@ func (d *daemonCmd) run(env *runEnv) error {
 	if cpuOnly {
 		gpus = ""
 	}
-	ident := newWorkerIdentity(cfg.str("agent.worker_id"), cfg.str("agent.worker_name"), visibleDevices(gpus, cpuOnly), d.dynamicGPUs)
+	ident := newWorkerIdentity(cfg.str("agent.worker_id"), cfg.str("agent.worker_name"), workerIDDevices(gpus, cpuOnly, cfg.env), d.dynamicGPUs)
 	reg, err := openInstanceRegistry(cfg.env)
 	if err != nil {
 		return err
@@ -246,6 +248,9 @@ func (d *daemonCmd) run(env *runEnv) error {
 	if err := c.call(withBudget(context.Background(), 5*time.Minute), "workers.register", "", map[string]any{"worker": workerID, "queues": ids}, nil); err != nil {
 		logf("Worker failed registering itself with backend service: %v", err)
 	}
+	if d.dynamicGPUs {
+		publishAvailableGPUs(c, workerID, pool, logf, env.global.debug)
+	}
 	// Exactly one unregister, on every way out.
 	defer func() {
 		if err := c.call(withBudget(context.Background(), 30*time.Second), "workers.unregister", "", map[string]any{"worker": workerID, "queues": ids}, nil); err != nil {
@@ -279,18 +284,27 @@ func (d *daemonCmd) run(env *runEnv) error {
 	return nil
 }
 
-// visibleDevices is NVIDIA_VISIBLE_DEVICES (else CUDA_VISIBLE_DEVICES) as a
-// task would see it after --gpus/--cpu-only: it decides the worker id.
-func visibleDevices(gpus string, cpuOnly bool) string {
-	env := map[string]string{}
-	for _, k := range []string{"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "KUBERNETES_SERVICE_HOST", "KUBERNETES_PORT"} {
-		if v, ok := os.LookupEnv(k); ok {
-			env[k] = v
+// publishAvailableGPUs tells the server which GPUs a --dynamic-gpus worker
+// hands out, in the reference's encoding ("0_,1_": whole GPUs), so an
+// enterprise server's UI can show them. The open-source server has no such
+// endpoint (404): that is expected and only noted in debug.
+func publishAvailableGPUs(c *apiClient, workerID string, pool []string, logf func(string, ...any), debug bool) {
+	vals := make([]string, len(pool))
+	for i, g := range pool {
+		vals[i] = strings.ReplaceAll(g, ":", ".") + "_"
+	}
+	body, _ := json.Marshal(map[string]any{"worker": workerID,
+		"runtime_properties": []map[string]string{{"key": "available_gpus", "value": strings.Join(vals, ",")}}})
+	ctx := withBudget(context.Background(), 10*time.Second)
+	_, err := c.do(ctx, request{endpoint: "workers.set_runtime_properties", method: http.MethodPost, contentType: "application/json", body: body})
+	var ae *apiError
+	switch {
+	case err == nil:
+	case errors.As(err, &ae) && ae.HTTPStatus == http.StatusNotFound:
+		if debug {
+			logf("workers.set_runtime_properties is not on this server: the GPU pool is not shown in the UI")
 		}
+	default:
+		logf("Warning: could not publish the available GPUs: %v", err)
 	}
-	gpuEnv(env, gpus, cpuOnly)
-	if v := env["NVIDIA_VISIBLE_DEVICES"]; v != "" {
-		return v
-	}
-	return env["CUDA_VISIBLE_DEVICES"]
 }

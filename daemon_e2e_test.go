@@ -465,6 +465,10 @@ open(os.path.join(os.environ["MARKDIR"], rec["task"]), "w").write(json.dumps(rec
 	if err := c.call(t.Context(), "workers.register", "", map[string]any{"worker": host + ":gpu0"}, nil); err != nil {
 		t.Fatal(err)
 	}
+	// And one more, started as --gpus 4-5 (outside the pool, so harmless).
+	if err := c.call(t.Context(), "workers.register", "", map[string]any{"worker": host + ":gpu4-5"}, nil); err != nil {
+		t.Fatal(err)
+	}
 	p := startDaemon(t, env, "--dynamic-gpus", "--gpus", "0-3", "--queue", "dual=2", "single=1")
 	for _, id := range ids {
 		waitStatus(t, s, p, id, "completed", 90*time.Second)
@@ -506,6 +510,20 @@ open(os.path.join(os.environ["MARKDIR"], rec["task"]), "w").write(json.dumps(rec
 				}
 			}
 		}
+	}
+	// The pool is published as the reference does; the OSS server's 404 is
+	// no reason to stop.
+	pub := s.RequestsTo("workers.set_runtime_properties")
+	if len(pub) != 1 || pub[0].Method != "POST" || pub[0].Code != 404 {
+		t.Fatalf("set_runtime_properties requests: %+v", pub)
+	}
+	var body struct {
+		Worker string
+		Props  []map[string]string `json:"runtime_properties"`
+	}
+	json.Unmarshal(pub[0].Body, &body)
+	if !strings.HasSuffix(body.Worker, ":dgpu0-3") || len(body.Props) != 1 || body.Props[0]["key"] != "available_gpus" || body.Props[0]["value"] != "0_,1_,2_,3_" {
+		t.Errorf("published %s", pub[0].Body)
 	}
 }
 

@@ -109,12 +109,11 @@ func gpuVisible(gpus string, cpuOnly bool, env envLookup) string {
 	return m["CUDA_VISIBLE_DEVICES"]
 }
 
-// workerIDSuffix is what follows "<worker_name>:" in the worker id
-// (agent-daemon.md §4.2): "gpu0,1", "gpuall", "gpu0.1", "dgpu0-3", or
-// "cpu:" / "" which need the machine-global slot appended (needsSlot).
-// The --gpus text is used as written (MIG ":" shown as "."), as the
-// reference does, so ids stay comparable with Python agents.
-func workerIDSuffix(gpus string, cpuOnly, dynamic bool, env envLookup) (suffix string, needsSlot bool) {
+// workerIDDevices is the device text in the worker id (agent-daemon.md
+// §4.2), for newWorkerIdentity: "" (none given), "none" (CPU only), or the
+// --gpus text as written ("0-3", "all", "0.1"), so ids match the Python
+// agent's; without --gpus, the inherited NVIDIA/CUDA_VISIBLE_DEVICES.
+func workerIDDevices(gpus string, cpuOnly bool, env envLookup) string {
 	v := gpuVisible(gpus, cpuOnly, env)
 	k8s := firstEnv(env, "KUBERNETES_SERVICE_HOST", "KUBERNETES_PORT") != ""
 	if gpus != "" && !cpuOnly && !k8s {
@@ -123,16 +122,7 @@ func workerIDSuffix(gpus string, cpuOnly, dynamic bool, env envLookup) (suffix s
 			v = "all"
 		}
 	}
-	v = strings.ReplaceAll(v, ":", ".")
-	switch {
-	case v == "":
-		return "", true
-	case v == "none":
-		return "cpu:", true
-	case dynamic:
-		return "dgpu" + v, false
-	}
-	return "gpu" + v, false
+	return strings.ReplaceAll(v, ":", ".")
 }
 
 // dockerGPUArgs is the `docker run` GPU flag and the NVIDIA_VISIBLE_DEVICES

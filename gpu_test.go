@@ -125,11 +125,18 @@ func TestGPUFlagVectors(t *testing.T) {
 			if m["CUDA_DEVICE_ORDER"] != "PCI_BUS_ID" {
 				t.Errorf("CUDA_DEVICE_ORDER = %q", m["CUDA_DEVICE_ORDER"])
 			}
-			if s, slot := workerIDSuffix(tc.gpus, tc.cpuOnly, false, env); s != tc.suffix || slot != tc.slot {
-				t.Errorf("suffix %q,%v want %q,%v", s, slot, tc.suffix, tc.slot)
-			}
-			if s, _ := workerIDSuffix(tc.gpus, tc.cpuOnly, true, env); s != tc.dsuffix {
-				t.Errorf("dynamic suffix %q want %q", s, tc.dsuffix)
+			devs := workerIDDevices(tc.gpus, tc.cpuOnly, env)
+			for _, c := range []struct {
+				dynamic bool
+				suffix  string
+			}{{false, tc.suffix}, {true, tc.dsuffix}} {
+				want := "h:" + c.suffix
+				if tc.slot {
+					want += "7"
+				}
+				if got := newWorkerIdentity("", "h", devs, c.dynamic).idFor(7); got != want {
+					t.Errorf("worker id (dynamic %v) %q, want %q", c.dynamic, got, want)
+				}
 			}
 			args, inner := dockerGPUArgs(func(k string) (string, bool) { v, ok := m[k]; return v, ok }, false)
 			if !reflect.DeepEqual(args, tc.docker) || inner != tc.inner {

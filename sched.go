@@ -312,7 +312,13 @@ func (s *scheduler) refreshExternalGPUs(ctx context.Context) {
 		if !strings.HasPrefix(w.ID, prefix) || ours[w.ID] {
 			continue
 		}
-		for _, g := range strings.Split(strings.TrimPrefix(w.ID, prefix), ",") {
+		// Another agent's --gpus text: "0,1", "0-3", "0.1".
+		devs := strings.TrimPrefix(w.ID, prefix)
+		if ids, err := gpuListItems(devs); err == nil {
+			busy = append(busy, ids...)
+			continue
+		}
+		for _, g := range strings.Split(devs, ",") {
 			busy = append(busy, strings.ReplaceAll(g, ".", ":"))
 		}
 	}
