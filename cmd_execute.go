@@ -66,7 +66,7 @@ func (e *executeCmd) run(env *runEnv) error {
 	if e.docker.set {
 		return e.runDocker(env, cfg, c, workerID)
 	}
-	x := &execution{opts: e, cfg: cfg, api: c, workerID: workerID, stdout: env.stdout, debug: env.global.debug}
+	x := &execution{opts: e, cfg: cfg, api: c, workerID: workerID, stdout: env.stdout, debug: env.global.debug, rank: taskRank(cfg.env)}
 	// Under a daemon, the daemon reports the worker (with its queue): the
 	// child only pings its task and watches for an abort.
 	x.underDaemon, _ = parseBoolText(firstEnv(cfg.env, "CLEARML_AGENT_DAEMON_CHILD"))
@@ -84,6 +84,7 @@ type execution struct {
 	debug       bool
 
 	build    bool   // build: prepare only, write nothing to the task
+	rank     int    // RANK / SLURM_PROCID: only rank 0 writes the task's status and packages
 	buildDir string // build --target: code and venv go here
 
 	task    *taskDoc
@@ -91,6 +92,7 @@ type execution struct {
 	log     io.Writer // setup and task output: stdout, the server, --log-file
 	shipper *consoleShipper
 	tmpDir  string
+	taskDir string // <venvs_dir>/<task id>: code and any uncached venv; removed after the run
 }
 
 // stepError is a setup failure; the step names what failed for the status reason.
@@ -162,6 +164,7 @@ func (x *execution) run() (err error) {
 	}()
 
 	argv, dir, taskEnv, setupErr := x.setup(ctx)
+	defer x.removeTaskDir()
 	defer x.venv.release()
 	if setupErr != nil {
 		finalized = true
@@ -213,6 +216,18 @@ wait:
 	return exitStatus(code)
 }
 
+// removeTaskDir deletes the task's folder once it has ended: one folder
+// per task id would otherwise fill the disk of a long-running worker (the
+// reference reuses and wipes one folder per Python version). --debug keeps it.
+func (x *execution) removeTaskDir() {
+	if x.taskDir == "" || x.debug {
+		return
+	}
+	if err := os.RemoveAll(x.taskDir); err != nil {
+		fmt.Fprintf(x.stdout, "clearml_agent: Warning: could not remove %s: %v\n", x.taskDir, err)
+	}
+}
+
 // abortGrace is how long an aborted task may take to exit after SIGTERM
 // before SIGKILL (agent.abort_grace_period_sec; the reference has none).
 func abortGrace(cfg *agentConfig) time.Duration {
@@ -246,6 +261,9 @@ func (x *execution) claim(ctx context.Context) error {
 			return err
 		}
 		x.task = nt
+	case x.rank > 0:
+		// A multi-node run: rank 0 claims the task and owns its status.
+		return nil
 	default:
 		var r struct {
 			Updated json.Number `json:"updated"`
@@ -265,10 +283,23 @@ func (x *execution) claim(ctx context.Context) error {
 	return setStatus(ctx, x.api, "started", x.task.ID, "worker started execution", x.changedBy(), true)
 }
 
+// taskRank is this process's rank in a multi-node run (RANK, else
+// SLURM_PROCID), 0 when neither is set or readable.
+func taskRank(env envLookup) int {
+	n, err := strconv.Atoi(firstEnv(env, "RANK", "SLURM_PROCID"))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
 func (x *execution) changedBy() string { return "Changed by clearml-agent " + x.workerID }
 
 // status sets a status, logging a refusal instead of failing.
 func (x *execution) status(ctx context.Context, action, reason string, force bool) {
+	if x.rank > 0 {
+		return
+	}
 	if err := setStatus(withBudget(ctx, 5*time.Minute), x.api, action, x.task.ID, reason, x.changedBy(), force); err != nil {
 		fmt.Fprintf(x.log, "clearml_agent: Warning: could not update task id %s status: %v\n", x.task.ID, err)
 	}
@@ -276,7 +307,7 @@ func (x *execution) status(ctx context.Context, action, reason string, force boo
 
 // fail marks the task failed; it must never be left in_progress by us.
 func (x *execution) fail(reason string) {
-	if x.task == nil || x.opts.disableMonitoring {
+	if x.task == nil || x.opts.disableMonitoring || x.rank > 0 {
 		return
 	}
 	ctx := withBudget(context.Background(), 5*time.Minute)
@@ -429,7 +460,9 @@ func (x *execution) monitor(ctx context.Context, abort chan<- string) {
 		default:
 			createdCount = 0
 			switch r.Tasks[0].Status {
-			case "closed", "stopped", "failed", "published", "queued", "completed":
+			// Not "completed": the task itself may mark it so while it
+			// still runs (Task.mark_completed), as the reference allows.
+			case "closed", "stopped", "failed", "published", "queued":
 				reason = "status_changed"
 			}
 		}
@@ -461,6 +494,9 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 	if err := os.MkdirAll(taskDir, 0o755); err != nil {
 		return nil, "", nil, &stepError{"prepare", err}
 	}
+	if x.buildDir == "" {
+		x.taskDir = taskDir
+	}
 	codeDir := filepath.Join(taskDir, "task_repository")
 	os.RemoveAll(codeDir)
 
@@ -491,10 +527,10 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 		return nil, "", nil, &stepError{"python environment", err}
 	}
 	x.venv = py
-	if len(py.frozen) > 0 && !x.build {
+	if len(py.frozen) > 0 && !x.build && x.rank == 0 {
 		x.writeRequirements(ctx, py.frozen)
 	}
-	if t.Script.VersionNum == "" && res.commit != "" && !x.build {
+	if t.Script.VersionNum == "" && res.commit != "" && !x.build && x.rank == 0 {
 		x.api.call(ctx, "tasks.edit", "2.5", map[string]any{"task": t.ID, "script": map[string]any{"version_num": res.commit}, "force": true}, nil)
 	}
 

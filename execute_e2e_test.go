@@ -105,13 +105,20 @@ func TestExecuteSuccess(t *testing.T) {
 	s := startServer(t)
 	repo, sha := makeTaskRepo(t, map[string]string{"train.py": trainOK})
 	id := addScriptTask(s, repo, "train.py")
-	r := runAgent(t, executeEnv(t, s), "execute", "--id", id)
+	env := executeEnv(t, s)
+	r := runAgent(t, env, "execute", "--id", id)
 	if r.code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
 	task := taskStatus(t, s, id)
 	if task.Status != "completed" {
 		t.Errorf("status = %s (%s)", task.Status, task.StatusReason)
+	}
+	if !strings.Contains(r.stdout, filepath.Join(env["HOME"], ".clearml", "venvs-builds", id)) {
+		t.Errorf("the task folder is not where expected; stdout:\n%s", r.stdout)
+	}
+	if _, err := os.Stat(filepath.Join(env["HOME"], ".clearml", "venvs-builds", id)); !os.IsNotExist(err) {
+		t.Errorf("the task folder was left behind (%v): it would fill a worker's disk", err)
 	}
 	log := s.TaskLogText(id)
 	var want []string
@@ -158,6 +165,72 @@ func TestExecuteFailureExitCode(t *testing.T) {
 	task := taskStatus(t, s, id)
 	if task.Status != "failed" || task.StatusReason != "worker execution exit code 3" {
 		t.Errorf("status = %s (%s)", task.Status, task.StatusReason)
+	}
+}
+
+// TestExecuteSecondaryRank: in a multi-node run every rank runs execute;
+// only rank 0 claims the task and writes its status and packages.
+func TestExecuteSecondaryRank(t *testing.T) {
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{"train.py": "import os\nprint('rank', os.environ['RANK'])\n"})
+	id := addScriptTask(s, repo, "train.py")
+	if err := s.SetTaskStatus(id, "in_progress", "rank 0 has it"); err != nil {
+		t.Fatal(err)
+	}
+	s.ResetRequests()
+	env := executeEnv(t, s)
+	env["RANK"] = "1"
+	r := runAgent(t, env, "execute", "--id", id)
+	if r.code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, ep := range []string{"tasks.dequeue", "tasks.started", "tasks.completed", "tasks.failed", "tasks.stopped", "tasks.set_requirements", "tasks.edit"} {
+		if n := len(s.RequestsTo(ep)); n != 0 {
+			t.Errorf("rank 1 sent %s (%d times)", ep, n)
+		}
+	}
+	if st := taskStatus(t, s, id).Status; st != "in_progress" {
+		t.Errorf("status = %s, want in_progress (rank 0's to set)", st)
+	}
+	if log := s.TaskLogText(id); !strings.Contains(log, "rank 1") {
+		t.Errorf("rank 1's output is not on the server:\n%s", log)
+	}
+}
+
+// TestExecuteMarkedCompletedKeepsRunning: the SDK may mark its own task
+// completed before the process ends; that is no abort (the reference's
+// stop statuses leave "completed" out).
+func TestExecuteMarkedCompletedKeepsRunning(t *testing.T) {
+	s := startServer(t)
+	dir := t.TempDir()
+	repo, _ := makeTaskRepo(t, map[string]string{"train.py": `import os, time
+open(os.path.join(os.environ["MARKDIR"], "started"), "w").close()
+while not os.path.exists(os.path.join(os.environ["MARKDIR"], "go")):
+    time.sleep(0.05)
+time.sleep(5)
+print("finished after being marked completed", flush=True)
+`})
+	id := addScriptTask(s, repo, "train.py")
+	env := executeEnv(t, s)
+	env["MARKDIR"] = dir
+	done := make(chan runResult, 1)
+	go func() { done <- runAgent(t, env, "execute", "--id", id) }()
+	for i := 0; i < 1200; i++ {
+		if _, err := os.Stat(filepath.Join(dir, "started")); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := s.SetTaskStatus(id, "completed", "marked by the task"); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "go"), nil, 0o644)
+	r := <-done
+	if r.code != 0 {
+		t.Fatalf("exit %d\nstdout:\n%s", r.code, r.stdout)
+	}
+	if log := s.TaskLogText(id); !strings.Contains(log, "finished after being marked completed") {
+		t.Errorf("the task was stopped when it was marked completed:\n%s", log)
 	}
 }
 
