@@ -384,11 +384,14 @@ func (m *venvManager) selectInterpreter(ctx context.Context, binary string) (pyI
 			list = append(list, fmt.Sprintf("%s (%s)", in.version, in.exe))
 		}
 	}
-	have := "none"
-	if len(list) > 0 {
-		have = strings.Join(list, ", ")
+	if len(found) == 0 {
+		return pyInterp{}, fmt.Errorf("interpreter: %s requests Python %s, and no Python was found on PATH; install Python %s or set agent.python_binary to its path", source, want, want)
 	}
-	return pyInterp{}, fmt.Errorf("interpreter: %s requests Python %s, which was not found (found: %s); install Python %s, or set agent.python_binary to its path, or set agent.ignore_requested_python_version: true to use the default", source, want, have, want)
+	// As the reference: the first interpreter found, with a warning that
+	// the task's log shows (a task recorded on 3.11 usually runs on 3.10).
+	m.logf("WARNING: %s requests Python %s, which was not found (found: %s); using Python %s (%s). For an exact match install Python %s or set agent.python_binary to its path.",
+		source, want, strings.Join(list, ", "), found[0].version, found[0].exe, want)
+	return found[0], nil
 }
 
 func (m *venvManager) envLookup() envLookup {

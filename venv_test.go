@@ -121,22 +121,37 @@ func TestPythonInterpreterSelection(t *testing.T) {
 		{"python_binary when nothing asked", "agent.python_binary: " + other, "", other, ""},
 		{"python_binary matching the request", "agent.python_binary: " + other, "python3.12", other, ""},
 		{"ignore requested version", "agent.ignore_requested_python_version: true", "python3.12", py3, ""},
-		{"missing version", "", "python3.12", "", "requests Python 3.12, which was not found (found: 3.11.7 (" + py3 + "), "},
-		{"missing default_python", "agent.default_python: \"3.9\"", "", "", "agent.default_python requests Python 3.9"},
-		{"python_binary of another version", "agent.python_binary: " + py310, "python3.12", "", "set agent.python_binary to its path"},
+		// A version that is not there: the first one found, with a warning, as the reference.
+		{"missing version", "", "python3.12", py3, ""},
+		{"missing default_python", "agent.default_python: \"3.9\"", "", py3, ""},
+		{"python_binary of another version", "agent.python_binary: " + py310, "python3.12", py310, ""},
 		{"python_binary missing", "agent.python_binary: /nonexistent/python", "", "", `agent.python_binary "/nonexistent/python" was not found`},
 	}
+	t.Run("no python at all", func(t *testing.T) {
+		m := newVenvManager(venvTestConfig(t, "", nil), nil)
+		m.pathEnv = t.TempDir()
+		_, err := m.selectInterpreter(context.Background(), "python3.12")
+		if err == nil || !strings.HasPrefix(err.Error(), "interpreter: ") || !strings.Contains(err.Error(), "no Python was found on PATH") {
+			t.Errorf("error = %v", err)
+		}
+	})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m := newVenvManager(venvTestConfig(t, tc.conf, nil), nil)
+			var log bytes.Buffer
+			m := newVenvManager(venvTestConfig(t, tc.conf, nil), &log)
 			m.pathEnv = bin
 			in, err := m.selectInterpreter(context.Background(), tc.binary)
+			if strings.HasPrefix(tc.name, "missing") || strings.Contains(tc.name, "another version") {
+				if w := log.String(); !strings.HasPrefix(w, "WARNING: ") || !strings.Contains(w, "which was not found (found: ") ||
+					!strings.Contains(w, "3.10.13 ("+py310+")") || strings.Count(w, "\n") != 1 {
+					t.Errorf("the fallback is not announced in one line listing what was found: %q", w)
+				}
+			} else if log.Len() != 0 {
+				t.Errorf("unexpected log: %q", log.String())
+			}
 			if tc.errHas != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.errHas) {
 					t.Fatalf("error = %v, want it to contain %q", err, tc.errHas)
-				}
-				if tc.name == "missing version" && !strings.Contains(err.Error(), "3.10.13 ("+py310+")") {
-					t.Errorf("error does not list python3.10: %v", err)
 				}
 				if !strings.HasPrefix(err.Error(), "interpreter: ") || strings.Contains(err.Error(), "\n") {
 					t.Errorf("error should be one line naming the step: %q", err)
