@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
 	"sync"
@@ -89,7 +90,13 @@ func (d *daemonCmd) run(env *runEnv) error {
 	if err != nil {
 		return err
 	}
-	sched, err := daemonSchedule(d.uptime.vals, d.downtime.vals, cfg)
+	if d.docker.set && !d.stop.set && !d.status {
+		// Else every task pulled would fail to start: refuse now, as the reference.
+		if _, err := exec.LookPath("docker"); err != nil {
+			return &exitError{code: 1, msg: "--docker: the docker command is not on PATH; install Docker (or its CLI), or run the daemon without --docker"}
+		}
+	}
+	sched, err := daemonSchedule(d.uptime.vals, d.downtime.vals, cfg, env.stderr)
 	if err != nil {
 		return err
 	}

@@ -307,6 +307,40 @@ func TestDaemonUptimeWindow(t *testing.T) {
 	}
 }
 
+// TestDaemonDockerNeedsDocker: without a docker command, --docker would fail
+// every task it pulls; it is refused at start and the queue keeps its task.
+func TestDaemonDockerNeedsDocker(t *testing.T) {
+	s := startServer(t)
+	id := s.AddTask(fakeserver.TaskSpec{Name: "waits", Script: &fakeserver.Script{Repository: "x", EntryPoint: "t.py"}})
+	s.Enqueue(id, fakeserver.DefaultQueueName)
+	env := executeEnv(t, s)
+	env["PATH"] = t.TempDir()
+	r := runAgent(t, env, "daemon", "--queue", "default", "--docker", "--foreground")
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	oneErrorLine(t, r, "the docker command is not on PATH")
+	if st := taskStatus(t, s, id).Status; st != "queued" {
+		t.Errorf("task status %s, want queued", st)
+	}
+	if n := len(s.RequestsTo("workers.register")); n != 0 {
+		t.Errorf("registered a worker that cannot run tasks (%d)", n)
+	}
+}
+
+// TestDaemonConfigUptimeAndDowntime: a clearml.conf with both (which the
+// reference runs, ignoring both) starts a worker, with a warning.
+func TestDaemonConfigUptimeAndDowntime(t *testing.T) {
+	s := startServer(t)
+	env := executeEnv(t, s)
+	env["CLEARML_AGENT__AGENT__UPTIME"] = "1-2 MON"
+	env["CLEARML_AGENT__AGENT__DOWNTIME"] = "3-4 TUE"
+	r := runAgent(t, env, "daemon", "--queue", "default", "--status")
+	if r.code != 0 || !strings.Contains(r.stderr, "WARNING: Both uptime and downtime were specified") {
+		t.Errorf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+}
+
 func TestDaemonDetachAndStop(t *testing.T) {
 	s := startServer(t)
 	env := executeEnv(t, s)

@@ -10,6 +10,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -83,8 +84,8 @@ func parseSchedule(uptime, downtime []string) (*activitySchedule, error) {
 
 // daemonSchedule picks the schedule the daemon follows: the command line if
 // either flag has specs (both is a usage error), else agent.uptime /
-// agent.downtime from the configuration (both is a configuration error).
-func daemonSchedule(uptime, downtime []string, cfg *agentConfig) (*activitySchedule, error) {
+// agent.downtime from the configuration (both: a warning, and neither is used).
+func daemonSchedule(uptime, downtime []string, cfg *agentConfig, warn io.Writer) (*activitySchedule, error) {
 	if len(uptime) > 0 || len(downtime) > 0 {
 		s, err := parseSchedule(uptime, downtime)
 		if err != nil {
@@ -97,7 +98,9 @@ func daemonSchedule(uptime, downtime []string, cfg *agentConfig) (*activitySched
 	}
 	up, down := cfg.strList("agent.uptime"), cfg.strList("agent.downtime")
 	if len(up) > 0 && len(down) > 0 {
-		return nil, &configError{"agent.uptime and agent.downtime cannot both be set"}
+		// The reference ignores both, so such a file still runs a worker.
+		fmt.Fprintln(warn, "WARNING: Both uptime and downtime were specified when only one of them could be used. Both will be ignored (remove agent.uptime or agent.downtime from the configuration).")
+		return nil, nil
 	}
 	s, err := parseSchedule(up, down)
 	if err != nil {

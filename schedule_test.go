@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"errors"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -200,20 +202,20 @@ func TestScheduleFromConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := daemonSchedule(nil, nil, cfg)
+	s, err := daemonSchedule(nil, nil, cfg, io.Discard)
 	if err != nil || s == nil || !s.uptime || !s.active(week0.AddDate(0, 0, 2).Add(18*time.Hour)) {
 		t.Fatalf("config uptime: %v, %v", s, err)
 	}
 	// The command line wins over the configuration.
-	s, err = daemonSchedule(nil, []string{"1 MON"}, cfg)
+	s, err = daemonSchedule(nil, []string{"1 MON"}, cfg, io.Discard)
 	if err != nil || s == nil || s.uptime {
 		t.Fatalf("CLI downtime: %v, %v", s, err)
 	}
 	var ue *usageError
-	if _, err := daemonSchedule([]string{"1 MON"}, []string{"2 MON"}, cfg); !errors.As(err, &ue) {
+	if _, err := daemonSchedule([]string{"1 MON"}, []string{"2 MON"}, cfg, io.Discard); !errors.As(err, &ue) {
 		t.Errorf("both flags: %v, want a usage error", err)
 	}
-	if _, err := daemonSchedule([]string{"1 XYZ"}, nil, cfg); !errors.As(err, &ue) {
+	if _, err := daemonSchedule([]string{"1 XYZ"}, nil, cfg, io.Discard); !errors.As(err, &ue) {
 		t.Errorf("bad CLI spec: %v, want a usage error", err)
 	}
 
@@ -222,19 +224,20 @@ func TestScheduleFromConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ce *configError
-	if _, err := daemonSchedule(nil, nil, cfg); !errors.As(err, &ce) {
-		t.Errorf("both in config: %v, want a config error", err)
+	var warn bytes.Buffer
+	if s, err := daemonSchedule(nil, nil, cfg, &warn); s != nil || err != nil || !strings.HasPrefix(warn.String(), "WARNING: Both uptime and downtime") {
+		t.Errorf("both in config: %v, %v, %q; want neither used, with a warning", s, err, warn.String())
 	}
+	var ce *configError
 	bad := writeFile(t, filepath.Join(home, "c.conf"), `agent.downtime: ["1 XYZ"]`)
 	cfg, err = loadConfig(bad, mapEnv(map[string]string{"HOME": home}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := daemonSchedule(nil, nil, cfg); !errors.As(err, &ce) || !strings.HasPrefix(err.Error(), "agent.downtime") {
+	if _, err := daemonSchedule(nil, nil, cfg, io.Discard); !errors.As(err, &ce) || !strings.HasPrefix(err.Error(), "agent.downtime") {
 		t.Errorf("bad config spec: %v", err)
 	}
-	if s, err := daemonSchedule(nil, nil, nil); s != nil || err != nil {
+	if s, err := daemonSchedule(nil, nil, nil, io.Discard); s != nil || err != nil {
 		t.Errorf("nothing: %v, %v", s, err)
 	}
 }
