@@ -93,6 +93,7 @@ type execution struct {
 	shipper *consoleShipper
 	tmpDir  string
 	taskDir string // <venvs_dir>/<task id>: code and any uncached venv; removed after the run
+	taskVars map[string]string // the task's "Environment" hyper-parameters (agent.enable_task_env)
 }
 
 // stepError is a setup failure; the step names what failed for the status reason.
@@ -467,10 +468,71 @@ func (x *execution) monitor(ctx context.Context, abort chan<- string) {
 			}
 		}
 		if reason != "" {
+			if reason != "not_found" && !x.waitAbortCallback(ctx) {
+				return // the task ended while its callback ran
+			}
 			abort <- reason
 			return
 		}
 	}
+}
+
+// waitAbortCallback gives the SDK's abort callback (Task.register_abort_callback)
+// its time before the task is stopped, as the reference: when the task's
+// runtime has _abort_callback_timeout, wait until _abort_callback_completed
+// is set or min(timeout + _abort_poll_freq, agent.abort_callback_max_timeout)
+// passes. It returns false when ctx ended first (the task exited).
+func (x *execution) waitAbortCallback(ctx context.Context) bool {
+	runtime := func() (map[string]any, bool) {
+		var r struct {
+			Tasks []struct {
+				Runtime map[string]any `json:"runtime"`
+			} `json:"tasks"`
+		}
+		err := x.api.call(withBudget(ctx, 10*time.Second), "tasks.get_all", "2.14", map[string]any{
+			"id": []string{x.task.ID}, "only_fields": []string{"runtime"}, "search_hidden": true,
+		}, &r)
+		if err != nil || len(r.Tasks) == 0 {
+			return nil, false
+		}
+		return r.Tasks[0].Runtime, true
+	}
+	num := func(v any) float64 {
+		f, err := strconv.ParseFloat(strings.TrimSpace(scalarText(v)), 64)
+		if err != nil || f < 0 {
+			return 0
+		}
+		return f
+	}
+	rt, ok := runtime()
+	timeout := num(rt["_abort_callback_timeout"])
+	if !ok || timeout <= 0 {
+		return true
+	}
+	freq := num(rt["_abort_poll_freq"])
+	limit := min(timeout+freq, x.cfg.float("agent.abort_callback_max_timeout", 1800))
+	fmt.Fprintf(x.log, "### Task abort callback timeout set, waiting for max %s sec ###\n", strconv.FormatFloat(limit, 'f', -1, 64))
+	every := abortPollEvery
+	if freq > 0 {
+		every = min(every, time.Duration(freq*float64(time.Second)))
+	}
+	start := time.Now()
+	deadline := start.Add(time.Duration(limit * float64(time.Second)))
+	for time.Now().Before(deadline) {
+		if rt, ok := runtime(); ok {
+			if done, _ := parseBoolText(scalarText(rt["_abort_callback_completed"])); done {
+				fmt.Fprintf(x.log, "### Task abort callback completed in %.2f seconds ###\n", time.Since(start).Seconds())
+				return true
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(min(every, time.Until(deadline))):
+		}
+	}
+	fmt.Fprintf(x.log, "### Task abort callback timed out after %.0f seconds ###\n", time.Since(start).Seconds())
+	return true
 }
 
 // setup checks out the code, prepares Python and returns what to run.
@@ -538,6 +600,9 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 	if shell := taskShell(t.Script.Binary, x.cfg.env); shell != "" {
 		argv = append([]string{shell}, entryArgs...)
 	}
+	if x.cfg.boolean("agent.enable_task_env", false) {
+		x.taskVars = x.environmentParams(ctx)
+	}
 	env, err = x.taskEnv(workDir, entryArgs)
 	if err != nil {
 		return nil, "", nil, &stepError{"environment", err}
@@ -553,6 +618,34 @@ func (x *execution) writeRequirements(ctx context.Context, frozen []string) {
 	if err := x.api.call(ctx, "tasks.set_requirements", "2.5", body, nil); err != nil {
 		fmt.Fprintf(x.log, "clearml_agent: Warning: could not store the installed packages: %v\n", err)
 	}
+}
+
+// environmentParams reads the task's hyper-parameters of section
+// "Environment", which agent.enable_task_env exports to the task as
+// variables. A failure is a warning: the task runs without them.
+func (x *execution) environmentParams(ctx context.Context) map[string]string {
+	var r struct {
+		Params []struct {
+			Hyperparams []struct {
+				Section string `json:"section"`
+				Name    string `json:"name"`
+				Value   any    `json:"value"`
+			} `json:"hyperparams"`
+		} `json:"params"`
+	}
+	if err := x.api.call(withBudget(ctx, time.Minute), "tasks.get_hyper_params", "2.9", map[string]any{"tasks": []string{x.task.ID}}, &r); err != nil {
+		fmt.Fprintf(x.log, "clearml_agent: Warning: could not read the task's Environment parameters: %v\n", err)
+		return nil
+	}
+	out := map[string]string{}
+	for _, p := range r.Params {
+		for _, h := range p.Hyperparams {
+			if h.Section == "Environment" && h.Name != "" && !strings.ContainsAny(h.Name, "=\x00") {
+				out[h.Name] = scalarText(h.Value)
+			}
+		}
+	}
+	return out
 }
 
 // findRequirementsTxt lists the repo's requirements.txt files, root first.
@@ -576,6 +669,9 @@ func (x *execution) taskEnv(workDir string, entryArgs []string) ([]string, error
 		}
 	}
 	for k, v := range x.configEnvironment() {
+		env[k] = v
+	}
+	for k, v := range x.taskVars {
 		env[k] = v
 	}
 	confPath := filepath.Join(x.tmpDir, "clearml.conf")

@@ -286,6 +286,64 @@ while True:
 	}
 }
 
+// TestExecuteAbortCallbackGrace: a task whose SDK registered an abort
+// callback (runtime._abort_callback_timeout) keeps running after tasks.stop
+// until the callback reports completion, then is stopped.
+func TestExecuteAbortCallbackGrace(t *testing.T) {
+	s := startServer(t)
+	dir := t.TempDir()
+	repo, _ := makeTaskRepo(t, map[string]string{"loop.py": `import os, time
+open(os.path.join(os.environ["MARKDIR"], "started"), "w").close()
+while True:
+    open(os.path.join(os.environ["MARKDIR"], "beat"), "w").write(str(time.time()))
+    time.sleep(0.1)
+`})
+	id := s.AddTask(fakeserver.TaskSpec{Name: "callback", Script: &fakeserver.Script{Repository: repo, EntryPoint: "loop.py", Binary: "python3"},
+		Runtime: map[string]any{"_abort_callback_timeout": 60, "_abort_poll_freq": 1}})
+	s.Enqueue(id, fakeserver.DefaultQueueName)
+	env := executeEnv(t, s)
+	env["MARKDIR"] = dir
+	done := make(chan runResult, 1)
+	go func() { done <- runAgent(t, env, "execute", "--id", id) }()
+	for i := 0; i < 1200; i++ {
+		if _, err := os.Stat(filepath.Join(dir, "started")); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c := testClient(t, s.URL(), nil, clientOptions{})
+	if err := c.call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": id}, nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("the task was stopped before its abort callback completed\n%s", r.stdout)
+	case <-time.After(6 * time.Second):
+	}
+	if !strings.Contains(s.TaskLogText(id), "### Task abort callback timeout set, waiting for max 61 sec ###") {
+		t.Errorf("the wait is not announced:\n%s", s.TaskLogText(id))
+	}
+	stoppedAt := time.Now()
+	if err := s.UpdateTask(id, func(doc map[string]any) {
+		doc["runtime"].(map[string]any)["_abort_callback_completed"] = true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var r runResult
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("execute did not end after the callback completed")
+	}
+	t.Logf("stopped %v after the callback completed", time.Since(stoppedAt))
+	if st := taskStatus(t, s, id); st.Status != "stopped" {
+		t.Errorf("status = %s (%s)\n%s", st.Status, st.StatusReason, r.stdout)
+	}
+	if !strings.Contains(s.TaskLogText(id), "### Task abort callback completed in ") {
+		t.Errorf("completion not logged:\n%s", s.TaskLogText(id))
+	}
+}
+
 func TestExecuteSetupFailures(t *testing.T) {
 	s := startServer(t)
 	repo, _ := makeTaskRepo(t, map[string]string{"train.py": trainOK})
@@ -399,7 +457,8 @@ func TestExecuteTaskEnvironment(t *testing.T) {
 	s := startServer(t)
 	repo, _ := makeTaskRepo(t, map[string]string{"sub/env.py": `import os, stat, sys
 for k in ["CLEARML_TASK_ID", "TRAINS_TASK_ID", "CLEARML_LOG_TASK_TO_BACKEND", "CLEARML_LOG_LEVEL", "CLEARML_WORKER_ID",
-          "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CLEARML_API_HOST", "FROM_CONF_ENV"]:
+          "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CLEARML_API_HOST", "FROM_CONF_ENV",
+          "FROM_TASK_ENV", "NOT_ENV_SECTION"]:
     print("%s=%s" % (k, os.environ.get(k)))
 conf = os.environ["CLEARML_CONFIG_FILE"]
 print("conf_mode=%o" % stat.S_IMODE(os.stat(conf).st_mode))
@@ -409,9 +468,10 @@ print("optimize=%d" % sys.flags.optimize)
 print("cwd_in_path=%s" % (os.getcwd() in os.environ["PYTHONPATH"].split(":")))
 print("files_section=%s" % open(os.path.expanduser("~/made-by-agent.txt")).read())
 `})
-	id := s.AddTask(fakeserver.TaskSpec{Script: &fakeserver.Script{Repository: repo, EntryPoint: "env.py", WorkingDir: "sub", Binary: "python3"}})
+	id := s.AddTask(fakeserver.TaskSpec{Script: &fakeserver.Script{Repository: repo, EntryPoint: "env.py", WorkingDir: "sub", Binary: "python3"},
+		Hyperparams: map[string]map[string]string{"Environment": {"FROM_TASK_ENV": "from-hyperparams"}, "Args": {"NOT_ENV_SECTION": "x"}}})
 	env := executeEnv(t, s)
-	writeFile(t, filepath.Join(env["HOME"], "clearml.conf"), "environment { FROM_CONF_ENV: hello-env }\nfiles { f: { path: \"~/made-by-agent.txt\", contents: \"from files section\" } }\n")
+	writeFile(t, filepath.Join(env["HOME"], "clearml.conf"), "agent.enable_task_env: true\nenvironment { FROM_CONF_ENV: hello-env }\nfiles { f: { path: \"~/made-by-agent.txt\", contents: \"from files section\" } }\n")
 	r := runAgent(t, env, "execute", "--id", id, "--gpus", "0,1", "-OO", "--log-level", "warning")
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
@@ -423,7 +483,7 @@ print("files_section=%s" % open(os.path.expanduser("~/made-by-agent.txt")).read(
 	for _, want := range []string{
 		"CLEARML_TASK_ID=" + id, "TRAINS_TASK_ID=" + id, "CLEARML_LOG_TASK_TO_BACKEND=0", "CLEARML_LOG_LEVEL=WARNING",
 		"CUDA_VISIBLE_DEVICES=0,1", "NVIDIA_VISIBLE_DEVICES=0,1", "CUDA_DEVICE_ORDER=PCI_BUS_ID",
-		"CLEARML_API_HOST=" + s.URL(), "FROM_CONF_ENV=hello-env",
+		"CLEARML_API_HOST=" + s.URL(), "FROM_CONF_ENV=hello-env", "FROM_TASK_ENV=from-hyperparams", "NOT_ENV_SECTION=None",
 		"conf_mode=600", "conf_has_secret=True", "trains_conf_same=True", "optimize=2", "cwd_in_path=True",
 		"files_section=from files section",
 	} {
