@@ -87,12 +87,12 @@ type execution struct {
 	rank     int    // RANK / SLURM_PROCID: only rank 0 writes the task's status and packages
 	buildDir string // build --target: code and venv go here
 
-	task    *taskDoc
-	venv    *venvResult
-	log     io.Writer // setup and task output: stdout, the server, --log-file
-	shipper *consoleShipper
-	tmpDir  string
-	taskDir string // <venvs_dir>/<task id>: code and any uncached venv; removed after the run
+	task     *taskDoc
+	venv     *venvResult
+	log      io.Writer // setup and task output: stdout, the server, --log-file
+	shipper  *consoleShipper
+	tmpDir   string
+	taskDir  string            // <venvs_dir>/<task id>: code and any uncached venv; removed after the run
 	taskVars map[string]string // the task's "Environment" hyper-parameters (agent.enable_task_env)
 }
 
