@@ -46,6 +46,7 @@ func (e *executeCmd) flags(t *flagTable) {
 var (
 	abortPollEvery   = 2 * time.Second
 	statusReportEach = 30 * time.Second
+	statsFirstReport = 3 * time.Second
 )
 
 func (e *executeCmd) run(env *runEnv) error {
@@ -410,16 +411,36 @@ func (x *execution) configEnvironment() map[string]string {
 
 // monitor reports the worker and watches for an abort until ctx ends.
 func (x *execution) monitor(ctx context.Context, abort chan<- string) {
-	report := func() {
-		if !x.underDaemon {
-			x.api.call(withBudget(ctx, 10*time.Second), "workers.status_report", "", map[string]any{
-				"worker": x.workerID, "timestamp": time.Now().Unix() * 1000, "task": x.task.ID,
-			}, nil)
-		}
-		x.api.call(withBudget(ctx, 10*time.Second), "tasks.ping", "2.5", map[string]any{"task": x.task.ID}, nil)
+	// Without a daemon this process is the worker: it reports the machine
+	// too, as the reference's resource monitor does.
+	var stats *statsSampler
+	if !x.underDaemon {
+		stats = newStatsSampler(x.cfg, newGPUSet(x.opts.gpus, x.opts.cpuOnly, x.cfg.env))
+		go stats.run(ctx)
 	}
+	report := func() {
+		if x.underDaemon {
+			return
+		}
+		body := map[string]any{"worker": x.workerID, "timestamp": time.Now().Unix() * 1000, "task": x.task.ID}
+		if ms := stats.snapshot(); ms != nil {
+			body["machine_stats"] = ms
+		}
+		x.api.call(withBudget(ctx, 10*time.Second), "workers.status_report", "", body, nil)
+	}
+	// agent.task_ping_interval_sec: 0 disables the ping.
+	pingEvery := time.Duration(x.cfg.float("agent.task_ping_interval_sec", 60) * float64(time.Second))
+	ping := func() {
+		if pingEvery > 0 {
+			x.api.call(withBudget(ctx, 10*time.Second), "tasks.ping", "2.5", map[string]any{"task": x.task.ID}, nil)
+		}
+	}
+	ping()
+	lastPing := time.Now()
+	// One report now names the task's worker at once; the next, with the
+	// first averaged stats, after 3 s as the reference's; then every 30 s.
 	report()
-	lastReport := time.Now()
+	lastReport := time.Now().Add(statsFirstReport - statusReportEach)
 	createdCount := 0
 	tick := time.NewTicker(abortPollEvery)
 	defer tick.Stop()
@@ -432,6 +453,10 @@ func (x *execution) monitor(ctx context.Context, abort chan<- string) {
 		if time.Since(lastReport) >= statusReportEach {
 			report()
 			lastReport = time.Now()
+		}
+		if pingEvery > 0 && time.Since(lastPing) >= pingEvery {
+			ping()
+			lastPing = time.Now()
 		}
 		var r struct {
 			Tasks []struct {

@@ -133,6 +133,9 @@ func TestExecuteSuccess(t *testing.T) {
 			t.Errorf("log lacks %q", note)
 		}
 	}
+	if n := len(s.RequestsTo("tasks.ping")); n == 0 {
+		t.Error("the task was never pinged")
+	}
 	if task.Script == nil || task.Script.VersionNum != sha {
 		t.Errorf("version_num not written back: %+v", task.Script)
 	}
@@ -165,6 +168,38 @@ func TestExecuteFailureExitCode(t *testing.T) {
 	task := taskStatus(t, s, id)
 	if task.Status != "failed" || task.StatusReason != "worker execution exit code 3" {
 		t.Errorf("status = %s (%s)", task.Status, task.StatusReason)
+	}
+}
+
+// TestExecuteReportsMachine: a standalone execute is its own worker and
+// reports the machine (and the GPUs it was given) as the reference does;
+// agent.task_ping_interval_sec 0 turns the task ping off.
+func TestExecuteReportsMachine(t *testing.T) {
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{"wait.py": "import time\ntime.sleep(4.5)\n"})
+	id := addScriptTask(s, repo, "wait.py")
+	env := executeEnv(t, s)
+	fake, _ := filepath.Abs("testdata/gpu/fake/bin")
+	env["PATH"] = fake + string(os.PathListSeparator) + os.Getenv("PATH")
+	env["FAKE_SMI_STATE"] = filepath.Join(t.TempDir(), "state")
+	env["CLEARML_AGENT__AGENT__TASK_PING_INTERVAL_SEC"] = "0"
+	r := runAgent(t, env, "execute", "--id", id, "--gpus", "0")
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	found := false
+	for _, rq := range s.RequestsTo("workers.status_report") {
+		ms, _ := rq.Data["machine_stats"].(map[string]any)
+		gpu, _ := ms["gpu_memory_used"].([]any)
+		if ms["memory_used"] != nil && ms["cpu_usage"] != nil && len(gpu) == 1 && rq.Data["task"] == id {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no status report with machine and GPU stats: %d reports", len(s.RequestsTo("workers.status_report")))
+	}
+	if n := len(s.RequestsTo("tasks.ping")); n != 0 {
+		t.Errorf("%d pings with task_ping_interval_sec 0", n)
 	}
 }
 
