@@ -1132,9 +1132,12 @@ func gitResolveEntry(checkoutDir string, src gitSource, env envLookup) (string, 
 	if err != nil {
 		return "", nil, err
 	}
-	workDir := filepath.Join(root, wd)
-	if filepath.IsAbs(wd) || !gitWithin(root, workDir) {
-		return "", nil, fmt.Errorf("entry: working_dir %q escapes the checkout %s", src.workingDir, root)
+	// As the reference (os.path.join): an absolute working_dir or entry
+	// point wins over the checkout, which is how code already in an image
+	// runs. The task's code runs anyway, so confining it adds nothing.
+	workDir := wd
+	if !filepath.IsAbs(wd) {
+		workDir = filepath.Join(root, wd)
 	}
 	if entry == "" {
 		return "", nil, errors.New("entry: the task has no entry point (set script.entry_point)")
@@ -1151,15 +1154,15 @@ func gitResolveEntry(checkoutDir string, src gitSource, env envLookup) (string, 
 		return workDir, []string{"-c", strings.Join(fields[1:], " ")}, nil
 	}
 	args := []string{entry}
-	if _, err := os.Stat(filepath.Join(workDir, entry)); err != nil {
+	path := entry
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(workDir, entry)
+	}
+	if _, err := os.Stat(path); err != nil {
 		// Newer agents: "train.py --lr 0.1" is a script plus arguments.
 		if split, err := shlexSplit(entry); err == nil && len(split) > 0 {
 			args = split
 		}
-	}
-	script := filepath.Join(workDir, args[0])
-	if filepath.IsAbs(args[0]) || !gitWithin(root, script) {
-		return "", nil, fmt.Errorf("entry: entry point %q escapes the checkout %s", src.entryPoint, root)
 	}
 	return workDir, args, nil
 }
