@@ -609,7 +609,16 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 		spec.requirements, spec.taskHasRequirements = nil, false
 		spec.repoRequirementsFiles = findRequirementsTxt(res.root, workDir)
 	}
-	py, err := newVenvManager(x.cfg, x.log).prepare(ctx, spec, venvDir)
+	vm := newVenvManager(x.cfg, x.log)
+	if apt := newContainerApt(x.cfg.env, x.log); apt != nil && !x.opts.standalone {
+		vm.aptInstall = apt.install
+		if x.cfg.boolean("agent.docker_install_opencv_libs", true) && opencvLibsMissing() {
+			if err := apt.install(ctx, "the OpenCV system libraries", opencvPackages...); err != nil {
+				fmt.Fprintf(x.log, "clearml-agent: warning: %v; going on without them\n", err)
+			}
+		}
+	}
+	py, err := vm.prepare(ctx, spec, venvDir)
 	if err != nil {
 		return nil, "", nil, &stepError{"python environment", err}
 	}

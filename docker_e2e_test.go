@@ -62,6 +62,9 @@ func addDockerTask(s *fakeserver.Server, repo, entry, setup string) string {
 func dockerEnv(t testing.TB, s *fakeserver.Server) map[string]string {
 	env := executeEnv(t, s)
 	env["CLEARML_AGENT__AGENT__VENVS_CACHE__PATH"] = dockerVenvCache(t)
+	// The test image has no OpenCV libraries: do not apt-get them in every
+	// test (TestDockerImageLacksPackages does).
+	env["CLEARML_AGENT__AGENT__DOCKER_INSTALL_OPENCV_LIBS"] = "false"
 	return env
 }
 
@@ -216,5 +219,53 @@ func TestDockerImageActiveVenv(t *testing.T) {
 	}
 	if strings.Contains(log, "Creating virtual environment") || !strings.Contains(log, "no venv: the container's active venv") {
 		t.Errorf("a venv was built although the image has an active one; log:\n%s", log)
+	}
+}
+
+// TestDockerImageLacksPackages: an image whose python3 has no venv module
+// (as Debian's without python3-venv, e.g. CUDA images) and no OpenCV
+// libraries gets them from apt-get inside the container, only because they
+// are missing. Where no Debian mirror answers, the task fails with a reason
+// that names the missing module; either way the attempt is in the log.
+func TestDockerImageLacksPackages(t *testing.T) {
+	needDockerImage(t)
+	image := "clearml-agent-test-noensurepip:" + strings.ToLower(fmt.Sprint(time.Now().UnixNano()))
+	tmp := strings.ReplaceAll(image, ":", "-")
+	if out, err := exec.Command("docker", "run", "--name", tmp, dockerTestImage, "dpkg", "--purge", "--force-depends", "python3-venv", "python3.11-venv").CombinedOutput(); err != nil {
+		t.Fatalf("making the image: %v\n%s", err, out)
+	}
+	defer exec.Command("docker", "rm", "-f", tmp).Run()
+	if out, err := exec.Command("docker", "commit", tmp, image).CombinedOutput(); err != nil {
+		t.Fatalf("docker commit: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", image).Run() })
+
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{"train.py": "print('ran in a fresh venv')\n"})
+	id := s.AddTask(fakeserver.TaskSpec{Name: "bare image",
+		Script:    &fakeserver.Script{Repository: repo, EntryPoint: "train.py", Binary: "python3"},
+		Container: map[string]string{"image": image, "arguments": "--network host -v " + repo + ":" + repo + ":ro"}})
+	s.Enqueue(id, fakeserver.DefaultQueueName)
+	env := dockerEnv(t, s)
+	delete(env, "CLEARML_AGENT__AGENT__DOCKER_INSTALL_OPENCV_LIBS") // the default: on
+	env["CLEARML_AGENT__AGENT__VENVS_CACHE__PATH"] = t.TempDir()    // a venv must be built
+	r := runAgent(t, env, "execute", "--id", id, "--docker", "--cpu-only")
+	log := s.TaskLogText(id)
+	for _, want := range []string{
+		"clearml-agent: the image lacks the OpenCV system libraries; installing libsm6 libxext6 libxrender-dev libglib2.0-0 with apt-get",
+		"clearml-agent: the image lacks the venv module; installing python3.11-venv with apt-get",
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	task := taskStatus(t, s, id)
+	switch {
+	case task.Status == "completed" && strings.Contains(log, "ran in a fresh venv"):
+		t.Logf("apt-get installed the venv module (exit %d)", r.code)
+	case task.Status == "failed" && strings.Contains(task.StatusReason+task.StatusMessage, "venv module"):
+		t.Logf("no Debian mirror: the task failed as it should: %s %s", task.StatusReason, task.StatusMessage)
+	default:
+		t.Errorf("status %s (%s / %s), exit %d\n%s", task.Status, task.StatusReason, task.StatusMessage, r.code, log)
 	}
 }

@@ -108,7 +108,14 @@ type venvManager struct {
 
 	mu     sync.Mutex
 	probes map[string]pyProbe // interpreter probes by executable path
+
+	// aptInstall, when set (a root execute inside a task container with
+	// apt-get), installs what the image lacks: Python or its venv module.
+	aptInstall func(ctx context.Context, why string, pkgs ...string) error
 }
+
+// errNoPython: no interpreter at all on PATH.
+var errNoPython = errors.New("no Python found")
 
 func newVenvManager(cfg *agentConfig, log io.Writer) *venvManager {
 	if log == nil {
@@ -365,7 +372,7 @@ func (m *venvManager) selectInterpreter(ctx context.Context, binary string) (pyI
 		found = append(found, in)
 	}
 	if want == "" {
-		return pyInterp{}, errors.New("interpreter: no Python found on PATH (tried python3, python); install Python 3 or set agent.python_binary")
+		return pyInterp{}, fmt.Errorf("interpreter: %w on PATH (tried python3, python); install Python 3 or set agent.python_binary", errNoPython)
 	}
 	// Look a little wider so the error can say what is there.
 	for minor := 6; minor <= 15; minor++ {
@@ -385,7 +392,7 @@ func (m *venvManager) selectInterpreter(ctx context.Context, binary string) (pyI
 		}
 	}
 	if len(found) == 0 {
-		return pyInterp{}, fmt.Errorf("interpreter: %s requests Python %s, and no Python was found on PATH; install Python %s or set agent.python_binary to its path", source, want, want)
+		return pyInterp{}, fmt.Errorf("interpreter: %s requests Python %s, and %w on PATH; install Python %s or set agent.python_binary to its path", source, want, errNoPython, want)
 	}
 	// As the reference: the first interpreter found, with a warning that
 	// the task's log shows (a task recorded on 3.11 usually runs on 3.10).
@@ -658,7 +665,17 @@ func (m *venvManager) createVenv(ctx context.Context, in pyInterp, t venvTool, d
 			argv[2] = "venv"
 		}
 	}
-	if out, err := m.runLogged(ctx, "", argv...); err != nil {
+	out, err := m.runLogged(ctx, "", argv...)
+	if err != nil && strings.Contains(out, "ensurepip") && m.aptInstall != nil {
+		// Debian's python3 without its venv module (as in CUDA images).
+		pkg := "python" + strings.Join(strings.SplitN(in.version, ".", 3)[:2], ".") + "-venv"
+		if aerr := m.aptInstall(ctx, "the venv module", pkg); aerr != nil {
+			return fmt.Errorf("venv: %s has no venv module, and %v", in.real, aerr)
+		}
+		os.RemoveAll(dir)
+		out, err = m.runLogged(ctx, "", argv...)
+	}
+	if err != nil {
 		hint := ""
 		if strings.Contains(out, "ensurepip") {
 			hint = fmt.Sprintf("; install the venv module (e.g. apt install python%s-venv)", strings.Join(strings.SplitN(in.version, ".", 3)[:2], "."))
@@ -811,6 +828,12 @@ func (m *venvManager) prepare(ctx context.Context, spec venvSpec, taskVenvDir st
 		return r, err
 	}
 	in, err := m.selectInterpreter(ctx, spec.binary)
+	if errors.Is(err, errNoPython) && m.aptInstall != nil {
+		if aerr := m.aptInstall(ctx, "Python 3", "python3", "python3-venv", "python3-pip"); aerr != nil {
+			return nil, fmt.Errorf("interpreter: the image has no Python, and %v", aerr)
+		}
+		in, err = m.selectInterpreter(ctx, spec.binary)
+	}
 	if err != nil {
 		return nil, err
 	}
