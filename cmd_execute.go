@@ -610,6 +610,9 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 		spec.repoRequirementsFiles = findRequirementsTxt(res.root, workDir)
 	}
 	vm := newVenvManager(x.cfg, x.log)
+	if creds := gitCredentialsFrom(x.cfg, x.opts.gitUser, x.opts.gitPass); creds.complete() {
+		vm.gitAuth = &creds
+	}
 	if apt := newContainerApt(x.cfg.env, x.log); apt != nil && !x.opts.standalone {
 		vm.aptInstall = apt.install
 		if x.cfg.boolean("agent.docker_install_opencv_libs", true) && opencvLibsMissing() {

@@ -590,6 +590,36 @@ while True:
 	waitGone(t, pid)
 }
 
+// tinyBuildBackend is an in-tree PEP 517 backend that needs nothing from an
+// index (setuptools and wheel cannot be fetched offline): it zips privpkg.
+const tinyBuildBackend = `import base64, hashlib, os, zipfile
+N, V = "privpkg", "0.1"
+META = "Metadata-Version: 2.1\nName: %s\nVersion: %s\n" % (N, V)
+WHEEL = "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+def prepare_metadata_for_build_wheel(d, config_settings=None):
+    di = os.path.join(d, "%s-%s.dist-info" % (N, V))
+    os.makedirs(di)
+    open(os.path.join(di, "METADATA"), "w").write(META)
+    open(os.path.join(di, "WHEEL"), "w").write(WHEEL)
+    return os.path.basename(di)
+def build_wheel(d, config_settings=None, metadata_directory=None):
+    name = "%s-%s-py3-none-any.whl" % (N, V)
+    info = "%s-%s.dist-info/" % (N, V)
+    files = {"privpkg/__init__.py": open("privpkg/__init__.py", "rb").read(),
+             info + "METADATA": META.encode(), info + "WHEEL": WHEEL.encode()}
+    record = []
+    with zipfile.ZipFile(os.path.join(d, name), "w") as z:
+        for n, b in files.items():
+            z.writestr(n, b)
+            h = base64.urlsafe_b64encode(hashlib.sha256(b).digest()).rstrip(b"=").decode()
+            record.append("%s,sha256=%s,%d" % (n, h, len(b)))
+        record.append(info + "RECORD,,")
+        z.writestr(info + "RECORD", "\n".join(record) + "\n")
+    return name
+`
+
 // The git password reaches git only through ask-pass: never a command
 // line, a log, the server's events or a file on disk.
 func TestExecuteGitPasswordNeverLeaks(t *testing.T) {
@@ -599,7 +629,14 @@ func TestExecuteGitPasswordNeverLeaks(t *testing.T) {
 		t.Skip("git-http-backend is not installed")
 	}
 	const user, pass = "alice", "Sup3r-Secret-Passw0rd"
-	bare, _ := makeTaskRepo(t, map[string]string{"train.py": trainOK})
+	bare, _ := makeTaskRepo(t, map[string]string{"train.py": "import privpkg\nprint('private package', privpkg.VERSION)\n"})
+	// A private package the task requires as git+https, on the same server.
+	pkgBare, _ := makeTaskRepo(t, map[string]string{
+		"pyproject.toml":      "[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\".\"]\n",
+		"backend.py":          tinyBuildBackend,
+		"privpkg/__init__.py": "VERSION = '0.1'\n",
+	})
+	os.Rename(pkgBare, filepath.Join(filepath.Dir(bare), "privpkg.git"))
 	cgiHandler := &cgi.Handler{Path: backend, Root: "/git",
 		Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(bare), "GIT_HTTP_EXPORT_ALL=1", "GIT_CONFIG_NOSYSTEM=1"}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -620,12 +657,18 @@ func TestExecuteGitPasswordNeverLeaks(t *testing.T) {
 	os.Chmod(filepath.Join(shim, "git"), 0o755)
 
 	s := startServer(t)
-	id := addScriptTask(s, srv.URL+"/git/repo.git", "train.py")
+	id := s.AddTask(fakeserver.TaskSpec{Name: "private", Script: &fakeserver.Script{Repository: srv.URL + "/git/repo.git", EntryPoint: "train.py", Binary: "python3",
+		Requirements: map[string]any{"pip": "privpkg @ git+" + srv.URL + "/git/privpkg.git\n"}}})
+	s.Enqueue(id, fakeserver.DefaultQueueName)
 	env := executeEnv(t, s)
 	env["PATH"] = shim + ":" + os.Getenv("PATH")
+	env["CLEARML_AGENT__AGENT__PACKAGE_MANAGER__NO_INDEX"] = "true" // offline
 	r := runAgent(t, env, "execute", "--id", id, "--git-user", user, "--git-pass", pass)
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(s.TaskLogText(id), "private package 0.1") {
+		t.Errorf("the private git requirement was not installed:\n%s", s.TaskLogText(id))
 	}
 	if strings.Contains(r.stdout+r.stderr, pass) {
 		t.Error("password in the agent's output")

@@ -537,15 +537,48 @@ func (g *gitCheckout) gitEnv(c gitCmd) []string {
 		env = append(env, "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
 	}
 	if c.auth.user != "" {
-		askpass := g.askpass
-		if askpass == "" {
-			askpass, _ = os.Executable()
-		}
-		env = append(env, "GIT_ASKPASS="+askpass, gitAskpassMarker+"=1",
-			gitAskpassUserEnv+"="+c.auth.user, gitAskpassPassEnv+"="+c.auth.pass,
-			gitAskpassHostEnv+"="+c.auth.host)
+		env = append(env, gitAskpassEnv(g.askpass, c.auth)...)
 	}
 	return env
+}
+
+// gitAskpassEnv makes git ask this binary (or askpass) for the credentials,
+// answered only for auth.host when it is set.
+func gitAskpassEnv(askpass string, auth gitCreds) []string {
+	if askpass == "" {
+		askpass, _ = os.Executable()
+	}
+	return []string{"GIT_ASKPASS=" + askpass, gitAskpassMarker + "=1",
+		gitAskpassUserEnv + "=" + auth.user, gitAskpassPassEnv + "=" + auth.pass,
+		gitAskpassHostEnv + "=" + auth.host}
+}
+
+// pyVCSRequirement rewrites a requirement line's git URL as the reference
+// does (agent-execute.md §9.4), without putting credentials in it: with
+// credentials (given to pip's git through ask-pass) git+ssh:// and git+git://
+// become git+https://, without them git+git:// becomes git+ssh://. A
+// leading -e is dropped: the package is installed, not linked to a checkout.
+func pyVCSRequirement(line string, haveCreds bool) string {
+	l := strings.TrimSpace(line)
+	if rest, ok := strings.CutPrefix(l, "-e "); ok && strings.Contains(rest, "git+") {
+		l = strings.TrimSpace(rest)
+	}
+	i := strings.Index(l, "git+")
+	if i < 0 {
+		return line
+	}
+	url := l[i:]
+	switch {
+	case haveCreds && (strings.HasPrefix(url, "git+ssh://") || strings.HasPrefix(url, "git+git://")):
+		rest := url[len("git+ssh://"):]
+		if at := strings.Index(rest, "@"); at >= 0 && at < strings.IndexAny(rest+"/", "/:") {
+			rest = rest[at+1:] // the ssh user (git@) is no https user
+		}
+		url = "git+https://" + rest
+	case !haveCreds && strings.HasPrefix(url, "git+git://"):
+		url = "git+ssh://" + url[len("git+git://"):]
+	}
+	return l[:i] + url
 }
 
 // gitIsLiteralScript is the reference's test: a diff that is not a git

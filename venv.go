@@ -109,6 +109,10 @@ type venvManager struct {
 	mu     sync.Mutex
 	probes map[string]pyProbe // interpreter probes by executable path
 
+	// gitAuth, when set, is given to pip's git for git+ requirements
+	// (through ask-pass, as for the task's own repository).
+	gitAuth *gitCreds
+
 	// aptInstall, when set (a root execute inside a task container with
 	// apt-get), installs what the image lacks: Python or its venv module.
 	aptInstall func(ctx context.Context, why string, pkgs ...string) error
@@ -590,6 +594,10 @@ func (m *venvManager) run(ctx context.Context, dir string, stdout, stderr io.Wri
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	if m.gitAuth != nil {
+		cmd.Env = append(cmd.Env, "GIT_TERMINAL_PROMPT=0")
+		cmd.Env = append(cmd.Env, gitAskpassEnv("", *m.gitAuth)...)
+	}
 	return cmd.Run()
 }
 
@@ -738,7 +746,11 @@ func (m *venvManager) install(ctx context.Context, t venvTool, py string, reqs v
 			return fmt.Errorf("requirements: %v", err)
 		}
 		defer os.Remove(f.Name())
-		_, err = f.WriteString(strings.Join(reqs.taskLines, "\n") + "\n")
+		lines := make([]string, len(reqs.taskLines))
+		for i, l := range reqs.taskLines {
+			lines[i] = pyVCSRequirement(l, m.gitAuth != nil)
+		}
+		_, err = f.WriteString(strings.Join(lines, "\n") + "\n")
 		if cerr := f.Close(); err == nil {
 			err = cerr
 		}

@@ -795,3 +795,24 @@ func FuzzNormalizeRequirements(f *testing.F) {
 		}
 	})
 }
+
+// TestPyVCSRequirement: the reference's rewrites (agent-execute.md §9.4),
+// with the credentials left to ask-pass instead of the URL.
+func TestPyVCSRequirement(t *testing.T) {
+	for _, tc := range []struct{ in, noCreds, creds string }{
+		{"git+https://bitbucket.org/s/ti.git@master#subdirectory=.", "git+https://bitbucket.org/s/ti.git@master#subdirectory=.", "git+https://bitbucket.org/s/ti.git@master#subdirectory=."},
+		{"git+ssh://git@bitbucket.org/s/ti.git@main#subdirectory=a", "git+ssh://git@bitbucket.org/s/ti.git@main#subdirectory=a", "git+https://bitbucket.org/s/ti.git@main#subdirectory=a"},
+		{"git+git://git@bitbucket.org/s/ti.git@master#subdirectory=b", "git+ssh://git@bitbucket.org/s/ti.git@master#subdirectory=b", "git+https://bitbucket.org/s/ti.git@master#subdirectory=b"},
+		{"-e git+https://github.com/clearml/clearml.git@v1.0#egg=clearml", "git+https://github.com/clearml/clearml.git@v1.0#egg=clearml", "git+https://github.com/clearml/clearml.git@v1.0#egg=clearml"},
+		{"clearml @ git+https://github.com/clearml/clearml.git@abc123", "clearml @ git+https://github.com/clearml/clearml.git@abc123", "clearml @ git+https://github.com/clearml/clearml.git@abc123"},
+		{"numpy==1.26.4", "numpy==1.26.4", "numpy==1.26.4"},
+		{"-e ./local", "-e ./local", "-e ./local"},
+	} {
+		if got := pyVCSRequirement(tc.in, false); got != tc.noCreds {
+			t.Errorf("%q without credentials: %q, want %q", tc.in, got, tc.noCreds)
+		}
+		if got := pyVCSRequirement(tc.in, true); got != tc.creds {
+			t.Errorf("%q with credentials: %q, want %q", tc.in, got, tc.creds)
+		}
+	}
+}
