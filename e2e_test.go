@@ -177,6 +177,12 @@ func TestCLIListFailures(t *testing.T) {
 		t.Errorf("bad credentials: exit %d, output %q %q", r.code, r.stdout, r.stderr)
 	}
 	oneErrorLine(t, r, `rejected access key "`+fakeserver.TestsAccessKey+`"`)
+	// The daemon says the same, and no hint about queues.
+	r = runAgent(t, bad, "daemon", "--queue", "default", "--foreground")
+	oneErrorLine(t, r, `rejected access key "`+fakeserver.TestsAccessKey+`"`)
+	if r.code != 1 || strings.Contains(r.stderr, "create-queue") {
+		t.Errorf("daemon with bad credentials: exit %d, %q", r.code, r.stderr)
+	}
 
 	l, _ := net.Listen("tcp", "127.0.0.1:0")
 	addr := l.Addr().String()

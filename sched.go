@@ -115,7 +115,8 @@ func resolveQueues(ctx context.Context, c *apiClient, names []string, create boo
 			id, err = r.ID, nil
 		}
 		if err != nil {
-			if !create {
+			var nf *notFoundError
+			if !create && errors.As(err, &nf) {
 				return nil, fmt.Errorf("%v (or pass --create-queue to create it)", err)
 			}
 			return nil, err

@@ -72,6 +72,11 @@ func (t *taskDoc) requirementLines(key string) ([]string, bool) {
 // idPattern is what the reference takes for an id rather than a name.
 var idPattern = lazyRegexp(`^[-a-f0-9]{30,}$`)
 
+// notFoundError: no task or queue has that name.
+type notFoundError struct{ msg string }
+
+func (e *notFoundError) Error() string { return e.msg }
+
 // resolveName turns a task or queue name into its id (service is "tasks"
 // or "queues"); ids pass through unchecked, as in the reference.
 func resolveName(ctx context.Context, c *apiClient, service, nameOrID string) (string, error) {
@@ -101,7 +106,7 @@ func resolveName(ctx context.Context, c *apiClient, service, nameOrID string) (s
 	case 1:
 		return ids[0], nil
 	case 0:
-		return "", fmt.Errorf("could not find %s with name/id %q (check the name, or pass the id)", kind, nameOrID)
+		return "", &notFoundError{fmt.Sprintf("could not find %s with name/id %q (check the name, or pass the id)", kind, nameOrID)}
 	}
 	return "", fmt.Errorf("found multiple %ss with name %q: %s (pass the id instead)", kind, nameOrID, strings.Join(ids, ", "))
 }
