@@ -561,6 +561,38 @@ open(os.path.join(os.environ["MARKDIR"], rec["task"]), "w").write(json.dumps(rec
 	}
 }
 
+// TestDaemonDynamicGPUsNoStarvation: a 2-GPU task waiting in the first queue
+// keeps a freed GPU for itself; a 1-GPU task of a lower queue waits (as the
+// reference), else a stream of small tasks would starve the big one.
+func TestDaemonDynamicGPUsNoStarvation(t *testing.T) {
+	s := startServer(t)
+	s.AddQueue("big")
+	s.AddQueue("small")
+	repo, _ := makeTaskRepo(t, map[string]string{"hold.py": "import time\ntime.sleep(3)\n"})
+	env := executeEnv(t, s)
+	p := startDaemon(t, env, "--dynamic-gpus", "--gpus", "0-1", "--queue", "big=2", "small=1")
+	first := enqueueScript(t, s, repo, "hold.py", "small")
+	waitStatus(t, s, p, first, "in_progress", 60*time.Second)
+	big := enqueueScript(t, s, repo, "hold.py", "big")
+	// Once the daemon has seen the big task waiting, a small one arrives.
+	seen := false
+	for deadline := time.Now().Add(30 * time.Second); !seen && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for _, rq := range s.RequestsTo("queues.get_by_id") {
+			seen = seen || strings.Contains(string(rq.Response), big)
+		}
+	}
+	if !seen {
+		t.Fatal("the daemon never looked at the waiting 2-GPU task")
+	}
+	second := enqueueScript(t, s, repo, "hold.py", "small")
+	b := waitStatus(t, s, p, big, "completed", 90*time.Second)
+	sm := waitStatus(t, s, p, second, "completed", 90*time.Second)
+	p.stop(t)
+	if sm.Started.Before(b.Started) {
+		t.Errorf("the small task took the free GPU before the waiting 2-GPU task: small started %v, big %v", sm.Started, b.Started)
+	}
+}
+
 // Services mode in docker: one container per task, two at once.
 func TestDaemonDockerServicesMode(t *testing.T) {
 	needDockerImage(t)

@@ -225,7 +225,7 @@ func (s *scheduler) run(ctx context.Context) {
 			// stays within the budget.
 			nextPoll = time.Now().Add(s.pace)
 		}
-		polled := false
+		polled, gpuWait := false, false
 		for _, q := range s.pollOrder() {
 			if ctx.Err() != nil || !s.hasFreeSlot() {
 				break
@@ -239,8 +239,19 @@ func (s *scheduler) run(ctx context.Context) {
 			}
 			if s.alloc != nil {
 				if free, total := s.alloc.available(); free < max(q.gpuMin, 1) {
-					if s.d.foreground || s.global.debug {
+					gpuWait = true
+					// A waiting task of this queue keeps the GPUs for itself, as
+					// the reference: lower-priority queues would starve it.
+					if wait := time.Until(nextPoll); wait > 0 && !sleepCtx(ctx, wait) {
+						return
+					}
+					nextPoll = time.Now().Add(s.pace)
+					waiting := s.queueHasEntries(ctx, q)
+					if waiting || s.d.foreground || s.global.debug {
 						s.logf("Not enough free GPUs %d/%d for queue %s", free, total, q.Name)
+					}
+					if waiting && !s.d.orderFairness {
+						break
 					}
 					continue
 				}
@@ -271,6 +282,16 @@ func (s *scheduler) run(ctx context.Context) {
 				s.logf("No tasks in queue %s", q.ID)
 			}
 		}
+		if !polled && gpuWait {
+			// Waiting for GPUs: a task that ends frees some.
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.slotFree:
+			case <-time.After(30 * time.Second): // other agents' GPUs
+			}
+			continue
+		}
 		if !polled {
 			// Outside the schedule (or every queue forced off): wait for
 			// the next change, checking at least once a minute.
@@ -285,6 +306,20 @@ func (s *scheduler) run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// queueHasEntries peeks whether q has a task waiting (--dynamic-gpus); on
+// an error it says yes, so a big task is not passed over by mistake.
+func (s *scheduler) queueHasEntries(ctx context.Context, q queueRef) bool {
+	var r struct {
+		Queue struct {
+			Entries []json.RawMessage `json:"entries"`
+		} `json:"queue"`
+	}
+	if err := s.api.call(withBudget(ctx, 10*time.Second), "queues.get_by_id", "2.4", map[string]any{"queue": q.ID, "max_task_entries": 1}, &r); err != nil {
+		return true
+	}
+	return len(r.Queue.Entries) > 0
 }
 
 // refreshExternalGPUs marks the GPUs that other live workers of this host
