@@ -181,6 +181,7 @@ type apiClient struct {
 	retryBase    time.Duration
 	retryMax     time.Duration
 	logf         func(format string, args ...any)
+	tokenTTL     int // api.auth.request_token_expiration_sec: asked of auth.login; 0 for the server's default
 
 	mu     sync.Mutex
 	token  string
@@ -237,6 +238,7 @@ func newAPIClient(cfg *agentConfig, opts clientOptions) (*apiClient, error) {
 		return nil, &configError{fmt.Sprintf("api.http.default_method %q must be get, post or put (CLEARML_API_DEFAULT_REQ_METHOD too)", m)}
 	}
 	c.threshold = time.Duration(cfg.float("api.auth.token_expiration_threshold_sec", 43200)) * time.Second
+	c.tokenTTL = int(cfg.float("api.auth.request_token_expiration_sec", 0))
 	c.workerHeader = opts.workerID
 	if c.workerHeader == "" {
 		c.workerHeader, _ = os.Hostname()
@@ -429,10 +431,14 @@ func (c *apiClient) nearExpiry(cl tokenClaims, now time.Time) bool {
 }
 
 func (c *apiClient) url(r request) string {
-	if r.version == "" {
-		return c.host + "/" + r.endpoint
+	u := c.host + "/" + r.endpoint
+	if r.version != "" {
+		u = c.host + "/v" + r.version + "/" + r.endpoint
 	}
-	return c.host + "/v" + r.version + "/" + r.endpoint
+	if r.endpoint == "auth.login" && c.tokenTTL > 0 {
+		u += "?expiration_sec=" + strconv.Itoa(c.tokenTTL)
+	}
+	return u
 }
 
 // do sends one request with retries and returns the envelope's data.

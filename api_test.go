@@ -317,3 +317,20 @@ func FuzzParseTokenClaims(f *testing.F) {
 		}
 	})
 }
+
+// TestAPITokenExpirationRequest: api.auth.request_token_expiration_sec asks
+// auth.login for that lifetime, as the reference (a query parameter).
+func TestAPITokenExpirationRequest(t *testing.T) {
+	s := startServer(t)
+	c := testClient(t, s.URL(), map[string]string{"CLEARML_AGENT__API__AUTH__REQUEST_TOKEN_EXPIRATION_SEC": "3600"}, clientOptions{})
+	if err := c.call(t.Context(), "queues.get_all", "2.4", map[string]any{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	logins := s.RequestsTo("auth.login")
+	if len(logins) != 1 || logins[0].RawQuery != "expiration_sec=3600" {
+		t.Fatalf("auth.login requests: %+v", logins)
+	}
+	if left := time.Until(time.Unix(int64(c.claims.Exp), 0)); left < 55*time.Minute || left > 61*time.Minute {
+		t.Errorf("token lifetime %v, want about an hour", left)
+	}
+}

@@ -591,11 +591,29 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 		repository: t.Script.Repository, branch: t.Script.Branch, commit: t.Script.VersionNum,
 		tag: t.Script.Tag, diff: t.Script.Diff, entryPoint: t.Script.EntryPoint, workingDir: t.Script.WorkingDir,
 	}
-	g := newGitCheckout(x.cfg, gitCredentialsFrom(x.cfg, x.opts.gitUser, x.opts.gitPass), x.log)
-	g.offline = x.opts.standalone
-	res, err := g.run(ctx, src, codeDir)
-	if err != nil {
-		return nil, "", nil, &stepError{"failed cloning repository", err}
+	// The reference's overrides for code that is already in place (an image).
+	if v := firstEnv(x.cfg.env, "CLEARML_AGENT_FORCE_EXEC_SCRIPT"); v != "" {
+		wd, entry, ok := strings.Cut(v, ":")
+		if !ok {
+			wd, entry = "", v
+		}
+		src.workingDir, src.entryPoint = wd, entry
+		fmt.Fprintf(x.log, "CLEARML_AGENT_FORCE_EXEC_SCRIPT: working_dir = %s, entry_point = %s\n", wd, entry)
+	}
+	var res gitResult
+	if dir := firstEnv(x.cfg.env, "CLEARML_AGENT_FORCE_CODE_DIR"); dir != "" {
+		fi, err := os.Stat(dir)
+		if err != nil || !fi.IsDir() {
+			return nil, "", nil, &stepError{"code", fmt.Errorf("CLEARML_AGENT_FORCE_CODE_DIR %q is not a folder; point it at the code or unset it", dir)}
+		}
+		fmt.Fprintf(x.log, "Using the code in %s (CLEARML_AGENT_FORCE_CODE_DIR): no clone, no diff\n", dir)
+		res = gitResult{root: dir, src: src}
+	} else {
+		g := newGitCheckout(x.cfg, gitCredentialsFrom(x.cfg, x.opts.gitUser, x.opts.gitPass), x.log)
+		g.offline = x.opts.standalone
+		if res, err = g.run(ctx, src, codeDir); err != nil {
+			return nil, "", nil, &stepError{"failed cloning repository", err}
+		}
 	}
 	workDir, entryArgs, err := gitResolveEntry(res.root, res.src, x.cfg.env)
 	if err != nil {
@@ -603,11 +621,21 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 	}
 
 	reqs, hasReqs := t.requirementLines("pip")
+	if x.cfg.boolean("agent.package_manager.force_original_requirements", false) {
+		// What the task was created with, not what a previous run froze.
+		if org, ok := t.requirementLines("org_pip"); ok {
+			reqs, hasReqs = org, true
+		}
+	}
 	spec := venvSpec{binary: t.Script.Binary, requirements: reqs, taskHasRequirements: hasReqs,
 		workDir: res.root, standalone: x.opts.standalone}
 	if !hasReqs || x.cfg.boolean("agent.package_manager.force_repo_requirements_txt", false) {
 		spec.requirements, spec.taskHasRequirements = nil, false
-		spec.repoRequirementsFiles = findRequirementsTxt(res.root, workDir)
+		entryDir := workDir
+		if len(entryArgs) > 0 && !strings.HasPrefix(entryArgs[0], "-") {
+			entryDir = filepath.Dir(filepath.Join(workDir, entryArgs[0]))
+		}
+		spec.repoRequirementsFiles = findRequirementsTxt(res.root, entryDir)
 	}
 	vm := newVenvManager(x.cfg, x.log)
 	if creds := gitCredentialsFrom(x.cfg, x.opts.gitUser, x.opts.gitPass); creds.complete() {
@@ -685,12 +713,21 @@ func (x *execution) environmentParams(ctx context.Context) map[string]string {
 	return out
 }
 
-// findRequirementsTxt lists the repo's requirements.txt files, root first.
-func findRequirementsTxt(codeDir, workDir string) []string {
+// findRequirementsTxt lists the requirements.txt files from the repo root
+// down to the entry point's folder, root first, as the reference installs
+// them (a folder outside the repo adds only the root's).
+func findRequirementsTxt(codeDir, entryDir string) []string {
+	dirs := []string{codeDir}
+	if rel, err := filepath.Rel(codeDir, entryDir); err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+		d := codeDir
+		for _, part := range strings.Split(rel, string(filepath.Separator)) {
+			d = filepath.Join(d, part)
+			dirs = append(dirs, d)
+		}
+	}
 	var out []string
-	for _, d := range []string{codeDir, workDir} {
-		p := filepath.Join(d, "requirements.txt")
-		if _, err := os.Stat(p); err == nil && (len(out) == 0 || out[0] != p) {
+	for _, d := range dirs {
+		if p := filepath.Join(d, "requirements.txt"); fileExists(p) {
 			out = append(out, p)
 		}
 	}

@@ -203,6 +203,38 @@ func TestExecuteReportsMachine(t *testing.T) {
 	}
 }
 
+// TestExecuteForcedCodeDir: the reference's overrides for code already in
+// place (an image): CLEARML_AGENT_FORCE_CODE_DIR is used as is (no clone),
+// CLEARML_AGENT_FORCE_EXEC_SCRIPT="wd:entry" replaces the entry point; the
+// requirements.txt files from that root down to the entry's folder count.
+func TestExecuteForcedCodeDir(t *testing.T) {
+	s := startServer(t)
+	code := t.TempDir()
+	writeFile(t, filepath.Join(code, "app", "serve.py"), "print('served from the image code')\n")
+	// "pip" is already installed: satisfied offline.
+	writeFile(t, filepath.Join(code, "requirements.txt"), "# root\npip\n")
+	writeFile(t, filepath.Join(code, "app", "requirements.txt"), "# app\npip\n")
+	id := s.AddTask(fakeserver.TaskSpec{Name: "forced", Script: &fakeserver.Script{Repository: "https://git.invalid/none.git", EntryPoint: "train.py", Binary: "python3"}})
+	s.Enqueue(id, fakeserver.DefaultQueueName)
+	env := executeEnv(t, s)
+	env["CLEARML_AGENT_FORCE_CODE_DIR"] = code
+	env["CLEARML_AGENT_FORCE_EXEC_SCRIPT"] = "app:serve.py"
+	env["CLEARML_AGENT__AGENT__VENVS_CACHE__PATH"] = `""`
+	env["CLEARML_AGENT__AGENT__PACKAGE_MANAGER__NO_INDEX"] = "true"
+	r := runAgent(t, env, "execute", "--id", id)
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	log := s.TaskLogText(id)
+	if !strings.Contains(log, "served from the image code") || strings.Contains(log, "git clone") || strings.Contains(log, "Cloning") {
+		t.Errorf("the forced code did not run as is:\n%s", log)
+	}
+	root, app := filepath.Join(code, "requirements.txt"), filepath.Join(code, "app", "requirements.txt")
+	if i, j := strings.Index(log, "-r "+root), strings.Index(log, "-r "+app); i < 0 || j < i {
+		t.Errorf("want %s then %s installed:\n%s", root, app, log)
+	}
+}
+
 // TestExecuteSecondaryRank: in a multi-node run every rank runs execute;
 // only rank 0 claims the task and writes its status and packages.
 func TestExecuteSecondaryRank(t *testing.T) {

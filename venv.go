@@ -696,6 +696,82 @@ func (m *venvManager) createVenv(ctx context.Context, in pyInterp, t venvTool, d
 	return nil
 }
 
+// legacyResolver says whether the pip of the environment of py matches
+// agent.package_manager.pip_legacy_resolver (default ">=20.3,<24.3"): the
+// reference installs with pip's legacy resolver then, which accepts the
+// loosely pinned requirement lists the SDK records. The version is read from
+// pip's dist-info folder: no process.
+func (m *venvManager) legacyResolver(py string) bool {
+	specs := m.cfg.strList("agent.package_manager.pip_legacy_resolver")
+	if len(specs) == 0 {
+		return false
+	}
+	root := filepath.Dir(filepath.Dir(py))
+	found, _ := filepath.Glob(filepath.Join(root, "lib", "python*", "site-packages", "pip-*.dist-info"))
+	if len(found) != 1 {
+		return false
+	}
+	ver := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(found[0]), "pip-"), ".dist-info")
+	for _, spec := range specs {
+		if pyVersionInSpec(ver, spec) {
+			return true
+		}
+	}
+	return false
+}
+
+// pyVersionInSpec checks a version against comma-separated clauses with
+// >=, <=, >, <, ==, != on dotted numbers (what pip_legacy_resolver holds).
+func pyVersionInSpec(version, spec string) bool {
+	num := func(v string) []int {
+		var out []int
+		for _, p := range strings.Split(strings.TrimSpace(v), ".") {
+			n, err := strconv.Atoi(strings.TrimRightFunc(p, func(r rune) bool { return r < '0' || r > '9' }))
+			if err != nil {
+				break
+			}
+			out = append(out, n)
+		}
+		return out
+	}
+	cmp := func(a, b []int) int {
+		for i := 0; i < max(len(a), len(b)); i++ {
+			x, y := 0, 0
+			if i < len(a) {
+				x = a[i]
+			}
+			if i < len(b) {
+				y = b[i]
+			}
+			if x != y {
+				if x < y {
+					return -1
+				}
+				return 1
+			}
+		}
+		return 0
+	}
+	have := num(version)
+	if len(have) == 0 {
+		return false
+	}
+	for _, clause := range strings.Split(spec, ",") {
+		clause = strings.TrimSpace(clause)
+		op := strings.TrimRight(clause[:min(2, len(clause))], "0123456789. ")
+		want := num(strings.TrimPrefix(clause, op))
+		if len(want) == 0 {
+			return false
+		}
+		c := cmp(have, want)
+		ok := map[string]bool{">=": c >= 0, "<=": c <= 0, ">": c > 0, "<": c < 0, "==": c == 0, "!=": c != 0}[op]
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // pipArgv is the install command for the venv at python.
 func pipArgv(t venvTool, python string, args ...string) []string {
 	if t.uv != "" {
@@ -739,6 +815,9 @@ func (m *venvManager) install(ctx context.Context, t venvTool, py string, reqs v
 				m.logf("WARNING: could not install pip%s: %v; keeping the venv's pip", strings.Join(pins, ","), err)
 			}
 		}
+	}
+	if t.uv == "" && m.legacyResolver(py) {
+		flags = append(flags, "--use-deprecated=legacy-resolver")
 	}
 	if len(reqs.taskLines) > 0 {
 		f, err := os.CreateTemp("", "cached-reqs*.txt")

@@ -816,3 +816,37 @@ func TestPyVCSRequirement(t *testing.T) {
 		}
 	}
 }
+
+func TestPyVersionInSpec(t *testing.T) {
+	for _, tc := range []struct {
+		v, spec string
+		want    bool
+	}{
+		{"23.0.1", ">=20.3,<24.3", true}, {"24.3", ">=20.3,<24.3", false}, {"20.2.4", ">=20.3,<24.3", false},
+		{"20.3", ">=20.3,<24.3", true}, {"24.2.1", ">=20.3, <24.3", true}, {"22.0", "==22", true},
+		{"22.0.1", "!=22.0.1", false}, {"25.0", ">24", true}, {"x", ">=1", false}, {"23.0", "~=23", false},
+	} {
+		if got := pyVersionInSpec(tc.v, tc.spec); got != tc.want {
+			t.Errorf("pyVersionInSpec(%q, %q) = %v, want %v", tc.v, tc.spec, got, tc.want)
+		}
+	}
+}
+
+func TestVenvLegacyResolver(t *testing.T) {
+	for _, tc := range []struct {
+		pip, conf string
+		want      bool
+	}{
+		{"23.2.1", "", true},
+		{"24.3.1", "", false},
+		{"20.2.4", "", false},
+		{"23.2.1", "agent.package_manager.pip_legacy_resolver: []", false},
+	} {
+		root := t.TempDir()
+		os.MkdirAll(filepath.Join(root, "lib", "python3.11", "site-packages", "pip-"+tc.pip+".dist-info"), 0o755)
+		m := newVenvManager(venvTestConfig(t, tc.conf, nil), nil)
+		if got := m.legacyResolver(filepath.Join(root, "bin", "python")); got != tc.want {
+			t.Errorf("pip %s, %q: %v, want %v", tc.pip, tc.conf, got, tc.want)
+		}
+	}
+}
