@@ -661,6 +661,17 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 		x.api.call(ctx, "tasks.edit", "2.5", map[string]any{"task": t.ID, "script": map[string]any{"version_num": res.commit}, "force": true}, nil)
 	}
 
+	if len(entryArgs) > 0 && strings.EqualFold(filepath.Ext(entryArgs[0]), ".ipynb") {
+		script, err := notebookToScript(filepath.Join(workDir, entryArgs[0]))
+		if err != nil {
+			return nil, "", nil, &stepError{"notebook", err}
+		}
+		if script != "" {
+			fmt.Fprintf(x.log, "Converted the notebook %s to %s\n", entryArgs[0], script)
+			py := strings.TrimSuffix(entryArgs[0], filepath.Ext(entryArgs[0])) + ".py"
+			entryArgs = append([]string{py}, entryArgs[1:]...)
+		}
+	}
 	argv = venvPythonArgs(py.python, int(x.opts.optimization), entryArgs)
 	if shell := taskShell(t.Script.Binary, x.cfg.env); shell != "" {
 		argv = append([]string{shell}, entryArgs...)
@@ -884,4 +895,57 @@ func tempDirFor(cfg *agentConfig) string {
 		return d
 	}
 	return os.TempDir()
+}
+
+// notebookToScript writes the code cells of a Jupyter notebook to a .py
+// beside it and returns its path, as the reference does with nbconvert, but
+// without needing nbconvert or IPython in the task's environment: IPython
+// magics and shell escapes (%, %%, !) cannot run in plain Python and are
+// left as comments. A file that is not notebook JSON (a script saved under
+// the .ipynb name) gives "": it runs as it is.
+func notebookToScript(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("reading the notebook: %v", err)
+	}
+	var nb struct {
+		Cells []struct {
+			CellType string          `json:"cell_type"`
+			Source   json.RawMessage `json:"source"`
+		} `json:"cells"`
+		NBFormat int `json:"nbformat"`
+	}
+	if json.Unmarshal(data, &nb) != nil || nb.NBFormat == 0 {
+		return "", nil
+	}
+	var b strings.Builder
+	b.WriteString("#!/usr/bin/env python\n# coding: utf-8\n# Converted from " + filepath.Base(path) + " by clearml-agent\n")
+	for i, c := range nb.Cells {
+		if c.CellType != "code" {
+			continue
+		}
+		// nbformat 4 stores source as a list of lines or as one string.
+		var text string
+		var lines []string
+		if json.Unmarshal(c.Source, &lines) == nil {
+			text = strings.Join(lines, "")
+		} else if json.Unmarshal(c.Source, &text) != nil {
+			return "", fmt.Errorf("cell %d of %s has unreadable source", i, filepath.Base(path))
+		}
+		fmt.Fprintf(&b, "\n\n# In[%d]:\n\n", i+1)
+		cellMagic := strings.HasPrefix(strings.TrimSpace(text), "%%")
+		for _, l := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+			t := strings.TrimSpace(l)
+			if cellMagic || strings.HasPrefix(t, "%") || strings.HasPrefix(t, "!") {
+				b.WriteString("# (IPython only, not run) " + l + "\n")
+				continue
+			}
+			b.WriteString(l + "\n")
+		}
+	}
+	out := strings.TrimSuffix(path, filepath.Ext(path)) + ".py"
+	if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
+		return "", fmt.Errorf("writing the converted notebook: %v", err)
+	}
+	return out, nil
 }

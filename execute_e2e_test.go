@@ -799,3 +799,25 @@ func TestExecuteCheckoutVariants(t *testing.T) {
 		})
 	}
 }
+
+// TestExecuteNotebook: a .ipynb entry point runs its code cells in order;
+// magics and shell escapes, which need IPython, are skipped.
+func TestExecuteNotebook(t *testing.T) {
+	s := startServer(t)
+	nb := `{"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+ {"cell_type": "markdown", "metadata": {}, "source": ["# Title\n"]},
+ {"cell_type": "code", "metadata": {}, "execution_count": 1, "outputs": [], "source": ["%matplotlib inline\n", "x = 20\n", "!pip install nothing\n"]},
+ {"cell_type": "code", "metadata": {}, "execution_count": 2, "outputs": [], "source": "%%bash\necho never\n"},
+ {"cell_type": "code", "metadata": {}, "execution_count": 3, "outputs": [], "source": ["print('notebook says', x + 22)"]}
+]}`
+	repo, _ := makeTaskRepo(t, map[string]string{"nbs/analysis.ipynb": nb})
+	id := addScriptTask(s, repo, "nbs/analysis.ipynb")
+	r := runAgent(t, executeEnv(t, s), "execute", "--id", id)
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	log := s.TaskLogText(id)
+	if !strings.Contains(log, "notebook says 42") || strings.Contains(log, "never\n") {
+		t.Errorf("the notebook did not run as plain Python:\n%s", log)
+	}
+}
