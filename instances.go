@@ -55,15 +55,17 @@ type agentInstance struct {
 	Argv     []string  `json:"argv"`
 	Started  time.Time `json:"started"`
 
-	path string
-	file *os.File    // the owner's open, locked file; nil once released
-	mu   *sync.Mutex // guards file: release and refresh may race
-	reg  *instanceRegistry
+	path       string
+	pythonPath string      // our pid file in the Python agent's format, for Python agents on this host
+	file       *os.File    // the owner's open, locked file; nil once released
+	mu         *sync.Mutex // guards file: release and refresh may race
+	reg        *instanceRegistry
 }
 
 // instanceRegistry is the directory of pid files.
 type instanceRegistry struct {
 	dir            string
+	pythonDir      string    // where Python agents keep theirs (tempfile.gettempdir()); "" to ignore them
 	allowDuplicate bool      // host-mount mode: duplicate ids only warn
 	warn           io.Writer // warnings; nil discards
 }
@@ -117,7 +119,61 @@ func openInstanceRegistry(env envLookup) (*instanceRegistry, error) {
 			return nil, fmt.Errorf("%s is not a private directory owned by this user; remove it or set %s", dir, runtimeDirEnv)
 		}
 	}
-	return &instanceRegistry{dir: dir, allowDuplicate: hostMount}, nil
+	r := &instanceRegistry{dir: dir, allowDuplicate: hostMount}
+	if !hostMount {
+		r.pythonDir = firstNonEmpty(firstEnv(env, "TMPDIR", "TEMP", "TMP"), "/tmp")
+	}
+	return r, nil
+}
+
+// Python agents on the same host (a fleet moving over, one agent at a time)
+// keep "<tmp>/.clearmlagent_<pid>_<random>.tmp" holding "<worker id>\n<slot>"
+// (agent-daemon.md §4.3). Both kinds must see each other's slots, or both
+// would register as host:0, one worker on the server.
+const pythonPidPrefix, pythonPidSuffix = ".clearmlagent_", ".tmp"
+
+// pythonInstances reads the live Python agents' pid files.
+func (r *instanceRegistry) pythonInstances() []agentInstance {
+	if r.pythonDir == "" {
+		return nil
+	}
+	names, _ := filepath.Glob(filepath.Join(r.pythonDir, pythonPidPrefix+"*"+pythonPidSuffix))
+	var out []agentInstance
+	for _, path := range names {
+		pidText, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(path), pythonPidPrefix), "_")
+		pid, err := strconv.Atoi(pidText)
+		if err != nil || pid == os.Getpid() || !instancePIDAlive(pid) {
+			continue
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		id, slotText, _ := strings.Cut(string(data), "\n")
+		slot, err := strconv.Atoi(strings.TrimSpace(slotText))
+		if err != nil {
+			continue
+		}
+		out = append(out, agentInstance{WorkerID: strings.TrimSpace(id), Slot: slot, PID: pid, path: path})
+	}
+	return out
+}
+
+// writePythonPidFile leaves our claim where Python agents look for it.
+func (r *instanceRegistry) writePythonPidFile(inst *agentInstance) {
+	if r.pythonDir == "" {
+		return
+	}
+	f, err := os.CreateTemp(r.pythonDir, fmt.Sprintf("%s%d_*%s", pythonPidPrefix, inst.PID, pythonPidSuffix))
+	if err != nil {
+		return // best effort: only Python agents read it
+	}
+	_, err = fmt.Fprintf(f, "%s\n%d", inst.WorkerID, inst.Slot)
+	if cerr := f.Close(); err != nil || cerr != nil {
+		os.Remove(f.Name())
+		return
+	}
+	inst.pythonPath = f.Name()
 }
 
 // lockGlobal serialises claims. flock dies with its holder, so there is no
@@ -229,6 +285,7 @@ func (r *instanceRegistry) claimFor(pid int, idFor func(slot int) string, argv [
 	if err != nil {
 		return nil, err
 	}
+	live = append(live, r.pythonInstances()...)
 	used := map[int]bool{}
 	ids := map[string]bool{}
 	for _, in := range live {
@@ -262,6 +319,7 @@ func (r *instanceRegistry) claimFor(pid int, idFor func(slot int) string, argv [
 	if err := r.writeInstance(inst); err != nil {
 		return nil, err
 	}
+	r.writePythonPidFile(inst)
 	return inst, nil
 }
 
@@ -320,6 +378,10 @@ func (a *agentInstance) release() {
 	}
 	a.file.Close()
 	a.file = nil
+	if a.pythonPath != "" {
+		os.Remove(a.pythonPath)
+		a.pythonPath = ""
+	}
 }
 
 // refresh keeps the pid file fresh for temp cleaners (call it now and then,

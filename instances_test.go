@@ -626,3 +626,33 @@ func TestSDNotifyOff(t *testing.T) {
 		t.Errorf("%+v", o)
 	}
 }
+
+// TestInstancePythonAgents: Python agents on the host count, and see us.
+func TestInstancePythonAgents(t *testing.T) {
+	r := testRegistry(t)
+	r.pythonDir = t.TempDir()
+	// A live Python agent (the test runner's pid stands in) on slot 0, and
+	// the file a dead one left on slot 1.
+	writeFile(t, filepath.Join(r.pythonDir, fmt.Sprintf(".clearmlagent_%d_x1y2.tmp", os.Getppid())), "host:0\n0")
+	writeFile(t, filepath.Join(r.pythonDir, ".clearmlagent_999999999_dead.tmp"), "host:1\n1")
+	in := mustClaim(t, r, os.Getpid(), newWorkerIdentity("", "host", "", false))
+	if in.WorkerID != "host:1" {
+		t.Fatalf("claimed %s, want host:1 (slot 0 is the Python agent's)", in.WorkerID)
+	}
+	ours, _ := filepath.Glob(filepath.Join(r.pythonDir, fmt.Sprintf(".clearmlagent_%d_*.tmp", os.Getpid())))
+	if len(ours) != 1 {
+		t.Fatalf("no pid file for Python agents: %v", ours)
+	}
+	if data, _ := os.ReadFile(ours[0]); string(data) != "host:1\n1" {
+		t.Errorf("pid file for Python agents holds %q", data)
+	}
+	// A fixed id a Python agent uses is a duplicate.
+	writeFile(t, filepath.Join(r.pythonDir, fmt.Sprintf(".clearmlagent_%d_x3.tmp", os.Getppid())), "fixed:id\n2")
+	if _, err := r.claimFor(os.Getpid(), newWorkerIdentity("fixed:id", "host", "", false).idFor, nil); err == nil {
+		t.Error("a worker id a Python agent holds was claimed again")
+	}
+	in.release()
+	if _, err := os.Stat(ours[0]); !os.IsNotExist(err) {
+		t.Errorf("pid file for Python agents left after release: %v", err)
+	}
+}
