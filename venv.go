@@ -396,7 +396,7 @@ func (m *venvManager) selectInterpreter(ctx context.Context, binary string) (pyI
 		}
 	}
 	if len(found) == 0 {
-		return pyInterp{}, fmt.Errorf("interpreter: %s requests Python %s, and %w on PATH; install Python %s or set agent.python_binary to its path", source, want, errNoPython, want)
+		return pyInterp{}, fmt.Errorf("interpreter: %s requests Python %s, but %w on PATH; install Python %s or set agent.python_binary to its path", source, want, errNoPython, want)
 	}
 	// As the reference: the first interpreter found, with a warning that
 	// the task's log shows (a task recorded on 3.11 usually runs on 3.10).

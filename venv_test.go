@@ -131,7 +131,7 @@ func TestPythonInterpreterSelection(t *testing.T) {
 		m := newVenvManager(venvTestConfig(t, "", nil), nil)
 		m.pathEnv = t.TempDir()
 		_, err := m.selectInterpreter(context.Background(), "python3.12")
-		if err == nil || !strings.HasPrefix(err.Error(), "interpreter: ") || !strings.Contains(err.Error(), "no Python was found on PATH") {
+		if err == nil || !strings.HasPrefix(err.Error(), "interpreter: ") || !strings.Contains(err.Error(), "but no Python found on PATH") {
 			t.Errorf("error = %v", err)
 		}
 	})
