@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -65,13 +66,34 @@ func (e *executeCmd) run(env *runEnv) error {
 		}
 	}
 	if e.docker.set {
-		return e.runDocker(env, cfg, c, workerID)
+		return e.taskExit(env, cfg, e.runDocker(env, cfg, c, workerID), func() bool { return true })
 	}
 	x := &execution{opts: e, cfg: cfg, api: c, workerID: workerID, stdout: env.stdout, debug: env.global.debug, rank: taskRank(cfg.env)}
 	// Under a daemon, the daemon reports the worker (with its queue): the
 	// child only pings its task and watches for an abort.
 	x.underDaemon, _ = parseBoolText(firstEnv(cfg.env, "CLEARML_AGENT_DAEMON_CHILD"))
-	return x.run()
+	if !e.fullMonitoring {
+		return x.run()
+	}
+	return e.taskExit(env, cfg, x.run(), func() bool { return x.claimed })
+}
+
+// taskExit is the exit of `execute --docker` and `--full-monitoring` (how
+// Kubernetes glue runs tasks): as in the reference, 0 once the task has its
+// final status, however the task ended, so a Job does not run it again;
+// CLEARML_AGENT_PROPAGATE_EXITCODE=1 returns the task's code instead.
+func (e *executeCmd) taskExit(env *runEnv, cfg *agentConfig, err error, taskEnded func() bool) error {
+	var ee *exitError
+	if err == nil || !errors.As(err, &ee) || ee.code == 254 || !taskEnded() {
+		return err
+	}
+	if on, _ := parseBoolText(firstEnv(cfg.env, "CLEARML_AGENT_PROPAGATE_EXITCODE")); on {
+		return err
+	}
+	if ee.msg != "" {
+		fmt.Fprintf(env.stderr, "%s: %s (exit 0: set CLEARML_AGENT_PROPAGATE_EXITCODE=1 for the task's exit code)\n", progName, ee.msg)
+	}
+	return nil
 }
 
 // execution is one run of execute.
@@ -95,6 +117,7 @@ type execution struct {
 	tmpDir   string
 	taskDir  string            // <venvs_dir>/<task id>: code and any uncached venv; removed after the run
 	taskVars map[string]string // the task's "Environment" hyper-parameters (agent.enable_task_env)
+	claimed  bool              // the task is ours: it gets a final status whatever happens
 }
 
 // stepError is a setup failure; the step names what failed for the status reason.
@@ -122,6 +145,7 @@ func (x *execution) run() (err error) {
 	if err := x.claim(ctx); err != nil {
 		return err
 	}
+	x.claimed = true
 	// From here on the task is ours: whatever happens, it gets a final status.
 	finalized := false
 	defer func() {

@@ -169,6 +169,22 @@ func TestExecuteFailureExitCode(t *testing.T) {
 	if task.Status != "failed" || task.StatusReason != "worker execution exit code 3" {
 		t.Errorf("status = %s (%s)", task.Status, task.StatusReason)
 	}
+
+	// --full-monitoring (Kubernetes glue): 0 once the task is failed, as the
+	// reference, unless CLEARML_AGENT_PROPAGATE_EXITCODE asks for the code.
+	for _, propagate := range []bool{false, true} {
+		id := addScriptTask(s, repo, "fail.py")
+		env := executeEnv(t, s)
+		want := 0
+		if propagate {
+			env["CLEARML_AGENT_PROPAGATE_EXITCODE"] = "1"
+			want = 3
+		}
+		r := runAgent(t, env, "execute", "--id", id, "--full-monitoring")
+		if r.code != want || taskStatus(t, s, id).Status != "failed" {
+			t.Errorf("--full-monitoring, propagate %v: exit %d (want %d), status %s\n%s", propagate, r.code, want, taskStatus(t, s, id).Status, r.stderr)
+		}
+	}
 }
 
 // TestExecuteReportsMachine: a standalone execute is its own worker and
