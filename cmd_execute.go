@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
@@ -124,6 +125,7 @@ type execution struct {
 type stepError struct {
 	step string
 	err  error
+	exit int // the agent's exit code; 0 means 1
 }
 
 func (e *stepError) Error() string { return e.step + ": " + oneLine(e.err.Error()) }
@@ -196,7 +198,12 @@ func (x *execution) run() (err error) {
 		finalized = true
 		fmt.Fprintf(x.log, "\nclearml_agent: ERROR: %s\n", setupErr)
 		x.fail(setupErr.Error())
-		return &exitError{code: 1, msg: fmt.Sprintf("task %s failed during setup: %s", x.task.ID, setupErr)}
+		code := 1
+		var se *stepError
+		if errors.As(setupErr, &se) && se.exit > 0 {
+			code = se.exit
+		}
+		return &exitError{code: code, msg: fmt.Sprintf("task %s failed during setup: %s", x.task.ID, setupErr)}
 	}
 
 	if !x.opts.disableMonitoring {
@@ -603,7 +610,7 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 		taskDir, venvDir = x.buildDir, x.buildDir
 	}
 	if err := os.MkdirAll(taskDir, 0o755); err != nil {
-		return nil, "", nil, &stepError{"prepare", err}
+		return nil, "", nil, &stepError{step: "prepare", err: err}
 	}
 	if x.buildDir == "" {
 		x.taskDir = taskDir
@@ -628,7 +635,7 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 	if dir := firstEnv(x.cfg.env, "CLEARML_AGENT_FORCE_CODE_DIR"); dir != "" {
 		fi, err := os.Stat(dir)
 		if err != nil || !fi.IsDir() {
-			return nil, "", nil, &stepError{"code", fmt.Errorf("CLEARML_AGENT_FORCE_CODE_DIR %q is not a folder; point it at the code or unset it", dir)}
+			return nil, "", nil, &stepError{step: "code", err: fmt.Errorf("CLEARML_AGENT_FORCE_CODE_DIR %q is not a folder; point it at the code or unset it", dir)}
 		}
 		fmt.Fprintf(x.log, "Using the code in %s (CLEARML_AGENT_FORCE_CODE_DIR): no clone, no diff\n", dir)
 		res = gitResult{root: dir, src: src}
@@ -636,14 +643,66 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 		g := newGitCheckout(x.cfg, gitCredentialsFrom(x.cfg, x.opts.gitUser, x.opts.gitPass), x.log)
 		g.offline = x.opts.standalone
 		if res, err = g.run(ctx, src, codeDir); err != nil {
-			return nil, "", nil, &stepError{"failed cloning repository", err}
+			return nil, "", nil, &stepError{step: "failed cloning repository", err: err}
 		}
 	}
 	workDir, entryArgs, err := gitResolveEntry(res.root, res.src, x.cfg.env)
 	if err != nil {
-		return nil, "", nil, &stepError{"entry point", err}
+		return nil, "", nil, &stepError{step: "entry point", err: err}
 	}
 
+	custom, err := x.customBuild(ctx, res.root, src, venvDir)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	pyExe := ""
+	if custom != nil {
+		// The script made the environment: run what it names, as it says.
+		workDir, entryArgs, pyExe = custom.WorkingDir, []string{custom.EntryPoint}, custom.Binary
+	} else {
+		py, err := x.pythonEnv(ctx, res.root, workDir, entryArgs, venvDir)
+		if err != nil {
+			return nil, "", nil, &stepError{step: "python environment", err: err}
+		}
+		x.venv, pyExe = py, py.python
+		if len(py.frozen) > 0 && !x.build && x.rank == 0 {
+			x.writeRequirements(ctx, py.frozen)
+		}
+	}
+	if t.Script.VersionNum == "" && res.commit != "" && !x.build && x.rank == 0 {
+		x.api.call(ctx, "tasks.edit", "2.5", map[string]any{"task": t.ID, "script": map[string]any{"version_num": res.commit}, "force": true}, nil)
+	}
+
+	if len(entryArgs) > 0 && strings.EqualFold(filepath.Ext(entryArgs[0]), ".ipynb") {
+		script, err := notebookToScript(filepath.Join(workDir, entryArgs[0]))
+		if err != nil {
+			return nil, "", nil, &stepError{step: "notebook", err: err}
+		}
+		if script != "" {
+			fmt.Fprintf(x.log, "Converted the notebook %s to %s\n", entryArgs[0], script)
+			py := strings.TrimSuffix(entryArgs[0], filepath.Ext(entryArgs[0])) + ".py"
+			entryArgs = append([]string{py}, entryArgs[1:]...)
+		}
+	}
+	argv = venvPythonArgs(pyExe, int(x.opts.optimization), entryArgs)
+	if shell := taskShell(t.Script.Binary, x.cfg.env); shell != "" {
+		argv = append([]string{shell}, entryArgs...)
+	}
+	if x.cfg.boolean("agent.enable_task_env", false) {
+		x.taskVars = x.environmentParams(ctx)
+	}
+	env, err = x.taskEnv(workDir, entryArgs)
+	if err != nil {
+		return nil, "", nil, &stepError{step: "environment", err: err}
+	}
+	fmt.Fprintf(x.log, "\nRunning task id [%s]:\n[%s]$ %s\n\nEnvironment setup completed successfully\n\n", t.ID, workDir, strings.Join(argv, " "))
+	return argv, workDir, env, nil
+}
+
+// pythonEnv prepares the task's Python: its requirements, or the repo's
+// requirements.txt files, in a (cached) venv or a prepared interpreter.
+func (x *execution) pythonEnv(ctx context.Context, root, workDir string, entryArgs []string, venvDir string) (*venvResult, error) {
+	t := x.task
 	reqs, hasReqs := t.requirementLines("pip")
 	if x.cfg.boolean("agent.package_manager.force_original_requirements", false) {
 		// What the task was created with, not what a previous run froze.
@@ -652,14 +711,14 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 		}
 	}
 	spec := venvSpec{binary: t.Script.Binary, requirements: reqs, taskHasRequirements: hasReqs,
-		workDir: res.root, standalone: x.opts.standalone}
+		workDir: root, standalone: x.opts.standalone}
 	if !hasReqs || x.cfg.boolean("agent.package_manager.force_repo_requirements_txt", false) {
 		spec.requirements, spec.taskHasRequirements = nil, false
 		entryDir := workDir
 		if len(entryArgs) > 0 && !strings.HasPrefix(entryArgs[0], "-") {
 			entryDir = filepath.Dir(filepath.Join(workDir, entryArgs[0]))
 		}
-		spec.repoRequirementsFiles = findRequirementsTxt(res.root, entryDir)
+		spec.repoRequirementsFiles = findRequirementsTxt(root, entryDir)
 	}
 	vm := newVenvManager(x.cfg, x.log)
 	if creds := gitCredentialsFrom(x.cfg, x.opts.gitUser, x.opts.gitPass); creds.complete() {
@@ -673,42 +732,76 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 			}
 		}
 	}
-	py, err := vm.prepare(ctx, spec, venvDir)
-	if err != nil {
-		return nil, "", nil, &stepError{"python environment", err}
-	}
-	x.venv = py
-	if len(py.frozen) > 0 && !x.build && x.rank == 0 {
-		x.writeRequirements(ctx, py.frozen)
-	}
-	if t.Script.VersionNum == "" && res.commit != "" && !x.build && x.rank == 0 {
-		x.api.call(ctx, "tasks.edit", "2.5", map[string]any{"task": t.ID, "script": map[string]any{"version_num": res.commit}, "force": true}, nil)
-	}
+	return vm.prepare(ctx, spec, venvDir)
+}
 
-	if len(entryArgs) > 0 && strings.EqualFold(filepath.Ext(entryArgs[0]), ".ipynb") {
-		script, err := notebookToScript(filepath.Join(workDir, entryArgs[0]))
-		if err != nil {
-			return nil, "", nil, &stepError{"notebook", err}
-		}
-		if script != "" {
-			fmt.Fprintf(x.log, "Converted the notebook %s to %s\n", entryArgs[0], script)
-			py := strings.TrimSuffix(entryArgs[0], filepath.Ext(entryArgs[0])) + ".py"
-			entryArgs = append([]string{py}, entryArgs[1:]...)
-		}
+// customBuild runs agent.custom_build_script (CLEARML_AGENT_CUSTOM_BUILD_SCRIPT)
+// after the checkout, as the reference: it gets the task and checkout in
+// CLEARML_* variables and may write {binary, entry_point, working_dir} to
+// $CLEARML_CUSTOM_BUILD_OUTPUT, which then replace the venv and entry point.
+// A missing script or unusable output is a warning; a failing script fails
+// the task with its exit code. nil means the standard flow.
+func (x *execution) customBuild(ctx context.Context, root string, src gitSource, venvDir string) (*customBuildResult, error) {
+	script := firstEnv(x.cfg.env, "CLEARML_AGENT_CUSTOM_BUILD_SCRIPT")
+	if script == "" {
+		script = strings.TrimSpace(x.cfg.str("agent.custom_build_script"))
 	}
-	argv = venvPythonArgs(py.python, int(x.opts.optimization), entryArgs)
-	if shell := taskShell(t.Script.Binary, x.cfg.env); shell != "" {
-		argv = append([]string{shell}, entryArgs...)
+	if script == "" {
+		return nil, nil
 	}
-	if x.cfg.boolean("agent.enable_task_env", false) {
-		x.taskVars = x.environmentParams(ctx)
+	script = expandHomeEnv(script, x.cfg.env)
+	if fi, err := os.Stat(script); err != nil || fi.IsDir() {
+		fmt.Fprintf(x.log, "clearml_agent: Warning: custom build script %s was not found; going on with the standard flow\n", script)
+		return nil, nil
 	}
-	env, err = x.taskEnv(workDir, entryArgs)
+	dir, err := os.MkdirTemp(x.tmpDir, "custom-build-")
 	if err != nil {
-		return nil, "", nil, &stepError{"environment", err}
+		return nil, &stepError{step: "custom build script", err: err}
 	}
-	fmt.Fprintf(x.log, "\nRunning task id [%s]:\n[%s]$ %s\n\nEnvironment setup completed successfully\n\n", t.ID, workDir, strings.Join(argv, " "))
-	return argv, workDir, env, nil
+	taskJSON := filepath.Join(dir, "task.json")
+	data, _ := json.Marshal(x.task)
+	if err := os.WriteFile(taskJSON, data, 0o600); err != nil {
+		return nil, &stepError{step: "custom build script", err: err}
+	}
+	output := filepath.Join(dir, "output.json")
+	argv := []string{script}
+	if fi, _ := os.Stat(script); fi.Mode()&0o111 == 0 {
+		argv = []string{"bash", script}
+	}
+	fmt.Fprintf(x.log, "Running the custom build script %s\n", script)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CLEARML_CUSTOM_BUILD_TASK_CONFIG_JSON="+taskJSON, "CLEARML_TASK_SCRIPT_ENTRY="+src.entryPoint,
+		"CLEARML_TASK_WORKING_DIR="+src.workingDir, "CLEARML_VENV_PATH="+venvDir, "CLEARML_GIT_ROOT="+root, "CLEARML_CUSTOM_BUILD_OUTPUT="+output)
+	cmd.Stdout, cmd.Stderr = x.log, x.log
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		code := 1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() > 0 {
+			code = ee.ExitCode()
+		}
+		return nil, &stepError{step: "custom build script", err: fmt.Errorf("%s failed: %v", script, err), exit: code}
+	}
+	raw, err := os.ReadFile(output)
+	if err != nil {
+		fmt.Fprintf(x.log, "clearml_agent: Warning: the custom build script wrote no %s; going on with the standard flow\n", "$CLEARML_CUSTOM_BUILD_OUTPUT")
+		return nil, nil
+	}
+	var r customBuildResult
+	if err := json.Unmarshal(raw, &r); err != nil || r.Binary == "" || r.EntryPoint == "" || r.WorkingDir == "" {
+		fmt.Fprintf(x.log, "clearml_agent: Warning: the custom build script's output is not {\"binary\", \"entry_point\", \"working_dir\"} (%v); going on with the standard flow\n", err)
+		return nil, nil
+	}
+	fmt.Fprintf(x.log, "Custom build: binary %s, entry point %s, working dir %s\n", r.Binary, r.EntryPoint, r.WorkingDir)
+	return &r, nil
+}
+
+// customBuildResult is what a custom build script may write.
+type customBuildResult struct {
+	Binary     string `json:"binary"`
+	EntryPoint string `json:"entry_point"`
+	WorkingDir string `json:"working_dir"`
 }
 
 // writeRequirements stores the installed packages on the task, keeping

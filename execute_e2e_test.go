@@ -837,3 +837,43 @@ func TestExecuteNotebook(t *testing.T) {
 		t.Errorf("the notebook did not run as plain Python:\n%s", log)
 	}
 }
+
+// TestExecuteCustomBuildScript: agent.custom_build_script runs after the
+// checkout with the reference's variables; its output replaces the venv and
+// the entry point; a failing script fails the task with its exit code.
+func TestExecuteCustomBuildScript(t *testing.T) {
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{"train.py": "print('standard flow')\n", "alt/run.py": "import sys\nprint('custom flow', sys.argv[0])\n"})
+	script := filepath.Join(t.TempDir(), "build.sh")
+	writeFile(t, script, `#!/bin/sh
+test -s "$CLEARML_CUSTOM_BUILD_TASK_CONFIG_JSON" || exit 9
+test "$CLEARML_TASK_SCRIPT_ENTRY" = train.py || exit 8
+[ "$MODE" = fail ] && exit 7
+[ "$MODE" = none ] && exit 0
+cat > "$CLEARML_CUSTOM_BUILD_OUTPUT" <<JSON
+{"binary": "$(command -v python3)", "entry_point": "$CLEARML_GIT_ROOT/alt/run.py", "working_dir": "$CLEARML_GIT_ROOT/alt"}
+JSON
+`)
+	os.Chmod(script, 0o755)
+	for _, tc := range []struct {
+		mode, status, want string
+		code               int
+	}{
+		{"output", "completed", "custom flow", 0},
+		{"none", "completed", "standard flow", 0},
+		{"fail", "failed", "custom build script", 7},
+	} {
+		id := addScriptTask(s, repo, "train.py")
+		env := executeEnv(t, s)
+		env["CLEARML_AGENT_CUSTOM_BUILD_SCRIPT"] = script
+		env["MODE"] = tc.mode
+		r := runAgent(t, env, "execute", "--id", id)
+		task := taskStatus(t, s, id)
+		if r.code != tc.code || task.Status != tc.status || !strings.Contains(s.TaskLogText(id)+task.StatusReason, tc.want) {
+			t.Errorf("%s: exit %d (want %d), status %s (%s)\n%s", tc.mode, r.code, tc.code, task.Status, task.StatusReason, s.TaskLogText(id))
+		}
+		if tc.mode == "output" && strings.Contains(s.TaskLogText(id), "Creating virtual environment") {
+			t.Errorf("a venv was built although the custom build gave the interpreter")
+		}
+	}
+}
