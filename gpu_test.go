@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -623,5 +624,109 @@ func TestGPURealDevice(t *testing.T) {
 	ms := s.snapshot()
 	if used, ok := ms["gpu_memory_used"].([]float64); !ok || len(used) != want {
 		t.Errorf("machine_stats GPU fields: %v", ms)
+	}
+}
+
+// TestGPUAllocatorRandomSequences checks the allocator against a model over
+// 1,000 random sequences of enqueue (allocate), finish, abort (release, then
+// the late second release of a killed child), crash (released out of order,
+// twice) and other agents taking GPUs: no GPU is ever given to two tasks or
+// to a GPU another agent holds, each grant is within [min, max] and as large
+// as possible, a refusal happens only when fewer than min are free, and
+// after every sequence all GPUs are free again (no leak).
+func TestGPUAllocatorRandomSequences(t *testing.T) {
+	pool := []string{"0", "1", "2", "3", "4", "5", "6", "7"}
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 1))
+	for seq := 0; seq < 1000; seq++ {
+		a := newGPUAllocator(pool, 0, nil)
+		var live []*gpuLease
+		external := map[string]bool{}
+		held := func() map[string]bool {
+			h := map[string]bool{}
+			for _, l := range live {
+				for _, id := range l.ids {
+					if h[id] {
+						t.Fatalf("seed %d seq %d: GPU %s held twice", seed, seq, id)
+					}
+					h[id] = true
+				}
+			}
+			return h
+		}
+		for op := 0; op < 20+rng.IntN(40); op++ {
+			switch r := rng.IntN(10); {
+			case r < 5: // enqueue
+				lo := 1 + rng.IntN(4)
+				hi := lo + rng.IntN(3)
+				h := held()
+				free := 0
+				for _, id := range pool {
+					if !h[id] && !external[id] {
+						free++
+					}
+				}
+				l := a.allocate(fmt.Sprint("t", seq, "-", op), lo, hi)
+				switch {
+				case l == nil && free >= lo:
+					t.Fatalf("seed %d seq %d: refused %d-%d with %d free", seed, seq, lo, hi, free)
+				case l != nil && (len(l.ids) < lo || len(l.ids) > hi || len(l.ids) != min(free, hi)):
+					t.Fatalf("seed %d seq %d: granted %v for %d-%d with %d free", seed, seq, l.ids, lo, hi, free)
+				case l != nil:
+					for _, id := range l.ids {
+						if h[id] || external[id] {
+							t.Fatalf("seed %d seq %d: GPU %s granted while in use", seed, seq, id)
+						}
+					}
+					live = append(live, l)
+				}
+			case r < 7 && len(live) > 0: // finish
+				i := rng.IntN(len(live))
+				live[i].release()
+				live = append(live[:i], live[i+1:]...)
+			case r < 8 && len(live) > 0: // abort: stopped, and the dying child's release comes again
+				i := rng.IntN(len(live))
+				l := live[i]
+				live = append(live[:i], live[i+1:]...)
+				l.release()
+				held()
+				l.release()
+			case r < 9 && len(live) > 1: // crash: two leases end in the other order, each released twice
+				i, j := rng.IntN(len(live)), rng.IntN(len(live))
+				if i == j {
+					continue
+				}
+				li, lj := live[i], live[j]
+				lj.release()
+				li.release()
+				li.release()
+				lj.release()
+				rest := live[:0]
+				for _, l := range live {
+					if l != li && l != lj {
+						rest = append(rest, l)
+					}
+				}
+				live = rest
+			default: // other agents on the host change what they hold
+				external = map[string]bool{}
+				var ids []string
+				for _, id := range pool {
+					if rng.IntN(5) == 0 {
+						external[id] = true
+						ids = append(ids, id)
+					}
+				}
+				a.setExternal(ids)
+			}
+			held()
+		}
+		for _, l := range live {
+			l.release()
+		}
+		a.setExternal(nil)
+		if free, total := a.available(); free != total {
+			t.Fatalf("seed %d seq %d: %d of %d GPUs free after every task ended (leak)", seed, seq, free, total)
+		}
 	}
 }
