@@ -730,3 +730,33 @@ func TestGPUAllocatorRandomSequences(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseNvidiaSMI feeds the nvidia-smi parsers (CSV, -q -x, -L) arbitrary
+// output: a driver in a bad state prints anything. They must not panic, and
+// what they return must be usable.
+func FuzzParseNvidiaSMI(f *testing.F) {
+	for _, name := range []string{"a100x2.csv", "quirks.csv", "garbage.csv", "mig-a100.csv", "mig-q.xml", "mig-L.txt"} {
+		data, err := os.ReadFile(filepath.Join("testdata", "gpu", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data, []byte("GPU 0: X (UUID: GPU-1)\n  MIG 1g.5gb Device 0: (UUID: MIG-2)\n"))
+	}
+	f.Fuzz(func(t *testing.T, out, list []byte) {
+		gpus, _ := parseNvidiaSMI(out)
+		for i, g := range gpus {
+			if g.Index < 0 || g.UUID == "" || g.MemTotalMB < 0 || g.MemUsedMB < 0 || (i > 0 && gpus[i-1].Index > g.Index) {
+				t.Fatalf("bad GPU record %+v", g)
+			}
+		}
+		slices, err := parseSMIMIG(out, list)
+		if err == nil {
+			merged := smiWithMIG(gpus, slices)
+			for _, g := range merged {
+				if g.MIG >= 0 && g.ParentUUID == "" {
+					t.Fatalf("MIG slice without its GPU: %+v", g)
+				}
+			}
+		}
+	})
+}
