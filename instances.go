@@ -142,7 +142,11 @@ func (r *instanceRegistry) pythonInstances() []agentInstance {
 	for _, path := range names {
 		pidText, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(path), pythonPidPrefix), "_")
 		pid, err := strconv.Atoi(pidText)
-		if err != nil || pid == os.Getpid() || !instancePIDAlive(pid) {
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if !instancePIDAlive(pid) {
+			os.Remove(path) // stale, as the reference clears them at registration
 			continue
 		}
 		data, err := os.ReadFile(path)

@@ -651,6 +651,9 @@ func TestInstancePythonAgents(t *testing.T) {
 	if _, err := r.claimFor(os.Getpid(), newWorkerIdentity("fixed:id", "host", "", false).idFor, nil); err == nil {
 		t.Error("a worker id a Python agent holds was claimed again")
 	}
+	if _, err := os.Stat(filepath.Join(r.pythonDir, ".clearmlagent_999999999_dead.tmp")); !os.IsNotExist(err) {
+		t.Errorf("a dead Python agent's pid file was kept: %v", err)
+	}
 	in.release()
 	if _, err := os.Stat(ours[0]); !os.IsNotExist(err) {
 		t.Errorf("pid file for Python agents left after release: %v", err)
