@@ -92,10 +92,22 @@ type tokenClaims struct {
 	ServerVersion string  `json:"server_version"`
 	Env           string  `json:"env"`
 	Identity      struct {
-		User    string `json:"user"`
-		Company string `json:"company"`
-		Role    string `json:"role"`
+		User               string `json:"user"`
+		Company            string `json:"company"`
+		Role               string `json:"role"`
+		ServiceAccountType int    `json:"service_account_type"`
 	} `json:"identity"`
+}
+
+// mayImpersonate: the server lets system, root and admin keys impersonate
+// (server-api.md §2.4), and the reference also accepts service accounts of
+// type 2 and up. An unknown role (no claims) is given the benefit.
+func (c tokenClaims) mayImpersonate() bool {
+	switch c.Identity.Role {
+	case "", "system", "root", "admin":
+		return true
+	}
+	return c.Identity.ServiceAccountType >= 2
 }
 
 // parseTokenClaims decodes a JWT's payload without verifying it.

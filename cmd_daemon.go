@@ -186,6 +186,15 @@ func (d *daemonCmd) run(env *runEnv) error {
 		}
 	}
 
+	if d.useOwnerToken {
+		// Refuse now rather than fail every task pulled, as the reference.
+		c.mu.Lock()
+		claims := c.claims
+		c.mu.Unlock()
+		if !claims.mayImpersonate() {
+			return &exitError{code: 1, msg: fmt.Sprintf("--use-owner-token: this key's role (%s) may not act as a task's owner; use an admin or service-account key, or run without --use-owner-token", claims.Identity.Role)}
+		}
+	}
 	if d.status {
 		sq := make([]statusQueue, len(queues))
 		for i, q := range queues {

@@ -463,14 +463,17 @@ print("agent secret visible:", "CLEARML_API_SECRET_KEY" in os.environ)
 		}
 	}
 
-	// A plain user may not impersonate: the task fails with the server's word.
+	// A plain user's key may not impersonate: refused at start (as the
+	// reference), instead of failing every task it would pull.
 	id2 := s.AddTask(fakeserver.TaskSpec{User: "bob", Script: &fakeserver.Script{Repository: repo, EntryPoint: "who.py", Binary: "python3"}})
 	s.Enqueue(id2, fakeserver.DefaultQueueName)
-	p = startDaemon(t, executeEnv(t, s), "--queue", "default", "--use-owner-token")
-	task := waitStatus(t, s, p, id2, "failed", 60*time.Second)
-	p.stop(t)
-	if !strings.Contains(task.StatusReason, "refused") {
-		t.Errorf("reason = %q", task.StatusReason)
+	r := runAgent(t, executeEnv(t, s), "daemon", "--queue", "default", "--use-owner-token", "--foreground")
+	if r.code != 1 {
+		t.Errorf("a user key with --use-owner-token: exit %d\n%s", r.code, r.stderr)
+	}
+	oneErrorLine(t, r, "--use-owner-token: this key's role (user) may not act as a task's owner")
+	if st := taskStatus(t, s, id2).Status; st != "queued" {
+		t.Errorf("task %s, want it left queued", st)
 	}
 }
 
