@@ -646,6 +646,12 @@ func dockerTaskArgv(cfg *agentConfig, task *taskDoc, o dockerRunOptions) ([]stri
 	}
 	argv = append(argv, img.image)
 
+	// The reference's script hooks: the pre-process lines first, then the
+	// init lines, which replace its container bootstrap (there is none here).
+	script = append(script, dockerScriptLines(strings.Join(cfg.strList("agent.docker_preprocess_bash_script"), "\n"))...)
+	for _, l := range dockerScriptLines(strings.Join(cfg.strList("agent.docker_init_bash_script"), "\n")) {
+		script = append(script, strings.ReplaceAll(l, "{python_single_digit}", "3"))
+	}
 	if sshCopied {
 		script = append(script, "cp -Rf /.ssh -T ~/.ssh")
 	}

@@ -213,6 +213,13 @@ func TestDockerTaskArgvGolden(t *testing.T) {
 					common(home, tmp, "tid2", "w", "py:3.11"), tail(home, tmp, "tid2", "clearml-id-tid2-abcdefgh"), venvs(home, "py:3.11"),
 					[]string{"--rm", "py:3.11", "bash", "-c", dockerGitCheck + " ; echo extra ; apt-get install -y foo ; export A=1 ; exec /usr/local/bin/clearml-agent execute --id tid2 --cpu-only"})
 			}},
+		{"docker_preprocess_bash_script, then docker_init_bash_script", nil,
+			`agent { docker_preprocess_bash_script: ["export PRE=1"], docker_init_bash_script: ["# init", "echo python{python_single_digit}"] }`, task, dockerRunOptions{workerID: "w", cpuOnly: true},
+			func(home, tmp string) []string {
+				return cat([]string{"docker", "run", "--network", "host", "--ipc=host"}, labels("w", "w", "tid1"), []string{"-e", "NVIDIA_VISIBLE_DEVICES=none"},
+					common(home, tmp, "tid1", "w", "py:3.11"), tail(home, tmp, "tid1", name1), venvs(home, "py:3.11"),
+					[]string{"--rm", "py:3.11", "bash", "-c", "export PRE=1 ; echo python3 ; exec /usr/local/bin/clearml-agent execute --id tid1 --cpu-only"})
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
