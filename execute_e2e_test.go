@@ -280,6 +280,17 @@ func TestExecuteSecondaryRank(t *testing.T) {
 	}
 }
 
+// waitForFile waits for a task to create path (its "I am running" mark).
+func waitForFile(t *testing.T, path string, timeout time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+	}
+	t.Fatalf("%s did not appear within %v: the task did not start", path, timeout)
+}
+
 // TestExecuteMarkedCompletedKeepsRunning: the SDK may mark its own task
 // completed before the process ends; that is no abort (the reference's
 // stop statuses leave "completed" out).
@@ -298,12 +309,7 @@ print("finished after being marked completed", flush=True)
 	env["MARKDIR"] = dir
 	done := make(chan runResult, 1)
 	go func() { done <- runAgent(t, env, "execute", "--id", id) }()
-	for i := 0; i < 1200; i++ {
-		if _, err := os.Stat(filepath.Join(dir, "started")); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitForFile(t, filepath.Join(dir, "started"), time.Minute)
 	if err := s.SetTaskStatus(id, "completed", "marked by the task"); err != nil {
 		t.Fatal(err)
 	}
@@ -388,12 +394,7 @@ while True:
 	env["MARKDIR"] = dir
 	done := make(chan runResult, 1)
 	go func() { done <- runAgent(t, env, "execute", "--id", id) }()
-	for i := 0; i < 1200; i++ {
-		if _, err := os.Stat(filepath.Join(dir, "started")); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitForFile(t, filepath.Join(dir, "started"), time.Minute)
 	c := testClient(t, s.URL(), nil, clientOptions{})
 	if err := c.call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": id}, nil); err != nil {
 		t.Fatal(err)
