@@ -1062,7 +1062,7 @@ func notebookToScript(path string) (string, error) {
 	}
 	out := strings.TrimSuffix(path, filepath.Ext(path)) + ".py"
 	if err := os.WriteFile(out, []byte(b.String()), 0o644); err != nil {
-		return "", fmt.Errorf("writing the converted notebook: %v", err)
+		return "", fmt.Errorf("writing the converted notebook beside it (%v); the notebook's folder must be writable", err)
 	}
 	return out, nil
 }
