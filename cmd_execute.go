@@ -118,6 +118,7 @@ type execution struct {
 	tmpDir   string
 	taskDir  string            // <venvs_dir>/<task id>: code and any uncached venv; removed after the run
 	taskVars map[string]string // the task's "Environment" hyper-parameters (agent.enable_task_env)
+	localLog io.Writer         // stdout (and --log-file): the log once the server's part is closed
 	claimed  bool              // the task is ours: it gets a final status whatever happens
 }
 
@@ -197,6 +198,9 @@ func (x *execution) run() (err error) {
 	if setupErr != nil {
 		finalized = true
 		fmt.Fprintf(x.log, "\nclearml_agent: ERROR: %s\n", setupErr)
+		stopMonitor()
+		monitorDone.Wait()
+		x.closeLog() // the console is complete before the status says the task ended
 		x.fail(setupErr.Error())
 		code := 1
 		var se *stepError
@@ -349,24 +353,29 @@ func (x *execution) fail(reason string) {
 	}
 }
 
-// finish sets the final status from the exit code and stop reason.
+// finish sets the final status from the exit code and stop reason. The
+// console is delivered first, so that a task the server shows as ended
+// has its whole log.
 func (x *execution) finish(code int, stopReason string, userAbort bool) {
 	ctx := context.Background()
+	var msg, action, reason string
+	force := false
 	switch {
 	case stopReason == "stopped":
-		fmt.Fprintf(x.log, "Process aborted by user\n")
-		x.status(ctx, "stopped", "task was stopped by tasks.stop", false)
+		msg, action, reason = "Process aborted by user", "stopped", "task was stopped by tasks.stop"
 	case stopReason != "":
-		fmt.Fprintf(x.log, "Process stopped: task %s\n", stopReason)
+		msg = "Process stopped: task " + stopReason
 	case userAbort || code == -2 || code == 254:
-		fmt.Fprintf(x.log, "Process terminated by user\n")
-		x.status(ctx, "stopped", "user abort", true)
+		msg, action, reason, force = "Process terminated by user", "stopped", "user abort", true
 	case code == 0:
-		fmt.Fprintf(x.log, "Process completed successfully\n")
-		x.status(ctx, "completed", "worker execution done", false)
+		msg, action, reason = "Process completed successfully", "completed", "worker execution done"
 	default:
-		fmt.Fprintf(x.log, "Process failed, exit code %d\n", code)
-		x.status(ctx, "failed", fmt.Sprintf("worker execution exit code %d", code), false)
+		msg, action, reason = fmt.Sprintf("Process failed, exit code %d", code), "failed", fmt.Sprintf("worker execution exit code %d", code)
+	}
+	fmt.Fprintln(x.log, msg)
+	x.closeLog()
+	if action != "" {
+		x.status(ctx, action, reason, force)
 	}
 }
 
@@ -381,6 +390,7 @@ func (x *execution) openLog(ctx context.Context) error {
 		}
 		local = io.MultiWriter(x.stdout, f)
 	}
+	x.localLog = local
 	if x.opts.disableMonitoring {
 		x.log = local
 		return nil
@@ -398,6 +408,8 @@ func (x *execution) openLog(ctx context.Context) error {
 	return nil
 }
 
+// closeLog delivers what is left of the console, and sends later output
+// (status warnings) to the local copy only. Idempotent.
 func (x *execution) closeLog() {
 	if x.shipper == nil {
 		return
@@ -407,6 +419,7 @@ func (x *execution) closeLog() {
 	if err := x.shipper.Close(ctx); err != nil {
 		fmt.Fprintf(x.stdout, "clearml_agent: Warning: %v\n", err)
 	}
+	x.shipper, x.log = nil, x.localLog
 }
 
 // secrets are the values never to show in the task log: the configured
