@@ -163,6 +163,9 @@ func TestDaemonCreateQueue(t *testing.T) {
 		t.Errorf("unknown queue: exit %d", r.code)
 	}
 	oneErrorLine(t, r, "--create-queue")
+	// A typo of an existing queue gets a suggestion.
+	r = runAgent(t, env, "daemon", "--foreground", "--queue", "defualt")
+	oneErrorLine(t, r, `could not find queue with name/id "defualt" (did you mean "default"?)`)
 	p := startDaemon(t, env, "--queue", "brand-new", "--create-queue")
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {

@@ -134,3 +134,14 @@ func TestSchedulerStress(t *testing.T) {
 		t.Errorf("peak concurrency %d, want 2..3", peak)
 	}
 }
+
+func TestEditDistance(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		d    int
+	}{{"default", "defualt", 2}, {"default", "default", 0}, {"gpu", "gpus", 1}, {"", "abc", 3}, {"kitten", "sitting", 3}} {
+		if got := editDistance(tc.a, tc.b); got != tc.d {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.d)
+		}
+	}
+}

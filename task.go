@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 )
 
@@ -106,7 +107,13 @@ func resolveName(ctx context.Context, c *apiClient, service, nameOrID string) (s
 	case 1:
 		return ids[0], nil
 	case 0:
-		return "", &notFoundError{fmt.Sprintf("could not find %s with name/id %q (check the name, or pass the id)", kind, nameOrID)}
+		hint := "check the name, or pass the id"
+		if service == "queues" {
+			if near := nearQueueNames(ctx, c, nameOrID); len(near) > 0 {
+				hint = "did you mean " + strings.Join(near, " or ") + "?"
+			}
+		}
+		return "", &notFoundError{fmt.Sprintf("could not find %s with name/id %q (%s)", kind, nameOrID, hint)}
 	}
 	return "", fmt.Errorf("found multiple %ss with name %q: %s (pass the id instead)", kind, nameOrID, strings.Join(ids, ", "))
 }
@@ -137,4 +144,44 @@ func setStatus(ctx context.Context, c *apiClient, action, taskID, reason, messag
 		req["force"] = true
 	}
 	return c.call(ctx, "tasks."+action, "2.5", req, nil)
+}
+
+// nearQueueNames lists up to three existing queue names close to name (a
+// typo, another case), for the "not found" message.
+func nearQueueNames(ctx context.Context, c *apiClient, name string) []string {
+	var r struct {
+		Queues []struct{ Name string } `json:"queues"`
+	}
+	if c.call(ctx, "queues.get_all", "2.4", map[string]any{"only_fields": []string{"name"}}, &r) != nil {
+		return nil
+	}
+	var out []string
+	for _, q := range r.Queues {
+		if len(out) < 3 && q.Name != "" && editDistance(strings.ToLower(q.Name), strings.ToLower(name)) <= max(1, min(2, len(name)/3)) {
+			out = append(out, strconv.Quote(q.Name))
+		}
+	}
+	return out
+}
+
+// editDistance is the Levenshtein distance of two short strings.
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(rb)]
 }
