@@ -505,12 +505,7 @@ for i in range(220):
 	env["MARKER"] = marker
 	done := make(chan runResult, 1)
 	go func() { done <- runAgent(t, env, "execute", "--id", id) }()
-	for i := 0; i < 600; i++ {
-		if _, err := os.Stat(marker); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitForFile(t, marker, 30*time.Second)
 	time.Sleep(time.Second)
 	if err := s.Refuse(true); err != nil {
 		t.Fatal(err)
