@@ -763,7 +763,8 @@ func (x *execution) customBuild(ctx context.Context, root string, src gitSource,
 		return nil, nil
 	}
 	script = expandHomeEnv(script, x.cfg.env)
-	if fi, err := os.Stat(script); err != nil || fi.IsDir() {
+	fi, err := os.Stat(script)
+	if err != nil || fi.IsDir() {
 		fmt.Fprintf(x.log, "clearml_agent: Warning: custom build script %s was not found; going on with the standard flow\n", script)
 		return nil, nil
 	}
@@ -778,7 +779,7 @@ func (x *execution) customBuild(ctx context.Context, root string, src gitSource,
 	}
 	output := filepath.Join(dir, "output.json")
 	argv := []string{script}
-	if fi, _ := os.Stat(script); fi.Mode()&0o111 == 0 {
+	if fi.Mode()&0o111 == 0 {
 		argv = []string{"bash", script}
 	}
 	fmt.Fprintf(x.log, "Running the custom build script %s\n", script)

@@ -112,8 +112,7 @@ func TestDockerExecuteAbortE2E(t *testing.T) {
 	s := startServer(t)
 	repo, _ := makeTaskRepo(t, map[string]string{"loop.py": "import time\nprint('looping', flush=True)\nwhile True:\n    time.sleep(0.1)\n"})
 	id := addDockerTask(s, repo, "loop.py", "")
-	done := make(chan runResult, 1)
-	go func() { done <- runAgent(t, dockerEnv(t, s), "execute", "--id", id, "--docker", "--cpu-only") }()
+	done := runAgentAsync(t, dockerEnv(t, s), "execute", "--id", id, "--docker", "--cpu-only")
 	deadline := time.Now().Add(3 * time.Minute)
 	for !strings.Contains(s.TaskLogText(id), "looping") {
 		if time.Now().After(deadline) {

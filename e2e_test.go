@@ -71,6 +71,13 @@ func runAgent(t testing.TB, env map[string]string, args ...string) runResult {
 	return runResult{code, out.String(), errb.String()}
 }
 
+// runAgentAsync runs the agent in the background; its result arrives on the channel.
+func runAgentAsync(t testing.TB, env map[string]string, args ...string) <-chan runResult {
+	done := make(chan runResult, 1)
+	go func() { done <- runAgent(t, env, args...) }()
+	return done
+}
+
 func serverEnv(s *fakeserver.Server) map[string]string {
 	return map[string]string{
 		"CLEARML_API_HOST":       s.URL(),

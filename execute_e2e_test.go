@@ -307,8 +307,7 @@ print("finished after being marked completed", flush=True)
 	id := addScriptTask(s, repo, "train.py")
 	env := executeEnv(t, s)
 	env["MARKDIR"] = dir
-	done := make(chan runResult, 1)
-	go func() { done <- runAgent(t, env, "execute", "--id", id) }()
+	done := runAgentAsync(t, env, "execute", "--id", id)
 	waitForFile(t, filepath.Join(dir, "started"), time.Minute)
 	if err := s.SetTaskStatus(id, "completed", "marked by the task"); err != nil {
 		t.Fatal(err)
@@ -338,8 +337,7 @@ while True:
 	id := addScriptTask(s, repo, "loop.py")
 	env := executeEnv(t, s)
 	env["PIDFILE"] = pidFile
-	done := make(chan runResult, 1)
-	go func() { done <- runAgent(t, env, "execute", "--id", id) }()
+	done := runAgentAsync(t, env, "execute", "--id", id)
 
 	var pids []int
 	for i := 0; i < 600 && pids == nil; i++ {
@@ -392,8 +390,7 @@ while True:
 	s.Enqueue(id, fakeserver.DefaultQueueName)
 	env := executeEnv(t, s)
 	env["MARKDIR"] = dir
-	done := make(chan runResult, 1)
-	go func() { done <- runAgent(t, env, "execute", "--id", id) }()
+	done := runAgentAsync(t, env, "execute", "--id", id)
 	waitForFile(t, filepath.Join(dir, "started"), time.Minute)
 	c := testClient(t, s.URL(), nil, clientOptions{})
 	if err := c.call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": id}, nil); err != nil {
@@ -503,8 +500,7 @@ for i in range(220):
 	id := addScriptTask(s, repo, "slow.py")
 	env := executeEnv(t, s)
 	env["MARKER"] = marker
-	done := make(chan runResult, 1)
-	go func() { done <- runAgent(t, env, "execute", "--id", id) }()
+	done := runAgentAsync(t, env, "execute", "--id", id)
 	waitForFile(t, marker, 30*time.Second)
 	time.Sleep(time.Second)
 	if err := s.Refuse(true); err != nil {
