@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // gpuEnv sets the GPU visibility variables a task sees, as the reference
@@ -122,7 +124,7 @@ func workerIDDevices(gpus string, cpuOnly bool, env envLookup) string {
 			v = "all"
 		}
 	}
-	return strings.ReplaceAll(v, ":", ".")
+	return gpuIDText(v)
 }
 
 // dockerGPUArgs is the `docker run` GPU flag and the NVIDIA_VISIBLE_DEVICES
@@ -228,7 +230,7 @@ func (b smiBackend) run(ctx context.Context, args ...string) ([]byte, error) {
 	// Own process group, so a wrapper script's children die with it and
 	// cannot keep the pipe open past the timeout.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.Cancel = func() error { return unix.Kill(-cmd.Process.Pid, unix.SIGKILL) }
 	cmd.WaitDelay = 100 * time.Millisecond
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -245,9 +247,9 @@ func (b smiBackend) run(ctx context.Context, args ...string) ([]byte, error) {
 			msg = msg[:i]
 		}
 		if msg != "" {
-			return nil, fmt.Errorf("nvidia-smi: %v: %s", err, msg)
+			return nil, fmt.Errorf("nvidia-smi: %w: %s", err, msg)
 		}
-		return nil, fmt.Errorf("nvidia-smi: %v", err)
+		return nil, fmt.Errorf("nvidia-smi: %w", err)
 	}
 	return stdout.Bytes(), nil
 }
@@ -273,7 +275,7 @@ var smiGPULine = lazyRegexp(`^GPU\s+\d+:.*\(UUID:\s*(GPU-[^)\s]+)\)`)
 func parseSMIMIG(xmlOut, list []byte) (map[string][]gpuInfo, error) {
 	var doc smiXML
 	if err := xml.Unmarshal(xmlOut, &doc); err != nil {
-		return nil, fmt.Errorf("nvidia-smi -q -x: %v", err)
+		return nil, fmt.Errorf("nvidia-smi -q -x: %w", err)
 	}
 	uuids := map[string]string{} // "GPU-...:1" -> MIG-...
 	parent := ""

@@ -1,25 +1,24 @@
 package main
 
-// Local agent instances (reference §4.2, §4.3, §4.15, §4.16): one pid file
-// per running daemon in a per-user runtime directory, so that several agents
-// on one host get distinct slots ("host:0", "host:1", ...), `daemon --stop`
-// finds them without the server and --status can list them.
+// Local agent instances (reference §4.2, §4.3, §4.16): one pid file per
+// running daemon in a per-user runtime directory, so that several agents on
+// one host get distinct slots ("host:0", "host:1", ...), `daemon --stop`
+// finds them without the server and --status can list them. The worker id
+// formats are built here too (workerIdentity and the *WorkerID functions).
 //
 // Each file is named by its slot and flock'ed by its agent for the agent's
 // lifetime: a file that nobody holds a lock on is stale, whatever its pid
 // says. That avoids pid-reuse and zombie mistakes and works across pid
 // namespaces (containers sharing a host-mounted directory).
+//
+// Detaching, the daemon log file and sd_notify are in detach.go.
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -27,18 +26,18 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
-	runtimeDirEnv      = "CLEARML_AGENT_RUNTIME_DIR"  // overrides the directory (tests, unusual setups)
-	detachedLogEnv     = "CLEARML_AGENT_DETACHED_LOG" // set in a --detached child: its stdout is this log
+	runtimeDirEnv      = "CLEARML_AGENT_RUNTIME_DIR" // overrides the directory (tests, unusual setups)
 	instancePrefix     = "agent-"
 	instanceSuffix     = ".json"
 	claimPrefix        = ".claim-"
 	globalLockName     = ".global.lock"
 	globalLockTimeout  = 10 * time.Second
 	defaultStopTimeout = 60 * time.Second // above a task's stop grace plus unregistering
-	backgroundNotice   = "Running CLEARML-AGENT daemon in background mode, writing stdout/stderr to %s\n"
 )
 
 // hostMountEnvs move the pid files to a folder shared between containers and
@@ -189,13 +188,13 @@ func (r *instanceRegistry) lockGlobal() (unlock func(), err error) {
 	}
 	deadline := time.Now().Add(globalLockTimeout)
 	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
 			return func() { f.Close() }, nil
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
 			f.Close()
-			return nil, fmt.Errorf("locking %s: %v", f.Name(), err)
+			return nil, fmt.Errorf("locking %s: %w", f.Name(), err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -218,8 +217,8 @@ func fileLocked(path string) bool {
 		return false
 	}
 	defer f.Close()
-	err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
-	return errors.Is(err, syscall.EWOULDBLOCK)
+	err = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+	return errors.Is(err, unix.EWOULDBLOCK)
 }
 
 // scan returns the live instances sorted by slot; with clean (global lock
@@ -343,7 +342,7 @@ func (r *instanceRegistry) writeInstance(inst *agentInstance) error {
 		os.Remove(f.Name())
 		return err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return fail(err)
 	}
 	if err := f.Chmod(0o600); err != nil {
@@ -430,18 +429,15 @@ func newWorkerIdentity(workerID, workerName, visible string, dynamicGPUs bool) w
 	if workerID != "" {
 		return workerIdentity{fixedID: workerID, name: workerName}
 	}
-	visible = strings.ReplaceAll(visible, ":", ".")
 	switch {
 	case visible == "":
 		return workerIdentity{name: workerName}
 	case strings.EqualFold(visible, "none"):
 		return workerIdentity{name: workerName + ":cpu"}
+	case dynamicGPUs:
+		return workerIdentity{fixedID: workerName + ":dgpu" + gpuIDText(visible), name: workerName}
 	}
-	prefix := "gpu"
-	if dynamicGPUs {
-		prefix = "dgpu"
-	}
-	return workerIdentity{fixedID: workerName + ":" + prefix + visible, name: workerName}
+	return workerIdentity{fixedID: gpuWorkerID(workerName, visible), name: workerName}
 }
 
 // idFor is the worker id for a slot; pass it to claim.
@@ -449,8 +445,40 @@ func (w workerIdentity) idFor(slot int) string {
 	if w.fixedID != "" {
 		return w.fixedID
 	}
-	return w.name + ":" + strconv.Itoa(slot)
+	return numberedWorkerID(w.name, slot)
 }
+
+// The worker id formats (reference §4.2) are built only here:
+//
+//	<name>:<n>                  a daemon's slot n, or a standalone execute's pid n
+//	<name>:cpu:<n>              a --cpu-only daemon's slot (idFor of name+":cpu")
+//	<name>:gpu<devices>         a daemon on --gpus, or its child on leased GPUs
+//	<name>:dgpu<devices>        a daemon with --dynamic-gpus
+//	<daemon id>:service:<task>  a child of a daemon running several tasks at once
+//
+// <devices> is the device list as given ("0,1", "0-3"), with the ':' of a
+// MIG slice ("0:1") written as '.', so ids keep one ':' per level.
+
+// numberedWorkerID is <name>:<n>.
+func numberedWorkerID(name string, n int) string { return name + ":" + strconv.Itoa(n) }
+
+// gpuWorkerID is <name>:gpu<devices>.
+func gpuWorkerID(name, devices string) string { return name + ":gpu" + gpuIDText(devices) }
+
+// gpuWorkerDevices is the inverse of gpuWorkerID for workers named name:
+// the <devices> part of id (MIG slices still written "0.1"), ok false when
+// id is not such a worker's.
+func gpuWorkerDevices(name, id string) (devices string, ok bool) {
+	if devices, ok = strings.CutPrefix(id, name+":gpu"); !ok {
+		return "", false
+	}
+	return devices, true
+}
+
+// serviceWorkerID is <daemon id>:service:<task>.
+func serviceWorkerID(daemonID, taskID string) string { return daemonID + ":service:" + taskID }
+
+func gpuIDText(devices string) string { return strings.ReplaceAll(devices, ":", ".") }
 
 // matches says whether a running agent's id is one that this identity
 // would produce: the fixed id, or name:<digits>. The reference matched any
@@ -527,14 +555,14 @@ func terminateInstance(in agentInstance, out io.Writer, timeout time.Duration) e
 		return fail("it runs in another pid namespace (container)")
 	}
 	gone := func() bool { return !fileLocked(in.path) || !instancePIDAlive(in.PID) }
-	if err := syscall.Kill(in.PID, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+	if err := unix.Kill(in.PID, unix.SIGTERM); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fail(err.Error())
 	}
 	if waitUntil(gone, timeout) {
 		return nil
 	}
 	fmt.Fprintf(out, "clearml_agent: Warning: pid=%d did not exit within %s of SIGTERM, sending SIGKILL\n", in.PID, timeout)
-	syscall.Kill(in.PID, syscall.SIGKILL)
+	unix.Kill(in.PID, unix.SIGKILL)
 	if waitUntil(func() bool { return !instancePIDAlive(in.PID) }, 5*time.Second) {
 		return nil
 	}
@@ -560,251 +588,11 @@ func instancePIDAlive(pid int) bool {
 	if st, ok := readProcStat(pid); ok {
 		return st.state != 'Z' && st.state != 'X'
 	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-type procStat struct {
-	state   byte
-	ppid    int
-	pgrp    int
-	session int
-}
-
-// readProcStat parses /proc/<pid>/stat (the name may hold spaces and ')').
-func readProcStat(pid int) (procStat, bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, false
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return procStat{}, false
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 4 || len(f[0]) != 1 {
-		return procStat{}, false
-	}
-	var st procStat
-	st.state = f[0][0]
-	var e1, e2, e3 error
-	st.ppid, e1 = strconv.Atoi(f[1])
-	st.pgrp, e2 = strconv.Atoi(f[2])
-	st.session, e3 = strconv.Atoi(f[3])
-	return st, e1 == nil && e2 == nil && e3 == nil
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
 }
 
 func pidNamespace() string {
 	ns, _ := os.Readlink("/proc/self/ns/pid")
 	return ns
-}
-
-// createDaemonLog creates the background-mode log file as the reference
-// names it: <dir>/.clearml_agent_daemon_outXXXXXXXX.txt, mode 0600, opened
-// for append (so truncating it between tasks leaves no hole). dir is
-// $CLEARML_AGENT_TEMP_STDOUT_FILE_DIR or the temp dir.
-func createDaemonLog(env envLookup) (*os.File, error) {
-	if env == nil {
-		env = os.LookupEnv
-	}
-	dir := firstEnv(env, "CLEARML_AGENT_TEMP_STDOUT_FILE_DIR")
-	if dir == "" {
-		dir = os.TempDir()
-	}
-	const letters = "abcdefghijklmnopqrstuvwxyz0123456789_"
-	for try := 0; ; try++ {
-		b := make([]byte, 8)
-		for i := range b {
-			b[i] = letters[rand.IntN(len(letters))]
-		}
-		path := filepath.Join(dir, ".clearml_agent_daemon_out"+string(b)+".txt")
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
-		if errors.Is(err, os.ErrExist) && try < 100 {
-			continue
-		}
-		return f, err
-	}
-}
-
-// detachedAgent is a daemon started by detach.
-type detachedAgent struct {
-	PID    int
-	exited chan struct{}
-	state  *os.ProcessState
-}
-
-// detach re-runs this binary as a daemon in a new session (--detached):
-// the same arguments minus -d/--detached, the same working directory,
-// stdin /dev/null, stdout and stderr to log. The child finds the log path
-// in $CLEARML_AGENT_DETACHED_LOG (see takeDetachedMarker), which also tells
-// it not to detach again whatever its arguments say.
-func detach(args []string, log *os.File) (*detachedAgent, error) {
-	return detachExec("/proc/self/exe", os.Args[0], stripDetachedFlag(args), log)
-}
-
-// detachExec runs exe (named argv0) with args in a new session.
-func detachExec(exe, argv0 string, args []string, log *os.File) (*detachedAgent, error) {
-	devnull, err := os.Open(os.DevNull)
-	if err != nil {
-		return nil, err
-	}
-	defer devnull.Close()
-	cmd := &exec.Cmd{Path: exe, Args: append([]string{argv0}, args...)}
-	cmd.Env = append(os.Environ(), detachedLogEnv+"="+log.Name())
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, log, log
-	// Its own session: no controlling terminal, no SIGHUP or Ctrl-C from ours.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	d := &detachedAgent{PID: cmd.Process.Pid, exited: make(chan struct{})}
-	go func() {
-		cmd.Wait()
-		d.state = cmd.ProcessState
-		close(d.exited)
-	}()
-	return d, nil
-}
-
-// waitStarted waits until the daemon has registered its pid file (ok), has
-// exited (an error naming the log), or timeout passed (ok: it may still be
-// logging in; the log will tell).
-func (d *detachedAgent) waitStarted(r *instanceRegistry, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		select {
-		case <-d.exited:
-			return fmt.Errorf("the detached daemon exited (%s) before it started; see its log", d.state)
-		default:
-		}
-		if r != nil {
-			if live, err := r.scan(false); err == nil {
-				if indexInstance(live, func(in agentInstance) bool { return in.PID == d.PID }) >= 0 {
-					return nil
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// takeDetachedMarker is true in a --detached child, with its log path; it
-// unsets the variable so tasks do not inherit it.
-func takeDetachedMarker() (logPath string, ok bool) {
-	logPath, ok = os.LookupEnv(detachedLogEnv)
-	os.Unsetenv(detachedLogEnv)
-	return logPath, ok && logPath != ""
-}
-
-// stripDetachedFlag drops --detached (and its unambiguous prefixes) and the
-// -d letter of short clusters after the "daemon" word; "-d" before it is
-// --debug and stays.
-func stripDetachedFlag(args []string) []string {
-	out := make([]string, 0, len(args))
-	inDaemon := false
-	for i, a := range args {
-		switch {
-		case !inDaemon:
-			inDaemon = a == "daemon"
-		case a == "--":
-			return append(out, args[i:]...)
-		case strings.HasPrefix(a, "--"):
-			if len(a) >= 4 && strings.HasPrefix("--detached", a) {
-				continue
-			}
-		case len(a) > 1 && a[0] == '-' && strings.Trim(a[1:], "dO") == "":
-			// A cluster of flags that take no value, e.g. -Od.
-			a = "-" + strings.ReplaceAll(a[1:], "d", "")
-			if a == "-" {
-				continue
-			}
-		}
-		out = append(out, a)
-	}
-	return out
-}
-
-// sdNotifier speaks systemd's notify protocol (Type=notify, WatchdogSec=).
-// A nil notifier (no $NOTIFY_SOCKET) does nothing.
-type sdNotifier struct {
-	addr     string
-	watchdog time.Duration // ping interval: half of $WATCHDOG_USEC; 0 for none
-}
-
-// sdNotifyEnv are the variables a task must not inherit from the daemon.
-var sdNotifyEnv = []string{"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
-
-// takeSDNotifier reads the notifier from the process environment and
-// unsets its variables, so that tasks do not talk to systemd as the agent.
-func takeSDNotifier() *sdNotifier {
-	n := newSDNotifier(os.LookupEnv)
-	for _, k := range sdNotifyEnv {
-		os.Unsetenv(k)
-	}
-	return n
-}
-
-func newSDNotifier(env envLookup) *sdNotifier {
-	if env == nil {
-		env = os.LookupEnv
-	}
-	addr, _ := env("NOTIFY_SOCKET")
-	if addr == "" || (addr[0] != '/' && addr[0] != '@') {
-		return nil // unset, or a socket kind (vsock:) we do not speak
-	}
-	n := &sdNotifier{addr: addr}
-	usec, _ := env("WATCHDOG_USEC")
-	pid, hasPID := env("WATCHDOG_PID")
-	if u, err := strconv.ParseInt(usec, 10, 64); err == nil && u > 0 && (!hasPID || pid == strconv.Itoa(os.Getpid())) {
-		n.watchdog = time.Duration(u) * time.Microsecond / 2
-	}
-	return n
-}
-
-// notify sends one state datagram ("READY=1", "STATUS=...").
-func (n *sdNotifier) notify(state string) error {
-	if n == nil {
-		return nil
-	}
-	// Go maps a leading '@' to the abstract namespace.
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: n.addr, Net: "unixgram"})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_, err = c.Write([]byte(state))
-	return err
-}
-
-// ready: call once the worker is registered.
-func (n *sdNotifier) ready() error { return n.notify("READY=1") }
-
-// status sets the one-line state `systemctl status` shows.
-func (n *sdNotifier) status(text string) error {
-	return n.notify("STATUS=" + strings.ReplaceAll(text, "\n", " "))
-}
-
-// stopping: call when shutdown begins.
-func (n *sdNotifier) stopping() error { return n.notify("STOPPING=1") }
-
-// watchdogLoop pings the watchdog until ctx ends; it returns at once when no
-// watchdog is configured.
-func (n *sdNotifier) watchdogLoop(ctx context.Context) {
-	if n == nil || n.watchdog <= 0 {
-		return
-	}
-	t := time.NewTicker(n.watchdog)
-	defer t.Stop()
-	for {
-		n.notify("WATCHDOG=1")
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

@@ -4,28 +4,30 @@ package main
 // group; stopping it is SIGTERM to the group, a grace period, then SIGKILL.
 // The agent is a child subreaper, so descendants that escape the group
 // (setsid, double fork) are re-parented to it and killed too: no orphans.
+// Exit codes read as Python's Popen.returncode (negative signal number when
+// killed by a signal); exitCodeOf is the one decoder. /proc/<pid>/stat is
+// read by readProcStat only.
 
 import (
 	"errors"
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
-)
 
-const prSetChildSubreaper = 36
+	"golang.org/x/sys/unix"
+)
 
 var subreaperOnce sync.Once
 
 // becomeSubreaper makes orphaned descendants re-parent to this process.
 func becomeSubreaper() {
 	subreaperOnce.Do(func() {
-		syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0)
+		unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	})
 }
 
@@ -34,8 +36,6 @@ type taskProcess struct {
 	cmd      *exec.Cmd
 	done     chan struct{} // closed when the process has exited and its output is drained
 	exitCode int
-	signaled bool // ended by a signal
-	waitErr  error
 	stopOnce sync.Once
 }
 
@@ -71,15 +71,7 @@ func startTaskProcess(argv []string, dir string, env []string, out io.Writer) (*
 	go func() {
 		err := cmd.Wait()
 		untrackChild(cmd.Process.Pid)
-		p.waitErr = err
-		if st, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
-			if st.Signaled() {
-				p.signaled = true
-				p.exitCode = -int(st.Signal())
-			} else {
-				p.exitCode = st.ExitStatus()
-			}
-		}
+		p.exitCode = exitCodeOf(err)
 		// The leader is gone: whatever it left behind goes too. This also
 		// closes any inherited copy of the pipe, so the copy can finish.
 		killGroup(cmd.Process.Pid, syscall.SIGKILL)
@@ -116,9 +108,27 @@ func (p *taskProcess) wait() int {
 	return p.exitCode
 }
 
+// exitCodeOf decodes what exec.Cmd.Wait returned as Python's
+// Popen.returncode: 0 for nil, the exit status, the negative signal number
+// for a process killed by a signal, and -1 when there is no exit status
+// (the process could not be started or waited for).
+func exitCodeOf(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		return -1
+	}
+	if st, ok := ee.Sys().(syscall.WaitStatus); ok && st.Signaled() {
+		return -int(st.Signal())
+	}
+	return ee.ExitCode()
+}
+
 func killGroup(pgid int, sig syscall.Signal) {
 	if pgid > 0 {
-		syscall.Kill(-pgid, sig)
+		unix.Kill(-pgid, sig)
 	}
 }
 
@@ -134,9 +144,9 @@ func reapOrphans() {
 				continue
 			}
 			found = true
-			syscall.Kill(pid, syscall.SIGKILL)
-			var ws syscall.WaitStatus
-			syscall.Wait4(pid, &ws, 0, nil)
+			unix.Kill(pid, unix.SIGKILL)
+			var ws unix.WaitStatus
+			unix.Wait4(pid, &ws, 0, nil)
 		}
 		if !found {
 			return
@@ -174,29 +184,48 @@ func childPIDs(ppid int) []int {
 
 // parentOf reads the parent pid from /proc/<pid>/stat (-1 if unknown).
 func parentOf(pid int) int {
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
+	st, ok := readProcStat(pid)
+	if !ok {
 		return -1
 	}
-	// The command name is in parentheses and may hold spaces: skip past it.
+	return st.ppid
+}
+
+// procStat is the part of /proc/<pid>/stat the agent uses.
+type procStat struct {
+	state   byte // R, S, D, Z (zombie), X (dead), ...
+	ppid    int
+	pgrp    int
+	session int
+}
+
+// readProcStat parses /proc/<pid>/stat. The command name is in parentheses
+// and may hold spaces and ')': the fields start after the last ')'.
+func readProcStat(pid int) (procStat, bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return procStat{}, false
+	}
 	s := string(data)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return -1
+		return procStat{}, false
 	}
-	fields := strings.Fields(s[i+1:])
-	if len(fields) < 2 {
-		return -1
+	f := strings.Fields(s[i+1:])
+	if len(f) < 4 || len(f[0]) != 1 {
+		return procStat{}, false
 	}
-	ppid, err := strconv.Atoi(fields[1])
-	if err != nil {
-		return -1
-	}
-	return ppid
+	var st procStat
+	st.state = f[0][0]
+	var e1, e2, e3 error
+	st.ppid, e1 = strconv.Atoi(f[1])
+	st.pgrp, e2 = strconv.Atoi(f[2])
+	st.session, e3 = strconv.Atoi(f[3])
+	return st, e1 == nil && e2 == nil && e3 == nil
 }
 
 // processGroupAlive reports whether any process is left in the group.
 func processGroupAlive(pgid int) bool {
-	err := syscall.Kill(-pgid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	err := unix.Kill(-pgid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
 }

@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,13 +56,8 @@ func TestTaskProcessExitCodesAndOutput(t *testing.T) {
 
 // pidAlive reports whether pid exists and is not a zombie.
 func pidAlive(pid int) bool {
-	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return false
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && !strings.HasPrefix(strings.TrimSpace(s[i+1:]), "Z")
+	st, ok := readProcStat(pid)
+	return ok && st.state != 'Z'
 }
 
 func waitGone(t *testing.T, pid int) {
@@ -143,4 +141,68 @@ func TestTaskProcessReapsLeftovers(t *testing.T) {
 		t.Errorf("exit code %d", code)
 	}
 	waitGone(t, pid)
+}
+
+// exitCodeOf reads a Wait error as Python's Popen.returncode.
+func TestProcExitCodeOf(t *testing.T) {
+	for _, tt := range []struct {
+		script string
+		code   int
+	}{
+		{"exit 0", 0},
+		{"exit 3", 3},
+		{"exit 255", 255},
+		{"kill -9 $$", -9},
+		{"kill -TERM $$", -15},
+	} {
+		if code := exitCodeOf(exec.Command("sh", "-c", tt.script).Run()); code != tt.code {
+			t.Errorf("%q: %d, want %d", tt.script, code, tt.code)
+		}
+	}
+	// Never started: no exit status.
+	if code := exitCodeOf(exec.Command(filepath.Join(t.TempDir(), "missing")).Run()); code != -1 {
+		t.Errorf("missing program: %d, want -1", code)
+	}
+	if code := exitCodeOf(fmt.Errorf("wrapped: %w", exec.Command("sh", "-c", "exit 4").Run())); code != 4 {
+		t.Errorf("wrapped: %d, want 4", code)
+	}
+}
+
+// readProcStat finds the fields after a command name holding spaces and
+// ')', and parentOf and the state come from it.
+func TestProcStatOddName(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip("no sleep binary")
+	}
+	data, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	odd := filepath.Join(t.TempDir(), "a) b (c")
+	if err := os.WriteFile(odd, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(odd, "60")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Skipf("cannot run a copy of sleep from the temp dir: %v", err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	st, ok := readProcStat(cmd.Process.Pid)
+	if !ok || st.ppid != os.Getpid() || st.pgrp != cmd.Process.Pid || st.state == 'Z' {
+		t.Errorf("stat %+v %v (pid %d, ours %d)", st, ok, cmd.Process.Pid, os.Getpid())
+	}
+	if got := parentOf(cmd.Process.Pid); got != os.Getpid() {
+		t.Errorf("parentOf %d, want %d", got, os.Getpid())
+	}
+	if !slices.Contains(childPIDs(os.Getpid()), cmd.Process.Pid) {
+		t.Errorf("childPIDs misses %d", cmd.Process.Pid)
+	}
+	if _, ok := readProcStat(-1); ok {
+		t.Error("stat of pid -1")
+	}
+	if parentOf(-1) != -1 {
+		t.Error("parent of pid -1")
+	}
 }

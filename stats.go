@@ -12,8 +12,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -618,8 +619,8 @@ func guessWholeDisk(name []byte) bool {
 
 // diskFreePercent is 100 - psutil's disk_usage(path).percent.
 func diskFreePercent(path string) (float64, bool) {
-	var st syscall.Statfs_t
-	if path == "" || syscall.Statfs(path, &st) != nil {
+	var st unix.Statfs_t
+	if path == "" || unix.Statfs(path, &st) != nil {
 		return 0, false
 	}
 	bs := uint64(st.Frsize)

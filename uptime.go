@@ -11,6 +11,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -64,11 +65,11 @@ func parseSchedule(uptime, downtime []string) (*activitySchedule, error) {
 		}
 		hours, err := parseScheduleHours(toks[i])
 		if err != nil {
-			return nil, fmt.Errorf("%s %q: %v", name, toks[i]+" "+toks[i+1], err)
+			return nil, fmt.Errorf("%s %q: %w", name, toks[i]+" "+toks[i+1], err)
 		}
 		days, err := parseScheduleDays(toks[i+1])
 		if err != nil {
-			return nil, fmt.Errorf("%s %q: %v", name, toks[i]+" "+toks[i+1], err)
+			return nil, fmt.Errorf("%s %q: %w", name, toks[i]+" "+toks[i+1], err)
 		}
 		s.specs = append(s.specs, scheduleSpec{hours: hours, days: days})
 		for _, d := range days {
@@ -250,15 +251,11 @@ const (
 // runtime property "force" (on/off), then the schedule. warn is non-empty
 // for an invalid force value.
 func pullAllowed(queueTags []string, force string, s *activitySchedule, t time.Time) (pull bool, warn string) {
-	for _, tag := range queueTags {
-		if tag == queueTagForceOff {
-			return false, ""
-		}
+	if slices.Contains(queueTags, queueTagForceOff) {
+		return false, ""
 	}
-	for _, tag := range queueTags {
-		if tag == queueTagForceOn {
-			return true, ""
-		}
+	if slices.Contains(queueTags, queueTagForceOn) {
+		return true, ""
 	}
 	switch force {
 	case "":
@@ -293,12 +290,12 @@ func daemonStatusText(s *activitySchedule, queues []statusQueue, force *forcePro
 	for _, q := range queues {
 		tag := ""
 		switch {
-		case hasString(q.Tags, queueTagForceOff):
+		case slices.Contains(q.Tags, queueTagForceOff):
 			tag = queueTagForceOff
 			if forced == "" {
 				forced = "OFF"
 			}
-		case hasString(q.Tags, queueTagForceOn):
+		case slices.Contains(q.Tags, queueTagForceOn):
 			tag = queueTagForceOn
 			forced = "ON"
 		}
@@ -334,13 +331,4 @@ func daemonStatusText(s *activitySchedule, queues []statusQueue, force *forcePro
 		parts = append(parts, fmt.Sprintf("  - Worker '%s' running on this host, pid %d", w.WorkerID, w.PID))
 	}
 	return strings.Join(parts, "\n") + "\n"
-}
-
-func hasString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
