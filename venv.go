@@ -2,7 +2,12 @@ package main
 
 // The task's Python environment (agent-execute.md §4): pick the interpreter,
 // create a venv, install the requirements with pip or uv, freeze the result,
-// and keep finished venvs in a content-addressed cache.
+// and keep finished venvs in a content-addressed cache. One venvManager does
+// it all, in three files:
+//
+//	python.go      interpreters (find, probe, select) and requirement lines (source, normalisation)
+//	venv.go        the package tool, creating a venv, install, freeze, prepare (this file)
+//	venv_cache.go  the content-hash cache: keys, completion marker, locks, eviction; its layout
 //
 // Configuration read here (agent.*):
 //
@@ -14,6 +19,7 @@ package main
 //	package_manager.force_upgrade            --upgrade
 //	package_manager.force_repo_requirements_txt
 //	package_manager.pip_version              pins for pip in a new venv
+//	package_manager.pip_legacy_resolver      pip versions that get --use-deprecated=legacy-resolver
 //	venvs_cache.{path,max_entries,free_space_threshold_gb}; CLEARML_AGENT_VENV_CACHE_PATH wins
 //	docker_use_activated_venv                in a container, use an active VIRTUAL_ENV (see existingEnv)
 //
@@ -22,25 +28,11 @@ package main
 //	package_manager.no_index    bool: pass --no-index (air-gapped sites)
 //	package_manager.find_links  list (or one string) of wheel folders or URLs: --find-links each
 //	package_manager.venv_tool   "venv" (default) or "virtualenv" (python -m virtualenv, venv if missing)
-//
-// Cache layout, under venvs_cache.path:
-//
-//	.lock               serialises eviction
-//	interpreters.json   remembered interpreter probes, so a hit runs no python
-//	<key>.lock          flock: shared while a task uses the entry, exclusive while building or evicting
-//	<key>/              the venv; <key>/.clearml-venv.json is written last and marks it complete
-//
-// Venvs are not relocatable (script shebangs hold absolute paths), so an
-// entry is built in place, at its final path, under the exclusive lock, and
-// tasks run from there: a hit is lock, read the marker, touch it.
 
 import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -48,11 +40,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -76,27 +66,6 @@ type venvResult struct {
 	lock          *os.File // shared lock on the cache entry: keeps it from eviction
 }
 
-// release lets the cache evict the entry again; call it when the task ends.
-func (r *venvResult) release() {
-	if r != nil && r.lock != nil {
-		r.lock.Close()
-		r.lock = nil
-	}
-}
-
-// keepLockAcrossExec makes the entry's lock survive an exec of the task, so
-// the task process itself keeps the venv from eviction until it exits.
-func (r *venvResult) keepLockAcrossExec() error {
-	if r == nil || r.lock == nil {
-		return nil
-	}
-	_, _, e := syscall.Syscall(syscall.SYS_FCNTL, r.lock.Fd(), syscall.F_SETFD, 0)
-	if e != 0 {
-		return e
-	}
-	return nil
-}
-
 // venvManager prepares environments. One may serve many tasks.
 type venvManager struct {
 	cfg *agentConfig
@@ -118,9 +87,6 @@ type venvManager struct {
 	aptInstall func(ctx context.Context, why string, pkgs ...string) error
 }
 
-// errNoPython: no interpreter at all on PATH.
-var errNoPython = errors.New("no Python found")
-
 func newVenvManager(cfg *agentConfig, log io.Writer) *venvManager {
 	if log == nil {
 		log = io.Discard
@@ -140,376 +106,12 @@ func (m *venvManager) env(name string) string {
 	return strings.TrimSpace(os.Getenv(name))
 }
 
-// ---- interpreter ----
-
-// pyInterp is a usable Python interpreter.
-type pyInterp struct {
-	exe     string // as found (may be a pyenv shim)
-	real    string // sys.executable
-	version string // "3.11.7"
-}
-
-// pyProbe is a remembered probe; the stat fingerprint invalidates it.
-type pyProbe struct {
-	Fingerprint string `json:"fingerprint"`
-	Real        string `json:"real"`
-	Version     string `json:"version"`
-}
-
-// pyRequestedVersion reads the version a task asks for from script.binary:
-// python3.10 and /usr/bin/python3.10.4 give "3.10"; python3 gives "3" (any
-// 3.x; the reference says "3.0"); python, bash or python3.11-dbg give "".
-func pyRequestedVersion(binary string) string {
-	base := strings.TrimSpace(binary)
-	if i := strings.LastIndexByte(base, '/'); i >= 0 {
-		base = base[i+1:]
-	}
-	rest, ok := strings.CutPrefix(base, "python")
-	if !ok || rest == "" {
-		return ""
-	}
-	parts := strings.Split(rest, ".")
-	for _, p := range parts {
-		if _, err := strconv.Atoi(p); err != nil || p == "" {
-			return ""
-		}
-	}
-	if len(parts) > 2 {
-		parts = parts[:2]
-	}
-	for i, p := range parts {
-		n, _ := strconv.Atoi(p)
-		parts[i] = strconv.Itoa(n)
-	}
-	return strings.Join(parts, ".")
-}
-
-// pyVersionMatches reports whether have ("3.10.13") is of want ("3.10", "3").
-func pyVersionMatches(have, want string) bool {
-	h, w := strings.Split(have, "."), strings.Split(want, ".")
-	if len(w) > len(h) {
-		return false
-	}
-	for i := range w {
-		a, err1 := strconv.Atoi(h[i])
-		b, err2 := strconv.Atoi(w[i])
-		if err1 != nil || err2 != nil || a != b {
-			return false
-		}
-	}
-	return true
-}
-
-// lookPath finds an executable like exec.LookPath, but on m.pathEnv.
-func (m *venvManager) lookPath(name string) (string, bool) {
-	if strings.Contains(name, "/") {
-		if venvIsExecutable(name) {
-			return name, true
-		}
-		return "", false
-	}
-	path := m.pathEnv
-	if path == "" {
-		path = os.Getenv("PATH")
-	}
-	for _, d := range filepath.SplitList(path) {
-		if d == "" {
-			d = "."
-		}
-		if p := filepath.Join(d, name); venvIsExecutable(p) {
-			return p, true
-		}
-	}
-	return "", false
-}
-
-func venvIsExecutable(p string) bool {
-	fi, err := os.Stat(p)
-	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
-}
-
-func venvFingerprint(p string) string {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return ""
-	}
-	ino := uint64(0)
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		ino = st.Ino
-	}
-	return fmt.Sprintf("%d:%d:%d", fi.Size(), fi.ModTime().UnixNano(), ino)
-}
-
-var pyVersionText = lazyRegexp(`^\d+\.\d+\.\d+$`)
-
-const pyProbeScript = "import sys;print('%d.%d.%d' % sys.version_info[:3]);print(sys.executable)"
-
-// probe runs exe once to learn its version and real path. Results are
-// remembered in memory and in the cache folder, keyed by the file's stat.
-func (m *venvManager) probe(ctx context.Context, exe string) (pyInterp, error) {
-	fp := venvFingerprint(exe)
-	m.mu.Lock()
-	if m.probes == nil {
-		m.probes = m.loadProbes()
-	}
-	p, ok := m.probes[exe]
-	m.mu.Unlock()
-	if ok && fp != "" && p.Fingerprint == fp && venvIsExecutable(p.Real) {
-		return pyInterp{exe: exe, real: p.Real, version: p.Version}, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	var out bytes.Buffer
-	if err := m.run(ctx, "", &out, io.Discard, exe, "-c", pyProbeScript); err != nil {
-		return pyInterp{}, err
-	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 2 || !pyVersionText().MatchString(strings.TrimSpace(lines[0])) {
-		return pyInterp{}, fmt.Errorf("unexpected output %q", out.String())
-	}
-	in := pyInterp{exe: exe, version: strings.TrimSpace(lines[0]), real: strings.TrimSpace(lines[1])}
-	if in.real == "" {
-		in.real = exe
-	}
-	m.mu.Lock()
-	m.probes[exe] = pyProbe{Fingerprint: fp, Real: in.real, Version: in.version}
-	m.saveProbes()
-	m.mu.Unlock()
-	return in, nil
-}
-
-func (m *venvManager) probeFile() string {
-	if dir := m.cacheDir(); dir != "" {
-		return filepath.Join(dir, "interpreters.json")
-	}
-	return ""
-}
-
-func (m *venvManager) loadProbes() map[string]pyProbe {
-	probes := map[string]pyProbe{}
-	if f := m.probeFile(); f != "" {
-		if data, err := os.ReadFile(f); err == nil {
-			_ = json.Unmarshal(data, &probes)
-		}
-	}
-	return probes
-}
-
-// saveProbes writes the probe file whole; the last writer wins, which only
-// costs a later probe. Called with m.mu held.
-func (m *venvManager) saveProbes() {
-	f := m.probeFile()
-	if f == "" {
-		return
-	}
-	data, err := json.Marshal(m.probes)
-	if err == nil {
-		_ = os.MkdirAll(filepath.Dir(f), 0o755)
-		err = venvWriteFileAtomic(f, data)
-	}
-	if err != nil {
-		m.logf("WARNING: could not remember the interpreter probe in %s: %v", f, err)
-	}
-}
-
-// selectInterpreter picks the Python for a task. A version the task (or
-// agent.default_python) asks for must be found: no silent substitution.
-func (m *venvManager) selectInterpreter(ctx context.Context, binary string) (pyInterp, error) {
-	want, source := "", ""
-	if !m.cfg.boolean("agent.ignore_requested_python_version", false) {
-		if want = pyRequestedVersion(binary); want != "" {
-			source = fmt.Sprintf("the task (script.binary %q)", binary)
-		}
-	}
-	configured := strings.TrimSpace(m.cfg.str("agent.python_binary"))
-	if configured != "" {
-		configured = expandHomeEnv(configured, m.envLookup())
-	}
-	if want == "" && configured != "" {
-		exe, ok := m.lookPath(configured)
-		if !ok {
-			return pyInterp{}, fmt.Errorf("interpreter: agent.python_binary %q was not found; fix the path or unset it", configured)
-		}
-		in, err := m.probe(ctx, exe)
-		if err != nil {
-			return pyInterp{}, fmt.Errorf("interpreter: agent.python_binary %q does not run (%v); fix the path or unset it", configured, err)
-		}
-		return in, nil
-	}
-	if want == "" {
-		if dp := strings.TrimSpace(m.cfg.str("agent.default_python")); dp != "" {
-			want, source = strings.TrimPrefix(dp, "python"), "agent.default_python"
-		}
-	}
-
-	var names []string
-	if want != "" {
-		if strings.Contains(binary, "/") && source != "agent.default_python" {
-			names = append(names, binary)
-		}
-		if configured != "" {
-			names = append(names, configured)
-		}
-		names = append(names, "python"+want)
-		if mm := strings.SplitN(want, ".", 3); len(mm) == 3 {
-			names = append(names, "python"+mm[0]+"."+mm[1])
-		}
-		names = append(names, "python"+strings.SplitN(want, ".", 2)[0], "python")
-	} else {
-		names = []string{"python3", "python"}
-	}
-	seen := map[string]bool{}
-	var found []pyInterp
-	for _, n := range names {
-		exe, ok := m.lookPath(n)
-		if !ok || seen[exe] {
-			continue
-		}
-		seen[exe] = true
-		in, err := m.probe(ctx, exe)
-		if err != nil {
-			continue // e.g. a pyenv shim for a version that is not installed
-		}
-		if want == "" || pyVersionMatches(in.version, want) {
-			return in, nil
-		}
-		found = append(found, in)
-	}
-	if want == "" {
-		return pyInterp{}, fmt.Errorf("interpreter: %w on PATH (tried python3, python); install Python 3 or set agent.python_binary", errNoPython)
-	}
-	// Look a little wider so the error can say what is there.
-	for minor := 6; minor <= 15; minor++ {
-		if exe, ok := m.lookPath(fmt.Sprintf("python3.%d", minor)); ok && !seen[exe] {
-			seen[exe] = true
-			if in, err := m.probe(ctx, exe); err == nil {
-				found = append(found, in)
-			}
-		}
-	}
-	var list []string
-	dedup := map[string]bool{}
-	for _, in := range found {
-		if !dedup[in.real] {
-			dedup[in.real] = true
-			list = append(list, fmt.Sprintf("%s (%s)", in.version, in.exe))
-		}
-	}
-	if len(found) == 0 {
-		return pyInterp{}, fmt.Errorf("interpreter: %s requests Python %s, but %w on PATH; install Python %s or set agent.python_binary to its path", source, want, errNoPython, want)
-	}
-	// As the reference: the first interpreter found, with a warning that
-	// the task's log shows (a task recorded on 3.11 usually runs on 3.10).
-	m.logf("WARNING: %s requests Python %s, which was not found (found: %s); using Python %s (%s). For an exact match install Python %s or set agent.python_binary to its path.",
-		source, want, strings.Join(list, ", "), found[0].version, found[0].exe, want)
-	return found[0], nil
-}
-
 func (m *venvManager) envLookup() envLookup {
 	if m.cfg != nil && m.cfg.env != nil {
 		return m.cfg.env
 	}
 	return os.LookupEnv
 }
-
-// ---- requirements ----
-
-// pyNormalizeRequirements makes the cache key's view of requirement lines:
-// comments and blanks dropped, names lower-cased with runs of -_. as one -,
-// sorted and unique. cacheable is false when the lines point at files whose
-// content the key cannot see (-r, -c, -e, local paths).
-func pyNormalizeRequirements(lines []string) (norm []string, cacheable bool) {
-	cacheable = true
-	seen := map[string]bool{}
-	for _, l := range lines {
-		// Any run of (Unicode) spaces counts as one: normalizing twice
-		// must give the same key.
-		l = strings.Join(strings.Fields(strings.ToValidUTF8(l, "\uFFFD")), " ")
-		// A '#' after any whitespace starts a comment (pip's rule).
-		for i := 1; i < len(l); i++ {
-			if l[i] == '#' && strings.ContainsRune(" \t\f\v\r", rune(l[i-1])) {
-				l = strings.TrimSpace(l[:i])
-				break
-			}
-		}
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
-		}
-		for _, p := range []string{"-r", "--requirement", "-c", "--constraint", "-e", "--editable", ".", "/", "~", "file:"} {
-			if strings.HasPrefix(l, p) {
-				cacheable = false
-			}
-		}
-		if !strings.HasPrefix(l, "-") {
-			l = pyNormalizeName(l)
-		}
-		if !seen[l] {
-			seen[l] = true
-			norm = append(norm, l)
-		}
-	}
-	sort.Strings(norm)
-	return norm, cacheable
-}
-
-var pyReqName = lazyRegexp(`^([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*)$`)
-var pyNameSeps = lazyRegexp(`[-_.]+`)
-
-func pyNormalizeName(l string) string {
-	mt := pyReqName().FindStringSubmatch(l)
-	if mt == nil {
-		return l
-	}
-	name, rest := strings.ToLower(pyNameSeps().ReplaceAllString(mt[1], "-")), strings.TrimSpace(mt[2])
-	if rest != "" && !strings.ContainsAny(rest[:1], "<>=!~[;@(") {
-		// Not a name plus specifier (a typo, or free text): keep it whole,
-		// lower-cased, so normalizing again gives the same key.
-		return strings.ToLower(strings.Join(strings.Fields(l), " "))
-	}
-	if strings.HasPrefix(rest, "@") {
-		return name + " " + rest
-	}
-	spec, marker, hasMarker := strings.Cut(rest, ";")
-	spec = strings.Join(strings.Fields(spec), "")
-	if hasMarker {
-		spec += ";" + strings.Join(strings.Fields(marker), " ")
-	}
-	return name + spec
-}
-
-// venvRequirementSet is what prepare installs.
-type venvRequirementSet struct {
-	taskLines []string // task requirements, installed from a temp file
-	files     []string // repo requirements.txt files, each installed in turn
-	all       []string // every line, for the cache key
-}
-
-func (s venvRequirementSet) empty() bool {
-	norm, _ := pyNormalizeRequirements(s.all)
-	return len(norm) == 0
-}
-
-// requirementsFor decides between the task's requirements and the repo's
-// requirements.txt files (§2 step 9, §4 "the source of the requirements").
-func (m *venvManager) requirementsFor(spec venvSpec) (venvRequirementSet, error) {
-	var s venvRequirementSet
-	if spec.taskHasRequirements && !m.cfg.boolean("agent.package_manager.force_repo_requirements_txt", false) {
-		s.taskLines = spec.requirements
-		s.all = spec.requirements
-		return s, nil
-	}
-	for _, f := range spec.repoRequirementsFiles {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return s, fmt.Errorf("requirements: cannot read %s: %v", f, unwrapPathErr(err))
-		}
-		s.files = append(s.files, f)
-		s.all = append(s.all, strings.Split(string(data), "\n")...)
-	}
-	return s, nil
-}
-
-// ---- package tool ----
 
 // venvTool is how packages get into a venv.
 type venvTool struct {
@@ -576,8 +178,6 @@ func (m *venvManager) installFlags() []string {
 	return f
 }
 
-// ---- subprocesses ----
-
 // run runs argv with stdin from /dev/null and without PYTHONPATH/PYTHONHOME,
 // which would leak the agent's environment into pip.
 func (m *venvManager) run(ctx context.Context, dir string, stdout, stderr io.Writer, argv ...string) error {
@@ -642,8 +242,6 @@ func pyInstallFailure(output string) string {
 	return ""
 }
 
-// ---- building ----
-
 func venvPython(dir string) string { return filepath.Join(dir, "bin", "python") }
 
 func (m *venvManager) createVenv(ctx context.Context, in pyInterp, t venvTool, dir string) error {
@@ -678,7 +276,7 @@ func (m *venvManager) createVenv(ctx context.Context, in pyInterp, t venvTool, d
 		// Debian's python3 without its venv module (as in CUDA images).
 		pkg := "python" + strings.Join(strings.SplitN(in.version, ".", 3)[:2], ".") + "-venv"
 		if aerr := m.aptInstall(ctx, "the venv module", pkg); aerr != nil {
-			return fmt.Errorf("venv: %s has no venv module, and %v", in.real, aerr)
+			return fmt.Errorf("venv: %s has no venv module, and %w", in.real, aerr)
 		}
 		os.RemoveAll(dir)
 		out, err = m.runLogged(ctx, "", argv...)
@@ -688,7 +286,7 @@ func (m *venvManager) createVenv(ctx context.Context, in pyInterp, t venvTool, d
 		if strings.Contains(out, "ensurepip") {
 			hint = fmt.Sprintf("; install the venv module (e.g. apt install python%s-venv)", strings.Join(strings.SplitN(in.version, ".", 3)[:2], "."))
 		}
-		return fmt.Errorf("venv: creating %s with %s failed: %v%s", dir, in.real, err, hint)
+		return fmt.Errorf("venv: creating %s with %s failed: %w%s", dir, in.real, err, hint)
 	}
 	if !venvIsExecutable(venvPython(dir)) {
 		return fmt.Errorf("venv: %s has no bin/python after creation", dir)
@@ -822,7 +420,7 @@ func (m *venvManager) install(ctx context.Context, t venvTool, py string, reqs v
 	if len(reqs.taskLines) > 0 {
 		f, err := os.CreateTemp("", "cached-reqs*.txt")
 		if err != nil {
-			return fmt.Errorf("requirements: %v", err)
+			return fmt.Errorf("requirements: %w", err)
 		}
 		defer os.Remove(f.Name())
 		lines := make([]string, len(reqs.taskLines))
@@ -834,7 +432,7 @@ func (m *venvManager) install(ctx context.Context, t venvTool, py string, reqs v
 			err = cerr
 		}
 		if err != nil {
-			return fmt.Errorf("requirements: %v", err)
+			return fmt.Errorf("requirements: %w", err)
 		}
 		if err := m.installFile(ctx, t, py, f.Name(), workDir, "the task's requirements", flags); err != nil {
 			return err
@@ -863,12 +461,12 @@ func (m *venvManager) installFile(ctx context.Context, t venvTool, py, file, dir
 		return nil
 	}
 	if ctx.Err() != nil {
-		return fmt.Errorf("requirements: installing %s: %v", what, ctx.Err())
+		return fmt.Errorf("requirements: installing %s: %w", what, ctx.Err())
 	}
 	if pkg := pyInstallFailure(out); pkg != "" {
-		return fmt.Errorf("requirements: installing %s failed: %s could not install %q (%v); see the log above", what, t.name(), pkg, err)
+		return fmt.Errorf("requirements: installing %s failed: %s could not install %q (%w); see the log above", what, t.name(), pkg, err)
 	}
-	return fmt.Errorf("requirements: installing %s failed: %s %v; see the log above", what, t.name(), err)
+	return fmt.Errorf("requirements: installing %s failed: %s %w; see the log above", what, t.name(), err)
 }
 
 // freeze lists what is installed, minus the agent itself, as the reference.
@@ -879,7 +477,7 @@ func (m *venvManager) freeze(ctx context.Context, t venvTool, python string) ([]
 	}
 	var out, errOut bytes.Buffer
 	if err := m.run(ctx, "", &out, &errOut, argv...); err != nil {
-		return nil, fmt.Errorf("%v: %s", err, strings.TrimSpace(errOut.String()))
+		return nil, fmt.Errorf("%w: %s", err, strings.TrimSpace(errOut.String()))
 	}
 	var lines []string
 	sc := bufio.NewScanner(&out)
@@ -909,8 +507,6 @@ func (m *venvManager) build(ctx context.Context, in pyInterp, t venvTool, reqs v
 	return frozen, nil
 }
 
-// ---- prepare ----
-
 // prepare gives the task its environment. taskVenvDir is the task's own
 // folder (agent.venvs_dir/<version>): an uncached venv is built there, and
 // its task_repository and code subfolders are left alone.
@@ -921,7 +517,7 @@ func (m *venvManager) prepare(ctx context.Context, spec venvSpec, taskVenvDir st
 	in, err := m.selectInterpreter(ctx, spec.binary)
 	if errors.Is(err, errNoPython) && m.aptInstall != nil {
 		if aerr := m.aptInstall(ctx, "Python 3", "python3", "python3-venv", "python3-pip"); aerr != nil {
-			return nil, fmt.Errorf("interpreter: the image has no Python, and %v", aerr)
+			return nil, fmt.Errorf("interpreter: the image has no Python, and %w", aerr)
 		}
 		in, err = m.selectInterpreter(ctx, spec.binary)
 	}
@@ -970,7 +566,7 @@ func (m *venvManager) prepare(ctx context.Context, spec venvSpec, taskVenvDir st
 		// nil, nil: no room in the cache; build uncached.
 	}
 	if err := venvCleanTaskDir(taskVenvDir); err != nil {
-		return nil, fmt.Errorf("venv: cleaning %s: %v", taskVenvDir, err)
+		return nil, fmt.Errorf("venv: cleaning %s: %w", taskVenvDir, err)
 	}
 	frozen, err := m.build(ctx, in, t, reqs, spec.workDir, taskVenvDir)
 	if err != nil {
@@ -998,7 +594,7 @@ func (m *venvManager) existingEnv(ctx context.Context, binary string) (in *pyInt
 		}
 		got, err := m.probe(ctx, p)
 		if err != nil {
-			return nil, false, "", fmt.Errorf("interpreter: %s: %q does not run (%v); set it to a python executable, or unset it", what, exe, err)
+			return nil, false, "", fmt.Errorf("interpreter: %s: %q does not run (%w); set it to a python executable, or unset it", what, exe, err)
 		}
 		return &got, install, what, nil
 	}
@@ -1136,355 +732,4 @@ func venvTruthy(v any) bool {
 		return x
 	}
 	return true
-}
-
-// ---- cache ----
-
-// cacheDir is the venv cache folder, or "" when caching is off.
-func (m *venvManager) cacheDir() string {
-	dir := m.env("CLEARML_AGENT_VENV_CACHE_PATH")
-	if dir == "" {
-		dir = strings.TrimSpace(m.cfg.str("agent.venvs_cache.path"))
-	}
-	if dir == "" || m.cfg.float("agent.venvs_cache.max_entries", 10) < 1 {
-		return ""
-	}
-	dir = expandHomeEnv(dir, m.envLookup())
-	if abs, err := filepath.Abs(dir); err == nil {
-		dir = abs
-	}
-	return dir
-}
-
-const venvKeyVersion = "clearml-go-venv/1"
-
-// cacheKey hashes everything that shapes the venv: interpreter, tool,
-// venv flags, index flags and the normalised requirements.
-func (m *venvManager) cacheKey(in pyInterp, t venvTool, reqs venvRequirementSet) (string, bool) {
-	norm, cacheable := pyNormalizeRequirements(reqs.all)
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n", venvKeyVersion, in.real, in.version, t.name())
-	fmt.Fprintf(h, "system_site_packages=%v\nvenv_tool=%s\n", m.cfg.boolean("agent.package_manager.system_site_packages", false),
-		strings.ToLower(strings.TrimSpace(m.cfg.str("agent.package_manager.venv_tool"))))
-	fmt.Fprintf(h, "flags=%q\npins=%q\n", m.installFlags(), m.cfg.strList("agent.package_manager.pip_version"))
-	for _, l := range norm {
-		fmt.Fprintf(h, "req=%s\n", l)
-	}
-	return hex.EncodeToString(h.Sum(nil))[:32], cacheable
-}
-
-// venvMeta is the completion marker of a cache entry.
-type venvMeta struct {
-	Key           string    `json:"key"`
-	Python        string    `json:"python"`
-	PythonVersion string    `json:"python_version"`
-	Frozen        []string  `json:"frozen"`
-	Created       time.Time `json:"created"`
-}
-
-const venvMetaName = ".clearml-venv.json"
-
-func venvReadMeta(entry string) (*venvMeta, bool) {
-	data, err := os.ReadFile(filepath.Join(entry, venvMetaName))
-	if err != nil {
-		return nil, false
-	}
-	var meta venvMeta
-	if json.Unmarshal(data, &meta) != nil {
-		return nil, false
-	}
-	return &meta, true
-}
-
-// venvLock opens path and flocks it (how: LOCK_SH or LOCK_EX), polling so
-// ctx can cancel. It retries when an evictor unlinked the file meanwhile.
-func venvLock(ctx context.Context, path string, how int) (*os.File, error) {
-	for {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-		if err != nil {
-			return nil, err
-		}
-		if err := venvFlockWait(ctx, f, how); err != nil {
-			f.Close()
-			return nil, err
-		}
-		if venvSameFile(f, path) {
-			return f, nil
-		}
-		f.Close()
-	}
-}
-
-// venvTryLock is venvLock without waiting: nil, nil when the lock is held.
-func venvTryLock(path string, how int) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	err = syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
-	if err == nil && venvSameFile(f, path) {
-		return f, nil
-	}
-	f.Close()
-	if err == nil || err == syscall.EWOULDBLOCK || err == syscall.EINTR {
-		return nil, nil
-	}
-	return nil, fmt.Errorf("lock %s: %v", path, err)
-}
-
-func venvFlockWait(ctx context.Context, f *os.File, how int) error {
-	delay := 5 * time.Millisecond
-	for {
-		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
-		if err == nil {
-			return nil
-		}
-		if err != syscall.EWOULDBLOCK && err != syscall.EINTR {
-			return fmt.Errorf("lock %s: %v", f.Name(), err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 250*time.Millisecond)
-	}
-}
-
-// venvSameFile reports whether path still names the open file f.
-func venvSameFile(f *os.File, path string) bool {
-	a, err1 := f.Stat()
-	b, err2 := os.Stat(path)
-	return err1 == nil && err2 == nil && os.SameFile(a, b)
-}
-
-func venvHitResult(entry string, meta *venvMeta, lock *os.File, built bool) *venvResult {
-	return &venvResult{python: venvPython(entry), dir: entry, pythonVersion: meta.PythonVersion,
-		cacheHit: !built, frozen: meta.Frozen, lock: lock}
-}
-
-// cacheLookup returns the entry for key if it is complete, holding its
-// shared lock; nil when it is not there. Runs no python.
-func (m *venvManager) cacheLookup(ctx context.Context, cache, key string) (*venvResult, error) {
-	entry := filepath.Join(cache, key)
-	if _, err := os.Stat(entry); err != nil {
-		return nil, nil
-	}
-	f, err := venvLock(ctx, entry+".lock", syscall.LOCK_SH)
-	if err != nil {
-		return nil, fmt.Errorf("venv: cache: %v", err)
-	}
-	meta, ok := venvReadMeta(entry)
-	if !ok || !venvIsExecutable(venvPython(entry)) {
-		f.Close()
-		return nil, nil
-	}
-	now := time.Now()
-	_ = os.Chtimes(filepath.Join(entry, venvMetaName), now, now)
-	m.logf("Using cached virtual environment %s", entry)
-	return venvHitResult(entry, meta, f, false), nil
-}
-
-// cachePrepare returns the cache entry for key, building it with build if
-// needed; concurrent callers wait and reuse it. nil, nil means the cache has
-// no room (free space) and the caller should build elsewhere.
-func (m *venvManager) cachePrepare(ctx context.Context, cache, key string, in pyInterp, build func(dir string) ([]string, error)) (*venvResult, error) {
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		m.logf("WARNING: venv cache %s unusable: %v", cache, err)
-		return nil, nil
-	}
-	entry := filepath.Join(cache, key)
-	delay := 5 * time.Millisecond
-	for {
-		// Wait (shared) for a build in progress; a complete entry is a hit.
-		if r, err := m.cacheLookup(ctx, cache, key); err != nil || r != nil {
-			return r, err
-		}
-		// Exclusive without waiting: a task may hold the entry shared for
-		// hours, and a complete entry must then be reused, not awaited.
-		f, err := venvTryLock(entry+".lock", syscall.LOCK_EX)
-		if err != nil {
-			return nil, fmt.Errorf("venv: cache: %v", err)
-		}
-		if f == nil {
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(delay):
-			}
-			delay = min(delay*2, 250*time.Millisecond)
-			continue
-		}
-		if _, ok := venvReadMeta(entry); !ok {
-			room, err := m.makeRoom(ctx, cache, key)
-			if err != nil || !room {
-				f.Close()
-				return nil, err
-			}
-			if err := os.RemoveAll(entry); err != nil { // a crashed build's leftovers
-				f.Close()
-				return nil, fmt.Errorf("venv: cache: %v", err)
-			}
-			frozen, err := build(entry)
-			if err == nil {
-				meta := venvMeta{Key: key, Python: in.real, PythonVersion: in.version, Frozen: frozen, Created: time.Now().UTC()}
-				data, _ := json.MarshalIndent(meta, "", "  ")
-				err = venvWriteFileAtomic(filepath.Join(entry, venvMetaName), data)
-			}
-			if err != nil {
-				os.RemoveAll(entry)
-				f.Close()
-				return nil, err
-			}
-			m.logf("Added the virtual environment to the cache: %s", entry)
-		}
-		// Downgrade to shared; flock may drop the lock for a moment, so check again.
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("venv: cache: lock: %v", err)
-		}
-		if meta, ok := venvReadMeta(entry); ok && venvSameFile(f, entry+".lock") {
-			return venvHitResult(entry, meta, f, true), nil
-		}
-		f.Close()
-	}
-}
-
-// venvEntry is a cache entry seen by eviction.
-type venvEntry struct {
-	key      string
-	lastUsed time.Time
-	complete bool
-}
-
-func (m *venvManager) cacheEntries(cache string) []venvEntry {
-	ents, _ := os.ReadDir(cache)
-	var out []venvEntry
-	for _, e := range ents {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		dir := filepath.Join(cache, e.Name())
-		ve := venvEntry{key: e.Name()}
-		if fi, err := os.Stat(filepath.Join(dir, venvMetaName)); err == nil {
-			ve.lastUsed, ve.complete = fi.ModTime(), true
-		} else if fi, err := os.Stat(dir); err == nil {
-			ve.lastUsed = fi.ModTime()
-		}
-		out = append(out, ve)
-	}
-	// Leftovers of failed builds first, then least recently used.
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].complete != out[j].complete {
-			return !out[i].complete
-		}
-		return out[i].lastUsed.Before(out[j].lastUsed)
-	})
-	return out
-}
-
-// makeRoom evicts idle entries (never keep) until at most max-1 remain and
-// the free space is above the threshold. false: no room even so.
-func (m *venvManager) makeRoom(ctx context.Context, cache, keep string) (bool, error) {
-	g, err := venvLock(ctx, filepath.Join(cache, ".lock"), syscall.LOCK_EX)
-	if err != nil {
-		return false, fmt.Errorf("venv: cache: %v", err)
-	}
-	defer g.Close()
-	m.sweepTrash(cache)
-	maxEntries := int(m.cfg.float("agent.venvs_cache.max_entries", 10))
-	var idle []venvEntry
-	count := 0
-	for _, e := range m.cacheEntries(cache) {
-		if e.key != keep {
-			idle = append(idle, e)
-			if e.complete {
-				count++
-			}
-		}
-	}
-	for len(idle) > 0 && (count >= maxEntries || !idle[0].complete) {
-		if m.evict(cache, idle[0].key) && idle[0].complete {
-			count--
-		}
-		idle = idle[1:]
-	}
-	thr := m.cfg.float("agent.venvs_cache.free_space_threshold_gb", 2.0)
-	if thr <= 0 {
-		return true, nil
-	}
-	need := uint64(thr * (1 << 30))
-	for {
-		free, err := m.free(cache)
-		if err != nil || free >= need {
-			return true, nil
-		}
-		if len(idle) == 0 {
-			m.logf("WARNING: less than %.1f GB free in %s even after eviction: not caching this venv", thr, cache)
-			return false, nil
-		}
-		m.evict(cache, idle[0].key)
-		idle = idle[1:]
-	}
-}
-
-func (m *venvManager) free(dir string) (uint64, error) {
-	if m.freeSpace != nil {
-		return m.freeSpace(dir)
-	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return st.Bavail * uint64(st.Bsize), nil
-}
-
-// evict removes an entry unless a task holds it; true when removed.
-func (m *venvManager) evict(cache, key string) bool {
-	entry := filepath.Join(cache, key)
-	lockPath := entry + ".lock"
-	f, err := venvTryLock(lockPath, syscall.LOCK_EX)
-	if err != nil || f == nil {
-		return false // in use, or being built
-	}
-	defer f.Close()
-	os.Remove(filepath.Join(entry, venvMetaName))
-	trash := filepath.Join(cache, fmt.Sprintf(".trash.%s.%d.%d", key, os.Getpid(), time.Now().UnixNano()))
-	if err := os.Rename(entry, trash); err != nil && !os.IsNotExist(err) {
-		m.logf("WARNING: venv cache: could not remove %s: %v", entry, err)
-		return false
-	}
-	os.RemoveAll(trash)
-	os.Remove(lockPath) // waiters notice the unlinked lock file and retry
-	m.logf("Removed cached virtual environment %s", key)
-	return true
-}
-
-// sweepTrash removes what an interrupted eviction left. Called under .lock.
-func (m *venvManager) sweepTrash(cache string) {
-	ents, _ := os.ReadDir(cache)
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), ".trash.") {
-			os.RemoveAll(filepath.Join(cache, e.Name()))
-		}
-	}
-}
-
-// venvWriteFileAtomic writes data to a temp file beside path and renames it.
-func venvWriteFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
 }
