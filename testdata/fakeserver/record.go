@@ -1,6 +1,8 @@
 package fakeserver
 
 import (
+	"fmt"
+	"io"
 	"net/http"
 	"time"
 )
@@ -47,6 +49,24 @@ func (s *Server) finish(rec *Request, code, sub int, msg string, resp []byte) {
 	defer s.mu.Unlock()
 	rec.Code, rec.Subcode, rec.Msg, rec.Done = code, sub, msg, true
 	rec.Response = append([]byte(nil), resp...)
+	if s.reqLog != nil {
+		name := rec.Endpoint
+		if name == "" {
+			name = rec.Method + " " + rec.Path
+		}
+		body := rec.Body
+		if len(body) > 600 {
+			body = append(body[:600:600], "..."...)
+		}
+		fmt.Fprintf(s.reqLog, "%s #%d %s -> %d/%d %s %s\n", rec.Time.Format("15:04:05.000"), rec.Seq, name, code, sub, msg, body)
+	}
+}
+
+// LogRequests writes one line per answered request to w (nil: stop).
+func (s *Server) LogRequests(w io.Writer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reqLog = w
 }
 
 func (r *Request) clone() Request {

@@ -75,6 +75,7 @@ type Server struct {
 	// test hooks
 	requests []*Request
 	faults   []*FaultRule
+	reqLog   io.Writer // LogRequests
 
 	// transport
 	addr      string

@@ -996,6 +996,10 @@ func newTaskDoc(id, company, user string, now time.Time) map[string]any {
 		"id": id, "company": company, "user": user, "status": StatusCreated,
 		"created": now, "last_update": now, "last_change": now, "last_changed_by": user,
 		"tags": []any{}, "system_tags": []any{}, "last_iteration": int64(0),
+		// The real server's Task.output defaults to an empty embedded
+		// document, so every task carries it; the SDK reads
+		// task.output.destination before uploading an artifact.
+		"output": map[string]any{},
 	}
 }
 
