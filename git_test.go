@@ -237,11 +237,13 @@ func TestGitCheckoutConcurrentCache(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make([]error, 4)
 	for i := range errs {
+		// Built here: a helper's t.Fatal must not run on another goroutine.
+		g := &gitCheckout{cfg: gitTestConfig(t, "", nil), cacheDir: cache, environ: env}
+		dest := t.TempDir()
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			g := &gitCheckout{cfg: gitTestConfig(t, "", nil), cacheDir: cache, environ: env}
-			_, errs[i] = g.run(context.Background(), gitSource{repository: f.origin}, t.TempDir())
+			_, errs[i] = g.run(context.Background(), gitSource{repository: f.origin}, dest)
 		}(i)
 	}
 	wg.Wait()
