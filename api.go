@@ -597,6 +597,53 @@ func (c *apiClient) send(ctx context.Context, r request, deadline time.Time, tok
 	return resp.StatusCode, body, retryAfter, nil
 }
 
+// postEventBatch sends one json-lines batch of events (events.add_batch,
+// POST, no version, as the reference) in a single attempt: the console
+// shipper owns retries and backoff. It returns errTokenRefused for a 401
+// (the token is marked stale first), a *permanentShipError for a batch the
+// server will never take, and the server's Retry-After with 408, 429, 5xx.
+func (c *apiClient) postEventBatch(ctx context.Context, body []byte, events int, attemptTimeout time.Duration) (retryAfter time.Duration, err error) {
+	lctx, cancel := context.WithTimeout(ctx, shipLoginTimeout)
+	tok, err := c.ensureToken(lctx)
+	cancel()
+	if err != nil {
+		return 0, err // even rejected keys: they may be fixed while the task runs
+	}
+	actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+	defer cancel()
+	r := request{endpoint: "events.add_batch", method: http.MethodPost, contentType: "application/json-lines", body: body}
+	status, resp, retryAfter, err := c.send(actx, r, time.Time{}, tok)
+	if err != nil {
+		return 0, fmt.Errorf("events.add_batch: %s", describeNetErr(err))
+	}
+	if status == http.StatusUnauthorized {
+		c.mu.Lock()
+		c.stale = true
+		c.mu.Unlock()
+		return 0, errTokenRefused
+	}
+	if status == http.StatusRequestTimeout || status == http.StatusTooManyRequests || status >= 500 {
+		return retryAfter, fmt.Errorf("events.add_batch: HTTP %d", status)
+	}
+	data, err := decodeEnvelope(r.endpoint, status, resp)
+	if err != nil {
+		var ae *apiError
+		if errors.As(err, &ae) && ae.Code >= 400 && ae.Code < 500 && ae.Code != 401 && ae.Code != 429 {
+			return 0, &permanentShipError{err}
+		}
+		return 0, err
+	}
+	var res struct {
+		Added      int            `json:"added"`
+		ErrorsInfo map[string]int `json:"errors_info"`
+	}
+	if json.Unmarshal(data, &res) == nil && res.Added != events {
+		// Some events were refused; resending would duplicate the rest.
+		c.logf("events.add_batch: only %d of %d log events registered: %v", res.Added, events, res.ErrorsInfo)
+	}
+	return 0, nil
+}
+
 // budgetKey carries a per-call retry budget (see withBudget).
 type budgetKey struct{}
 

@@ -5,6 +5,7 @@ package main
 // cleaned, redacted and queued (in memory, or in a spool file during an
 // outage or when output outpaces the server), and one goroutine ships them
 // in order, retrying until they are delivered or Close's context ends.
+// The queue is spool.go; one delivery attempt is apiClient.postEventBatch.
 
 import (
 	"bytes"
@@ -14,9 +15,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,12 +27,10 @@ const (
 	shipMaxBatchBytes  = 1 << 20                // the reference's packet size
 	shipMaxEventBytes  = 64 << 10               // the reference's max_event_size
 	shipMemQueueBytes  = 4 << 20                // queued beyond this, lines go to the spool file
-	shipMemHardBytes   = 64 << 20               // without a usable spool file, lines beyond this are dropped
 	shipAttemptTimeout = 30 * time.Second
 	shipLoginTimeout   = 5 * time.Second
 	shipRetryBase      = 100 * time.Millisecond
 	shipRetryMax       = 5 * time.Second // the first try after an outage comes at most this late
-	shipDiskFlushBytes = 64 << 10
 )
 
 // lineCutMarker ends a line cut for the server (the local copy keeps it whole).
@@ -329,16 +326,8 @@ func (s *consoleShipper) clean(line []byte) string {
 }
 
 func (s *consoleShipper) redactLine(t string) string {
-	t = s.red.redact(t)
-	if strings.Contains(t, "://") && strings.Contains(t, "@") {
-		t = urlPasswordInText().ReplaceAllString(t, "${1}"+mask+"@")
-	}
-	return t
+	return maskURLPasswordsInText(s.red.redact(t))
 }
-
-// urlPasswordInText finds user:password@ in URLs without touching the
-// spacing around them (maskURLPasswords rejoins fields).
-var urlPasswordInText = lazyRegexp(`([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@`)
 
 // lastCRSegment is what a terminal shows of a '\r'-rewritten line: the
 // last segment, or the one before it when the line ends with '\r'.
@@ -451,7 +440,7 @@ func (s *consoleShipper) drain() bool {
 		s.mu.Lock()
 		batch, err := s.q.peek(s.peekLimit, &s.rbuf)
 		if err != nil {
-			s.lastErr = fmt.Errorf("reading the spool file %s: %v", s.q.path, err)
+			s.lastErr = fmt.Errorf("reading the spool file %s: %w", s.q.path, err)
 		}
 		s.mu.Unlock()
 		var retryAfter time.Duration
@@ -460,7 +449,7 @@ func (s *consoleShipper) drain() bool {
 				return true
 			}
 			body, consumed, events, lines, lastTS := s.encode(batch)
-			retryAfter, err = s.post(s.ctx, body, events)
+			retryAfter, err = s.c.postEventBatch(s.ctx, body, events, shipAttemptTimeout)
 			s.mu.Lock()
 			switch {
 			case err == nil:
@@ -562,23 +551,8 @@ func (s *consoleShipper) encode(batch []byte) (body []byte, consumed, events, li
 	return bytes.TrimSuffix(s.body.Bytes(), []byte("\n")), consumed, events, lines, lastTS
 }
 
-// A record is "<ms> <level letter> <text>".
-func appendRecord(b []byte, ts int64, level byte, text string) []byte {
-	b = strconv.AppendInt(b, ts, 10)
-	b = append(b, ' ', level, ' ')
-	b = append(b, text...)
-	return append(b, '\n')
-}
-
-func parseRecord(r []byte) (int64, byte, []byte) {
-	sp := bytes.IndexByte(r, ' ')
-	if sp < 0 || len(r) < sp+3 {
-		return 0, 'D', r
-	}
-	ts, _ := strconv.ParseInt(string(r[:sp]), 10, 64)
-	return ts, r[sp+1], r[sp+3:]
-}
-
+// errTokenRefused: events.add_batch answered 401; the client's token is
+// marked stale, so the next try logs in again.
 var errTokenRefused = errors.New("events.add_batch: the server refused the token")
 
 // permanentShipError is a batch the server will never accept (bad task id,
@@ -591,49 +565,6 @@ func (e *permanentShipError) Unwrap() error { return e.err }
 func isPermanentShip(err error) bool {
 	var p *permanentShipError
 	return errors.As(err, &p)
-}
-
-// post sends one json-lines batch (POST, no version, as the reference).
-func (s *consoleShipper) post(ctx context.Context, body []byte, events int) (time.Duration, error) {
-	lctx, cancel := context.WithTimeout(ctx, shipLoginTimeout)
-	tok, err := s.c.ensureToken(lctx)
-	cancel()
-	if err != nil {
-		return 0, err // even rejected keys: they may be fixed while the task runs
-	}
-	actx, cancel := context.WithTimeout(ctx, shipAttemptTimeout)
-	defer cancel()
-	r := request{endpoint: "events.add_batch", method: http.MethodPost, contentType: "application/json-lines", body: body}
-	status, resp, retryAfter, err := s.c.send(actx, r, time.Time{}, tok)
-	if err != nil {
-		return 0, fmt.Errorf("events.add_batch: %s", describeNetErr(err))
-	}
-	if status == http.StatusUnauthorized {
-		s.c.mu.Lock()
-		s.c.stale = true
-		s.c.mu.Unlock()
-		return 0, errTokenRefused
-	}
-	if status == http.StatusRequestTimeout || status == http.StatusTooManyRequests || status >= 500 {
-		return retryAfter, fmt.Errorf("events.add_batch: HTTP %d", status)
-	}
-	data, err := decodeEnvelope(r.endpoint, status, resp)
-	if err != nil {
-		var ae *apiError
-		if errors.As(err, &ae) && ae.Code >= 400 && ae.Code < 500 && ae.Code != 401 && ae.Code != 429 {
-			return 0, &permanentShipError{err}
-		}
-		return 0, err
-	}
-	var res struct {
-		Added      int            `json:"added"`
-		ErrorsInfo map[string]int `json:"errors_info"`
-	}
-	if json.Unmarshal(data, &res) == nil && res.Added != events {
-		// Some events were refused; resending would duplicate the rest.
-		s.c.logf("events.add_batch: only %d of %d log events registered: %v", res.Added, events, res.ErrorsInfo)
-	}
-	return 0, nil
 }
 
 // Close ships what is left and waits for delivery or for ctx to end; then
@@ -668,7 +599,7 @@ func (s *consoleShipper) Close(ctx context.Context) error {
 		}
 		path, n, err := s.q.persist()
 		if err != nil {
-			errs = append(errs, fmt.Errorf("console log of task %s: lines not delivered (%v) and the spool file failed: %v", s.opts.taskID, why, err))
+			errs = append(errs, fmt.Errorf("console log of task %s: lines not delivered (%v) and the spool file failed: %w", s.opts.taskID, why, err))
 		} else {
 			errs = append(errs, fmt.Errorf("console log of task %s: %d lines not delivered (%v); they are kept in %s", s.opts.taskID, n, why, path))
 		}
@@ -676,14 +607,14 @@ func (s *consoleShipper) Close(ctx context.Context) error {
 		s.q.release()
 	}
 	if s.rejected > 0 {
-		errs = append(errs, fmt.Errorf("console log of task %s: the server refused %d lines: %v", s.opts.taskID, s.rejected, s.rejectErr))
+		errs = append(errs, fmt.Errorf("console log of task %s: the server refused %d lines: %w", s.opts.taskID, s.rejected, s.rejectErr))
 	}
 	if s.dropped > 0 {
 		errs = append(errs, fmt.Errorf("console log of task %s: %d lines lost: no spool file (%v) and the memory queue was full", s.opts.taskID, s.dropped, s.q.err))
 	}
 	s.localMu.Lock()
 	if s.localErr != nil {
-		errs = append(errs, fmt.Errorf("console log copy: %v", s.localErr))
+		errs = append(errs, fmt.Errorf("console log copy: %w", s.localErr))
 	}
 	s.localMu.Unlock()
 	return errors.Join(errs...)
@@ -694,245 +625,4 @@ func (s *consoleShipper) spoolPath() (string, int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.q.path, s.q.spilled
-}
-
-// spoolQueue is a FIFO byte stream of records: the head in memory, the
-// tail in a file. While the file exists every new record goes to it, so
-// order is kept and memory stays bounded; mem is empty whenever the file
-// holds data. The file is removed once drained.
-type spoolQueue struct {
-	dir, pattern string
-	memCap       int
-	mem          []byte
-	head         int
-	f            *os.File
-	path         string
-	rd, wr       int64  // stream offsets in the file; wr counts wbuf too
-	wbuf         []byte // records not yet written to f
-	flushAt      int
-	spilled      int64 // bytes ever written to the spool
-	err          error // the spool file could not be created
-}
-
-func (q *spoolQueue) memLen() int            { return len(q.mem) - q.head }
-func (q *spoolQueue) diskLen() int64         { return q.wr - q.rd }
-func (q *spoolQueue) size() int64            { return int64(q.memLen()) + q.diskLen() }
-func (q *spoolQueue) fileLen() int64         { return q.wr - int64(len(q.wbuf)) }
-func (q *spoolQueue) useDisk() bool          { return q.f != nil }
-func (q *spoolQueue) recordLen(t string) int { return len(t) + 24 }
-
-// push queues a record; toDisk asks for the spool. False: dropped.
-func (q *spoolQueue) push(ts int64, level byte, text string, toDisk bool) bool {
-	n := q.recordLen(text)
-	if !q.useDisk() && (toDisk || q.memLen()+n > q.memCap) {
-		_ = q.spill() // on failure the record stays in memory, up to the hard cap
-	}
-	if q.useDisk() {
-		if len(q.wbuf)+n > shipMemHardBytes {
-			return false
-		}
-		before := len(q.wbuf)
-		q.wbuf = appendRecord(q.wbuf, ts, level, text)
-		q.wr += int64(len(q.wbuf) - before)
-		q.spilled += int64(len(q.wbuf) - before)
-		if len(q.wbuf) >= max(q.flushAt, shipDiskFlushBytes) {
-			_ = q.flush()
-		}
-		return true
-	}
-	if q.memLen()+n > shipMemHardBytes {
-		return false
-	}
-	q.mem = appendRecord(q.mem, ts, level, text)
-	return true
-}
-
-// spill opens the spool file and moves the memory queue into it.
-func (q *spoolQueue) spill() error {
-	if q.f == nil {
-		if q.err != nil {
-			return q.err
-		}
-		f, err := os.CreateTemp(q.dir, q.pattern)
-		if err != nil {
-			q.err = err
-			return err
-		}
-		q.f, q.path, q.rd, q.wr, q.wbuf = f, f.Name(), 0, 0, q.wbuf[:0]
-	}
-	if m := q.memLen(); m > 0 {
-		q.wbuf = append(q.wbuf, q.mem[q.head:]...)
-		q.wr += int64(m)
-		q.spilled += int64(m)
-		q.mem, q.head = nil, 0 // not reused: the sender may be reading it
-	}
-	return q.flush()
-}
-
-func (q *spoolQueue) flush() error {
-	if q.f == nil || len(q.wbuf) == 0 {
-		return nil
-	}
-	off := q.fileLen()
-	if _, err := q.f.WriteAt(q.wbuf, off); err != nil {
-		_ = q.f.Truncate(off) // no half record; wbuf still has it
-		q.flushAt = len(q.wbuf) + 1<<20
-		return err
-	}
-	q.wbuf, q.flushAt = q.wbuf[:0], 0
-	return nil
-}
-
-// peek returns whole records from the head of the stream, about limit
-// bytes; memory records are returned in place, the rest copied into buf.
-func (q *spoolQueue) peek(limit int, buf *[]byte) ([]byte, error) {
-	if q.memLen() > 0 {
-		return cutRecords(q.mem[q.head:], limit), nil
-	}
-	if q.diskLen() == 0 {
-		return nil, nil
-	}
-	n := int(min(int64(limit), q.diskLen()))
-	if cap(*buf) < n {
-		*buf = make([]byte, n)
-	}
-	b := (*buf)[:n]
-	got := 0
-	if fl := q.fileLen(); q.rd < fl {
-		m := int(min(int64(n), fl-q.rd))
-		if _, err := q.f.ReadAt(b[:m], q.rd); err != nil {
-			return nil, err
-		}
-		got = m
-	}
-	if got < n {
-		off := int(q.rd + int64(got) - q.fileLen())
-		copy(b[got:], q.wbuf[off:])
-	}
-	return cutRecords(b, limit), nil
-}
-
-// cutRecords keeps the whole records of b within limit (at least one).
-func cutRecords(b []byte, limit int) []byte {
-	j := bytes.LastIndexByte(b[:min(len(b), limit)], '\n')
-	if j < 0 {
-		j = bytes.IndexByte(b, '\n')
-		if j < 0 {
-			return nil
-		}
-	}
-	return b[:j+1]
-}
-
-// commit removes n delivered bytes from the head of the stream.
-func (q *spoolQueue) commit(n int) {
-	m := min(n, q.memLen())
-	q.head += m
-	n -= m
-	switch {
-	case q.head == len(q.mem):
-		q.mem, q.head = q.mem[:0], 0
-	case q.head >= 1<<20 && 2*q.head >= len(q.mem):
-		q.mem, q.head = append(q.mem[:0], q.mem[q.head:]...), 0
-	}
-	q.rd += int64(n)
-	if q.f != nil && q.rd >= q.wr {
-		q.release()
-	}
-}
-
-// release closes and removes the spool file.
-func (q *spoolQueue) release() {
-	if q.f != nil {
-		_ = q.f.Close()
-		_ = os.Remove(q.path)
-	}
-	q.f, q.path, q.rd, q.wr, q.wbuf = nil, "", 0, 0, q.wbuf[:0]
-}
-
-// persist leaves only the undelivered records in the spool file, closes
-// it and returns its path and line count.
-func (q *spoolQueue) persist() (string, int, error) {
-	if err := q.spill(); err != nil {
-		return "", 0, err
-	}
-	if q.rd > 0 { // drop what was delivered, so nothing is sent twice from it
-		nf, err := os.CreateTemp(q.dir, q.pattern)
-		if err != nil {
-			return q.path, 0, err
-		}
-		_, err = io.Copy(nf, io.NewSectionReader(q.f, q.rd, q.wr-q.rd))
-		if cerr := nf.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = os.Rename(nf.Name(), q.path)
-		}
-		if err != nil {
-			_ = os.Remove(nf.Name())
-			return q.path, 0, err
-		}
-		_ = q.f.Close()
-		if q.f, err = os.Open(q.path); err != nil {
-			return q.path, 0, err
-		}
-		q.wr -= q.rd
-		q.rd = 0
-	}
-	lines := 0
-	if _, err := q.f.Seek(0, io.SeekStart); err == nil {
-		buf := make([]byte, 64<<10)
-		for {
-			k, err := q.f.Read(buf)
-			lines += bytes.Count(buf[:k], []byte{'\n'})
-			if err != nil {
-				break
-			}
-		}
-	}
-	path := q.path
-	_ = q.f.Close()
-	q.f = nil
-	return path, lines, nil
-}
-
-// secretEnvValues are the values of environment variables ("K=V") named
-// like secrets: *_PASSWORD, *_PASS, *_SECRET*, *_TOKEN, *_KEY and
-// connection strings, plus the agent's known secret variables.
-func secretEnvValues(env []string) []string {
-	var out []string
-	for _, kv := range env {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || !secretEnvName(k) {
-			continue
-		}
-		v = strings.TrimSpace(v)
-		if len(v) < 6 { // short values would mask ordinary words
-			continue
-		}
-		switch strings.ToLower(v) {
-		case "true", "false", "none", "null":
-			continue
-		}
-		out = append(out, v)
-	}
-	return out
-}
-
-func secretEnvName(name string) bool {
-	k := strings.ToUpper(name)
-	for _, known := range secretEnvVars {
-		if k == known {
-			return true
-		}
-	}
-	if strings.Contains(k, "_SECRET") || strings.HasPrefix(k, "SECRET") {
-		return true
-	}
-	for _, suf := range []string{"_PASSWORD", "_PASS", "_PASSWD", "_TOKEN", "_KEY", "_CONNECTION_STRING"} {
-		if strings.HasSuffix(k, suf) {
-			return true
-		}
-	}
-	return false
 }

@@ -255,19 +255,6 @@ func TestConsoleShipperRedaction(t *testing.T) {
 	}
 }
 
-func TestSecretEnvValues(t *testing.T) {
-	got := secretEnvValues([]string{
-		"DB_PASSWORD=longpassword", "GITHUB_TOKEN=ghp_xxxxxx", "MY_SECRET_THING=abcdefg",
-		"SSH_PRIVATE_KEY=keykeykey", "AZURE_STORAGE_KEY=azazazaz", "CLEARML_AGENT_GIT_PASS=gitgitgit",
-		"PATH=/usr/bin:/bin", "HOME=/home/user", "SHORT_TOKEN=abc", "FLAG_KEY=false", "NOEQUALS",
-		"TOKENIZERS_PARALLELISM=falsey",
-	})
-	want := []string{"longpassword", "ghp_xxxxxx", "abcdefg", "keykeykey", "azazazaz", "gitgitgit"}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("secretEnvValues = %q, want %q", got, want)
-	}
-}
-
 // TestConsoleShipperOutage: faults of every kind, then an outage of a
 // couple of seconds while the task keeps writing; no line is lost or
 // repeated, order is kept, and the spool file is used then removed.
@@ -409,44 +396,6 @@ func TestConsoleShipperRejected(t *testing.T) {
 	defer cancel()
 	if err := sh.Close(ctx); err == nil || !strings.Contains(err.Error(), "refused 2 lines") {
 		t.Errorf("Close = %v", err)
-	}
-}
-
-// TestSpoolQueue: records move to disk in order, delivered ones are
-// dropped from a persisted file, and the file goes once drained.
-func TestSpoolQueue(t *testing.T) {
-	dir := t.TempDir()
-	q := spoolQueue{dir: dir, pattern: "q-*.spool", memCap: 100}
-	var buf []byte
-	for i := range 10 { // the cap sends the later ones to disk
-		q.push(int64(i), 'D', fmt.Sprintf("rec %d", i), false)
-	}
-	if q.f == nil || q.memLen() != 0 {
-		t.Fatalf("mem %d bytes, file %v", q.memLen(), q.f)
-	}
-	b, _ := q.peek(30, &buf)
-	if string(b) != "0 D rec 0\n1 D rec 1\n2 D rec 2\n" {
-		t.Fatalf("peek = %q", b)
-	}
-	q.commit(len(b))
-	path, lines, err := q.persist()
-	if err != nil || lines != 7 {
-		t.Fatalf("persist = %s, %d, %v", path, lines, err)
-	}
-	data, _ := os.ReadFile(path)
-	if !strings.HasPrefix(string(data), "3 D rec 3\n") || strings.Count(string(data), "\n") != 7 {
-		t.Errorf("file = %q", data)
-	}
-
-	q = spoolQueue{dir: dir, pattern: "r-*.spool", memCap: 1 << 20}
-	q.push(1, 'I', "a", true)
-	b, _ = q.peek(1000, &buf)
-	q.commit(len(b))
-	if q.f != nil || q.size() != 0 {
-		t.Errorf("not released: %v %d", q.f, q.size())
-	}
-	if m, _ := filepath.Glob(filepath.Join(dir, "r-*")); len(m) != 0 {
-		t.Errorf("left %v", m)
 	}
 }
 

@@ -6,6 +6,7 @@ package main
 
 import (
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -21,27 +22,27 @@ var secretEnvVars = []string{
 	"CLEARML_AUTH_TOKEN",
 }
 
-// urlPassword matches scheme://user:password@rest in one token.
-var urlPassword = lazyRegexp(`^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*:)[^@/]+(@.*)$`)
+// urlPasswordPattern is the one URL-password rule: the password of a
+// scheme://user:password@ URL anywhere in text (never across whitespace).
+var urlPasswordPattern = lazyRegexp(`([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@`)
 
-// maskURLPasswords replaces the password of every user:pass@ URL in s,
-// token by token (whitespace separated).
+// maskURLPasswordsInText replaces URL passwords, keeping the text around
+// them as it is (the console shipped to the server).
+func maskURLPasswordsInText(s string) string {
+	if !strings.Contains(s, "://") || !strings.Contains(s, "@") {
+		return s
+	}
+	return urlPasswordPattern().ReplaceAllString(s, "${1}"+mask+"@")
+}
+
+// maskURLPasswords replaces the password of every user:pass@ URL in s; a
+// string that had one comes back with its fields joined by single spaces
+// (commands and config values shown to the user).
 func maskURLPasswords(s string) string {
-	if !strings.Contains(s, "@") {
+	if !strings.Contains(s, "@") || !urlPasswordPattern().MatchString(s) {
 		return s
 	}
-	fields := strings.Fields(s)
-	changed := false
-	for i, tok := range fields {
-		if m := urlPassword().FindStringSubmatch(tok); m != nil {
-			fields[i] = m[1] + mask + m[2]
-			changed = true
-		}
-	}
-	if !changed {
-		return s
-	}
-	return strings.Join(fields, " ")
+	return strings.Join(strings.Fields(maskURLPasswordsInText(s)), " ")
 }
 
 // maskDockerArgs hides the values of secret -e/--env variables and URL
@@ -91,10 +92,38 @@ func maskDockerArgs(args []string, extraKeys []string) []string {
 	return out
 }
 
-var secretNamePattern = lazyRegexp(`(?i)secret|pass(word|wd)?|token|account_key|api_key|private_key`)
+// secretNamePattern is the one secret-name rule (case-insensitive): a
+// name that mentions a secret, password or token, ends in _KEY or
+// _CONNECTION_STRING, or names an account, API or private key.
+var secretNamePattern = lazyRegexp(`(?i)secret|pass(word|wd)?|token|account_key|api_key|private_key|_key$|_connection_string$`)
 
-// looksSecretName guesses from a variable name whether its value is secret.
-func looksSecretName(name string) bool { return secretNamePattern().MatchString(name) }
+// looksSecretName guesses from a variable name whether its value is secret:
+// the agent's known secret variables and any name secretNamePattern matches.
+func looksSecretName(name string) bool {
+	return slices.Contains(secretEnvVars, strings.ToUpper(name)) || secretNamePattern().MatchString(name)
+}
+
+// secretEnvValues are the values of environment variables ("K=V") whose
+// names look secret (looksSecretName), for masking wherever they appear.
+func secretEnvValues(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !looksSecretName(k) {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if len(v) < 6 { // short values would mask ordinary words
+			continue
+		}
+		switch strings.ToLower(v) {
+		case "true", "false", "none", "null":
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
+}
 
 // lazyRegexp compiles on first use: start-up time matters for a CLI.
 func lazyRegexp(expr string) func() *regexp.Regexp {
