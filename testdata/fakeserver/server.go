@@ -11,6 +11,7 @@
 package fakeserver
 
 import (
+	"context"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -225,7 +226,13 @@ func (s *Server) Refuse(on bool) error {
 	s.mu.Unlock()
 	if on {
 		if hs != nil {
-			_ = hs.Close() // closes the listener and every connection
+			// Stop listening at once, but answer the requests already being
+			// handled, as a real server going down does: a request stored
+			// but never answered would be resent and duplicated.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = hs.Shutdown(ctx)
+			cancel()
+			_ = hs.Close() // whatever did not finish in time
 		}
 		s.serveWG.Wait()
 		return nil
