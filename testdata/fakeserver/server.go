@@ -11,8 +11,8 @@
 package fakeserver
 
 import (
-	"context"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
