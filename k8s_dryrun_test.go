@@ -6,6 +6,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -210,8 +212,12 @@ func TestK8sKwokOutcomes(t *testing.T) {
 			name += "none"
 		}
 		pod := waitPod(t, ns, name, 30*time.Second, func(p map[string]any) bool {
-			return jget(p, "status", "phase") == c.phase
+			ph := jget(p, "status", "phase")
+			return ph == "Succeeded" || ph == "Failed"
 		})
+		if ph := jget(pod, "status", "phase"); ph != c.phase {
+			t.Errorf("%s: phase %v, want %s (are testdata/k8s/kwok-outcomes.yaml's stages loaded? run under testdata/k8s/with-cluster.sh)", name, ph, c.phase)
+		}
 		term := jget(pod, "status", "containerStatuses", 0, "state", "terminated")
 		wantCode := map[string]float64{"": 0, "fail": 1, "oom": 137, "evict": 137}[c.outcome]
 		if jget(term, "reason") != c.reason || jget(term, "exitCode") != wantCode || jget(pod, "status", "reason") != nilIfEmpty(c.podReason) {
@@ -223,13 +229,17 @@ func TestK8sKwokOutcomes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer kubectlT(t, nil, "delete", "pod", "-n", ns, "outcome-pull", "--wait=false")
-	waitPod(t, ns, "outcome-pull", 30*time.Second, func(p map[string]any) bool {
+	first := waitPod(t, ns, "outcome-pull", 30*time.Second, func(p map[string]any) bool {
 		return jget(p, "status", "containerStatuses", 0, "state", "waiting", "reason") == "ImagePullBackOff"
 	})
 	time.Sleep(3 * time.Second)
 	pod := waitPod(t, ns, "outcome-pull", time.Second, func(map[string]any) bool { return true })
 	if jget(pod, "status", "phase") != "Pending" || jget(pod, "status", "containerStatuses", 0, "state", "waiting", "reason") != "ImagePullBackOff" {
 		t.Errorf("the image pull error did not last: %s", jstr(jget(pod, "status")))
+	}
+	// The stage matches its own result again: it must be a no-op, not a loop of updates.
+	if a, b := jget(first, "metadata", "resourceVersion"), jget(pod, "metadata", "resourceVersion"); a != b {
+		t.Errorf("the pod keeps changing (resourceVersion %v -> %v)", a, b)
 	}
 }
 
@@ -238,4 +248,44 @@ func nilIfEmpty(s string) any {
 		return nil
 	}
 	return s
+}
+
+// deploy/k8s-rbac.yaml lets the glue's account do what the glue does, and no more.
+func TestK8sRBACRole(t *testing.T) {
+	needK8s(t)
+	ns := k8sTestNamespace(t, nil)
+	data, err := os.ReadFile(filepath.Join("deploy", "k8s-rbac.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kubectlT(t, []byte(strings.ReplaceAll(string(data), "namespace: clearml", "namespace: "+ns)), "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	as := "--as=system:serviceaccount:" + ns + ":clearml-agent"
+	can := func(verb, resource, namespace string) bool {
+		args := []string{"auth", "can-i", as, verb, resource, "-n", namespace}
+		if res, sub, ok := strings.Cut(resource, "/"); ok {
+			args[4] = res
+			args = append(args, "--subresource="+sub)
+		}
+		out, _ := kubectlT(t, nil, args...)
+		return strings.TrimSpace(out) == "yes"
+	}
+	for _, c := range []struct{ verb, res string }{{"create", "pods"}, {"list", "pods"}, {"get", "pods"}, {"delete", "pods"}, {"watch", "pods"}, {"create", "secrets"}, {"delete", "secrets"}} {
+		if !can(c.verb, c.res, ns) {
+			t.Errorf("the glue's account cannot %s %s", c.verb, c.res)
+		}
+	}
+	for _, c := range []struct{ verb, res, ns string }{{"get", "secrets", ns}, {"list", "secrets", ns}, {"create", "pods/exec", ns}, {"create", "pods", "default"}, {"list", "nodes", ns}, {"patch", "pods", ns}} {
+		if can(c.verb, c.res, c.ns) {
+			t.Errorf("the glue's account can %s %s in %s", c.verb, c.res, c.ns)
+		}
+	}
+	// A rendered pod, created as the glue's account (server dry-run).
+	r := mustRender(t, k8sJSONTemplate(), nil, k8sTestTask(), k8sTestOptions())
+	r.Pod["metadata"].(map[string]any)["namespace"] = ns
+	pod, _ := json.Marshal(r.Pod)
+	if _, err := kubectlT(t, pod, "create", as, "--dry-run=server", "-f", "-"); err != nil {
+		t.Errorf("create as the glue's account: %v", err)
+	}
 }

@@ -118,10 +118,7 @@ func k8sRenderPod(template, overrides map[string]any, t k8sTask, o k8sPodOptions
 	if pod == nil {
 		pod = map[string]any{}
 	}
-	resources, err := k8sApplyOverrides(pod, overrides)
-	if err != nil {
-		return nil, err
-	}
+	resources := k8sApplyOverrides(pod, overrides)
 	if err := k8sCheckKind(pod); err != nil {
 		return nil, err
 	}
@@ -193,10 +190,10 @@ func k8sCheckKind(pod map[string]any) error {
 // k8sApplyOverrides merges --overrides-yaml into the pod. As in the reference,
 // its containers' resources are kept for the task container and the
 // containers section is not merged.
-func k8sApplyOverrides(pod, overrides map[string]any) (map[string]any, error) {
+func k8sApplyOverrides(pod, overrides map[string]any) map[string]any {
 	ov := k8sCopy(overrides)
 	if ov == nil {
-		return nil, nil
+		return nil
 	}
 	var resources map[string]any
 	if spec, ok := ov["spec"].(map[string]any); ok {
@@ -213,7 +210,7 @@ func k8sApplyOverrides(pod, overrides map[string]any) (map[string]any, error) {
 		delete(spec, "containers")
 	}
 	k8sMerge(pod, ov)
-	return resources, nil
+	return resources
 }
 
 // k8sSetMetadata names the pod and sets the glue's labels over the template's.
