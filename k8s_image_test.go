@@ -195,16 +195,19 @@ func k8sDockerRun(t *testing.T, c any, volumes map[string]string, secrets map[st
 func TestPodContainerCompletesTask(t *testing.T) {
 	needDockerImage(t)
 	image := needAgentImage(t)
+	// Shell syntax the kubelet would expand if the glue did not escape it:
+	// $(POD_MARK) is a variable of the container (bash finds no such command).
+	setup := "export SETUP_MARK=\"$(echo set)$((1+1))$(POD_MARK)\""
 	s := startServer(t)
 	repo, _ := makeTaskRepo(t, map[string]string{"train.py": "import os\nprint('pod mark', os.environ.get('POD_MARK'), os.environ.get('SETUP_MARK'), os.environ.get('CLEARML_WORKER_ID'))\n"})
 	id := s.AddTask(fakeserver.TaskSpec{Name: "k8s pod", Script: &fakeserver.Script{Repository: repo, EntryPoint: "train.py", Binary: "python3"},
 		Container: map[string]string{"image": dockerTestImage, "arguments": "-e POD_MARK=from-task --network host",
-			"setup_shell_script": "export SETUP_MARK=$(echo set)$((1+1))"}})
+			"setup_shell_script": setup}})
 	if err := s.Enqueue(id, fakeserver.DefaultQueueName); err != nil {
 		t.Fatal(err)
 	}
 	task := k8sTask{ID: id, Image: dockerTestImage, Arguments: "-e POD_MARK=from-task --network host",
-		SetupScript: "export SETUP_MARK=$(echo set)$((1+1))", NeedsGit: true, QueueName: fakeserver.DefaultQueueName}
+		SetupScript: setup, NeedsGit: true, QueueName: fakeserver.DefaultQueueName}
 	o := k8sPodOptions{WorkerID: "k8s-glue-test", AgentImage: image, Env: []k8sEnv{{Name: "CLEARML_API_HOST", Value: s.URL()}}}
 	r := mustRender(t, k8sJSONTemplate(), nil, task, o)
 	secrets := map[string]map[string]string{"creds": {"access": fakeserver.TestsAccessKey, "secret": fakeserver.TestsSecretKey}}
