@@ -6,7 +6,9 @@ package main
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,16 +24,41 @@ var pyTestUVBuild struct {
 	out  []byte
 }
 
-// pyTestUV builds the stand-in once per test process and returns the
-// folder holding it as "uv" (put it first on PATH) and a fresh log file
+// pyTestUV builds the stand-in (once per process, into a folder named by
+// the hash of its sources, so later runs reuse it) and returns the folder
+// holding it as "uv" (put it first on PATH) and a fresh log file
 // ($UV_STANDIN_LOG) for this test.
 func pyTestUV(t testing.TB) (binDir, logPath string) {
 	t.Helper()
 	b := &pyTestUVBuild
 	b.once.Do(func() {
-		b.dir, b.err = os.MkdirTemp("", "clearml-test-uv-")
-		if b.err == nil {
-			b.out, b.err = exec.Command("go", "build", "-o", filepath.Join(b.dir, "uv"), "./testdata/uvstandin").CombinedOutput()
+		h := sha256.New()
+		srcs, _ := filepath.Glob("testdata/uvstandin/*.go")
+		for _, f := range srcs {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				b.err = err
+				return
+			}
+			h.Write(data)
+		}
+		b.dir = filepath.Join(os.TempDir(), fmt.Sprintf("clearml-test-uv-%x", h.Sum(nil)[:8]))
+		if _, err := os.Stat(filepath.Join(b.dir, "uv")); err == nil {
+			return
+		}
+		tmp, err := os.MkdirTemp("", "clearml-test-uv-build-")
+		if err != nil {
+			b.err = err
+			return
+		}
+		defer os.RemoveAll(tmp)
+		if b.out, b.err = exec.Command("go", "build", "-o", filepath.Join(tmp, "uv"), "./testdata/uvstandin").CombinedOutput(); b.err != nil {
+			return
+		}
+		if err := os.Rename(tmp, b.dir); err != nil && !os.IsExist(err) {
+			if _, serr := os.Stat(filepath.Join(b.dir, "uv")); serr != nil {
+				b.err = err // not a concurrent run that got there first
+			}
 		}
 	})
 	if b.err != nil {
