@@ -38,6 +38,7 @@ func TestMain(m *testing.M) {
 		}
 	}
 	code := m.Run()
+	stopSlurmTestCluster()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
