@@ -513,3 +513,31 @@ func applyConfigFiles(c *agentConfig, log io.Writer) {
 		}
 	}
 }
+
+// hoconToPlain converts parsed HOCON into maps and slices for encoding/json.
+func hoconToPlain(v any) any {
+	switch x := v.(type) {
+	case *hoconObject:
+		m := make(map[string]any, len(x.Keys()))
+		for _, k := range x.Keys() {
+			child, _ := x.Get(k)
+			m[k] = hoconToPlain(child)
+		}
+		return m
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = hoconToPlain(e)
+		}
+		return out
+	}
+	return v
+}
+
+// tempDirFor is where the agent keeps its temp files.
+func tempDirFor(cfg *agentConfig) string {
+	if d := firstEnv(cfg.env, "CLEARML_AGENT_TEMP_STDOUT_FILE_DIR"); d != "" {
+		return d
+	}
+	return os.TempDir()
+}
