@@ -260,6 +260,17 @@ func newAPIClient(cfg *agentConfig, opts clientOptions) (*apiClient, error) {
 		c.workerHeader, _ = os.Hostname()
 	}
 
+	var err error
+	if c.hc, err = newHTTPClient(cfg, opts.interactive); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// newHTTPClient is the client's HTTP transport: TLS as configured
+// (api.verify_certificate, REQUESTS_CA_BUNDLE), quicker to give up a dial
+// for interactive commands.
+func newHTTPClient(cfg *agentConfig, interactive bool) (*http.Client, error) {
 	tlsConf := &tls.Config{InsecureSkipVerify: !cfg.boolean("api.verify_certificate", true)}
 	if bundle := firstEnv(cfg.env, "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"); bundle != "" && !tlsConf.InsecureSkipVerify {
 		pem, err := os.ReadFile(bundle)
@@ -274,10 +285,10 @@ func newAPIClient(cfg *agentConfig, opts clientOptions) (*apiClient, error) {
 		tlsConf.RootCAs = pool
 	}
 	dialTimeout := 10 * time.Second
-	if opts.interactive {
+	if interactive {
 		dialTimeout = 5 * time.Second
 	}
-	c.hc = &http.Client{Transport: &http.Transport{
+	return &http.Client{Transport: &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       tlsConf,
@@ -285,8 +296,7 @@ func newAPIClient(cfg *agentConfig, opts clientOptions) (*apiClient, error) {
 		ResponseHeaderTimeout: 60 * time.Second,
 		MaxIdleConnsPerHost:   4,
 		IdleConnTimeout:       90 * time.Second,
-	}}
-	return c, nil
+	}}, nil
 }
 
 func orNone(s string) string {

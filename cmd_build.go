@@ -50,11 +50,7 @@ func (b *buildCmd) run(cx *cmdContext) error {
 		return err
 	}
 	ctx := context.Background()
-	id, err := resolveName(ctx, c, "tasks", b.id)
-	if err != nil {
-		return err
-	}
-	task, err := getTask(ctx, c, id)
+	task, err := findTask(ctx, c, b.id)
 	if err != nil {
 		return err
 	}
@@ -72,7 +68,7 @@ func (b *buildCmd) run(cx *cmdContext) error {
 			os.Setenv(k, v)
 		}
 	}
-	p := &preparer{opts: &taskOptions{workerFlags: b.workerFlags, id: id}, cfg: cfg, api: c, workerID: workerID,
+	p := &preparer{opts: &taskOptions{workerFlags: b.workerFlags, id: task.ID}, cfg: cfg, api: c, workerID: workerID,
 		task: task, log: cx.stdout, build: true}
 	if forImage, _ := parseBoolText(firstEnv(cfg.env, buildForImageEnv)); !forImage {
 		// A build is the task's own: it neither reads nor feeds the venv cache.
@@ -162,19 +158,14 @@ func (b *buildCmd) buildImage(ctx context.Context, cx *cmdContext, cfg *agentCon
 		task: taskOptions{workerFlags: b.workerFlags, docker: b.docker}, forceDocker: b.forceDocker, workerID: workerID, debug: true,
 		noCacheMounts: true, agentMount: buildAgentMount, innerArgs: []string{"bash", "-c", inner},
 	}
-	img, err := dockerChooseImage(cfg, task, o)
+	run, err := dockerTaskArgv(cfg, task, o)
 	if err != nil {
 		return err
 	}
-	argv, cleanup, err := dockerTaskArgv(cfg, task, o)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	name := dockerArgvName(argv)
-	defer dockerRemove(context.Background(), name)
-	fmt.Fprintf(cx.stdout, "Building docker image %s for task %s from %s\nExecuting: %s\n", target, task.ID, img.image, dockerLoggedCommand(cfg, argv))
-	proc, err := startTaskProcess(argv, "", os.Environ(), cx.stdout)
+	defer run.cleanup()
+	defer dockerRemove(context.Background(), run.name)
+	fmt.Fprintf(cx.stdout, "Building docker image %s for task %s from %s\nExecuting: %s\n", target, task.ID, run.img.image, dockerLoggedCommand(cfg, run.argv))
+	proc, err := startTaskProcess(run.argv, "", os.Environ(), cx.stdout)
 	if err != nil {
 		return fmt.Errorf("cannot run docker: %w", err)
 	}
@@ -193,7 +184,7 @@ func (b *buildCmd) buildImage(ctx context.Context, cx *cmdContext, cfg *agentCon
 		"--change", "ENV CLEARML_CONFIG_FILE=" + dockerRoot + "/clearml.conf"}
 	// -e values are kept by commit: blank the secret ones.
 	for _, k := range []string{"CLEARML_AGENT_GIT_USER", "CLEARML_AGENT_GIT_PASS", "CLEARML_AUTH_TOKEN"} {
-		for _, a := range argv {
+		for _, a := range run.argv {
 			if strings.HasPrefix(a, k+"=") {
 				commit = append(commit, "--change", "ENV "+k+"=")
 				break
@@ -202,7 +193,7 @@ func (b *buildCmd) buildImage(ctx context.Context, cx *cmdContext, cfg *agentCon
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	if _, err := dockerCmd(cctx, append(commit, name, target)...); err != nil {
+	if _, err := dockerCmd(cctx, append(commit, run.name, target)...); err != nil {
 		return err
 	}
 	fmt.Fprintf(cx.stdout, "Docker image %s is ready (task %s). It holds this agent's API credentials in %s/clearml.conf: keep it private.\n", target, task.ID, dockerRoot)

@@ -36,6 +36,9 @@ type daemonCmd struct {
 	downtime            listFlag
 	status              bool
 	useOwnerToken       bool
+
+	pool     []string       // --dynamic-gpus: the GPUs to hand out (--gpus)
+	gpuSpecs []gpuQueueSpec // --dynamic-gpus: what each queue's task takes
 }
 
 func (d *daemonCmd) flags(t *flagTable) {
@@ -64,8 +67,7 @@ func (d *daemonCmd) flags(t *flagTable) {
 }
 
 func (d *daemonCmd) run(cx *cmdContext) error {
-	gpuSpecs, pool, err := d.gpuPool()
-	if err != nil {
+	if err := d.gpuPool(); err != nil {
 		return err
 	}
 	cfg, err := loadConfig(cx.global.configFile, nil)
@@ -82,12 +84,7 @@ func (d *daemonCmd) run(cx *cmdContext) error {
 	if err != nil {
 		return err
 	}
-	// Services mode implies CPU only, as in the reference.
-	cpuOnly := d.cpuOnly || d.servicesMode.set
-	gpus := d.gpus
-	if cpuOnly {
-		gpus = ""
-	}
+	gpus, cpuOnly := d.devices()
 	ident := newWorkerIdentity(cfg.str("agent.worker_id"), cfg.str("agent.worker_name"), workerIDDevices(gpus, cpuOnly, cfg.env), d.dynamicGPUs)
 	reg, err := openInstanceRegistry(cfg.env)
 	if err != nil {
@@ -104,12 +101,17 @@ func (d *daemonCmd) run(cx *cmdContext) error {
 	if d.detached && !isDetachedChild {
 		return d.startDetached(cx, cfg, reg)
 	}
+	return d.work(cx, cfg, reg, ident, uptime, isDetachedChild)
+}
 
+// work is the daemon itself (in the foreground, or the detached child): it
+// connects, claims the worker id and serves the queues until a signal.
+func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry, ident workerIdentity, uptime *activitySchedule, detachedChild bool) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 	log := cx.stdout
-	if !d.foreground && !d.status && !isDetachedChild {
+	if !d.foreground && !d.status && !detachedChild {
 		logFile, err := createDaemonLog(cfg.env)
 		if err != nil {
 			return fmt.Errorf("cannot create the daemon log: %w", err)
@@ -143,58 +145,59 @@ func (d *daemonCmd) run(cx *cmdContext) error {
 		fmt.Fprint(cx.stdout, daemonStatusText(uptime, sq, nil, live, time.Now()))
 		return nil
 	}
-
 	inst, err := reg.claim(ident.idFor, os.Args)
-	if err != nil {
-		var dup *errDuplicateWorker
-		if errors.As(err, &dup) {
-			return &exitError{code: 1, msg: dup.Error() + " (set a different agent.worker_id or CLEARML_WORKER_ID)"}
-		}
+	var dup *errDuplicateWorker
+	if errors.As(err, &dup) {
+		return &exitError{code: 1, msg: dup.Error() + " (set a different agent.worker_id or CLEARML_WORKER_ID)"}
+	} else if err != nil {
 		return err
 	}
 	defer inst.release()
 	c.setWorker(inst.WorkerID)
-	gset := newGPUSet(gpus, cpuOnly, cfg.env)
-	s := d.newScheduler(cx, cfg, c, inst.WorkerID, log, queues, uptime, gset)
-	servicesMode := s.maxRun != 1
-	if d.dynamicGPUs {
-		s.allocateGPUs(gpuSpecs, pool, gset)
-		logf("Dynamic GPU allocation over GPUs %s", strings.Join(pool, ","))
-	}
-	if isDetachedChild {
+	s := d.newScheduler(cx, cfg, c, inst.WorkerID, log, queues, uptime)
+	if detachedChild {
 		logf("Worker \"%s\" :", s.workerID)
 	}
 	logf("Worker \"%s\" - Listening to queues:\n%s", s.workerID, queueTable(queues))
-	if servicesMode {
+	if d.servicesMode.set && max(d.servicesMode.n, 0) != 1 {
 		logf("ClearML-Agent running in services mode")
 	}
-	return d.serve(cx, s, pool, inst, sigs)
+	return d.serve(cx, s, inst, sigs)
 }
 
-// gpuPool reads --dynamic-gpus: every queue is name=N (or MIN-MAX),
-// --gpus is the pool. It leaves the bare names in d.queues.
-func (d *daemonCmd) gpuPool() (specs []gpuQueueSpec, pool []string, err error) {
+// devices are the GPUs the worker serves; services mode implies CPU
+// only, as in the reference.
+func (d *daemonCmd) devices() (gpus string, cpuOnly bool) {
+	if d.cpuOnly || d.servicesMode.set {
+		return "", true
+	}
+	return d.gpus, false
+}
+
+// gpuPool reads --dynamic-gpus: every queue is name=N (or MIN-MAX), --gpus
+// is the pool. It leaves the bare names in d.queues.
+func (d *daemonCmd) gpuPool() (err error) {
 	if !d.dynamicGPUs {
-		return nil, nil, nil
+		return nil
 	}
 	if d.servicesMode.set {
-		return nil, nil, usagef("--dynamic-gpus cannot be combined with --services-mode")
+		return usagef("--dynamic-gpus cannot be combined with --services-mode")
 	}
-	if pool, err = parseGPUPool(d.gpus); err != nil {
-		return nil, nil, usagef("%v", err)
+	if d.pool, err = parseGPUPool(d.gpus); err != nil {
+		return usagef("%v", err)
 	}
 	if len(d.queues.vals) == 0 {
-		return nil, nil, usagef("--dynamic-gpus needs --queue name=N for every queue, e.g. --queue dual_gpus=2 single_gpu=1")
+		return usagef("--dynamic-gpus needs --queue name=N for every queue, e.g. --queue dual_gpus=2 single_gpu=1")
 	}
 	for i, q := range d.queues.vals {
 		spec, err := parseGPUQueueSpec(q)
 		if err != nil {
-			return nil, nil, usagef("%v", err)
+			return usagef("%v", err)
 		}
-		specs = append(specs, spec)
+		d.gpuSpecs = append(d.gpuSpecs, spec)
 		d.queues.vals[i] = spec.queue
 	}
-	return specs, pool, nil
+	return nil
 }
 
 // startDetached is -d: the daemon starts again in the background, logging
@@ -216,7 +219,7 @@ func (d *daemonCmd) startDetached(cx *cmdContext, cfg *agentConfig, reg *instanc
 
 // newScheduler sets up the poll loop for the worker's queues.
 func (d *daemonCmd) newScheduler(cx *cmdContext, cfg *agentConfig, c *apiClient, workerID string, log io.Writer,
-	queues []queueRef, uptime *activitySchedule, gset *gpuSet) *scheduler {
+	queues []queueRef, uptime *activitySchedule) *scheduler {
 	child := taskOptions{workerFlags: d.workerFlags, standalone: d.standalone, docker: d.docker}
 	child.cpuOnly = d.cpuOnly || d.servicesMode.set // services mode implies CPU only
 	tags := d.childReportTags.vals
@@ -236,13 +239,19 @@ func (d *daemonCmd) newScheduler(cx *cmdContext, cfg *agentConfig, c *apiClient,
 		cfg:  cfg, api: c, workerID: workerID, log: log, queues: queues, uptime: uptime, pace: pace, maxRun: maxRun, tags: tags,
 		now: time.Now, running: map[string]*childTask{}, owners: map[string]string{}, slotFree: make(chan struct{}, 1),
 	}
+	gpus, cpuOnly := d.devices()
+	gset := newGPUSet(gpus, cpuOnly, cfg.env)
 	s.stats = newStatsSampler(cfg, gset)
+	if d.dynamicGPUs {
+		s.allocateGPUs(d.gpuSpecs, d.pool, gset)
+		s.logf("Dynamic GPU allocation over GPUs %s", strings.Join(d.pool, ","))
+	}
 	return s
 }
 
 // serve registers the worker, runs the poll loop until a signal, drains
 // the running tasks and unregisters.
-func (d *daemonCmd) serve(cx *cmdContext, s *scheduler, pool []string, inst *agentInstance, sigs <-chan os.Signal) error {
+func (d *daemonCmd) serve(cx *cmdContext, s *scheduler, inst *agentInstance, sigs <-chan os.Signal) error {
 	c, workerID := s.api, s.workerID
 	ids := make([]string, len(s.queues))
 	for i, q := range s.queues {
@@ -252,7 +261,7 @@ func (d *daemonCmd) serve(cx *cmdContext, s *scheduler, pool []string, inst *age
 		s.logf("Worker failed registering itself with backend service: %v", err)
 	}
 	if d.dynamicGPUs {
-		publishAvailableGPUs(c, workerID, pool, s.logf, cx.global.debug)
+		publishAvailableGPUs(c, workerID, d.pool, s.logf, cx.global.debug)
 	}
 	// Exactly one unregister, on every way out.
 	defer func() {

@@ -204,26 +204,17 @@ func supervise(proc *taskProcess, abort <-chan string, sigs <-chan os.Signal, lo
 // container that ends without a final status fails the task.
 func (e *executeCmd) runDocker(cx *cmdContext, cfg *agentConfig, c *apiClient, workerID string, sigs <-chan os.Signal) error {
 	ctx := context.Background()
-	id, err := resolveName(ctx, c, "tasks", e.id)
-	if err != nil {
-		return err
-	}
-	task, err := getTask(ctx, c, id)
+	task, err := findTask(ctx, c, e.id)
 	if err != nil {
 		return err
 	}
 	o := dockerRunOptions{task: e.taskOptions, workerID: workerID, debug: cx.global.debug}
-	img, err := dockerChooseImage(cfg, task, o)
+	run, err := dockerTaskArgv(cfg, task, o)
 	if err != nil {
 		return err
 	}
-	argv, cleanup, err := dockerTaskArgv(cfg, task, o)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	name := dockerArgvName(argv)
-	out := cx.stdout
+	defer run.cleanup()
+	img, name, out := run.img, run.name, cx.stdout
 	def := ""
 	if img.isDefault {
 		def = "default "
@@ -237,8 +228,8 @@ func (e *executeCmd) runDocker(cx *cmdContext, cfg *agentConfig, c *apiClient, w
 		pull.Stdout, pull.Stderr = out, out
 		pull.Run()
 	}
-	fmt.Fprintf(out, "Executing: %s\n", dockerLoggedCommand(cfg, argv))
-	proc, err := startTaskProcess(argv, "", os.Environ(), out)
+	fmt.Fprintf(out, "Executing: %s\n", dockerLoggedCommand(cfg, run.argv))
+	proc, err := startTaskProcess(run.argv, "", os.Environ(), out)
 	if err != nil {
 		return fmt.Errorf("cannot run docker: %w", err)
 	}
@@ -289,14 +280,11 @@ func taskRank(env envLookup) int {
 
 // claim takes the task: clone it, or dequeue it, then mark it started.
 func (x *execution) claim(ctx context.Context) error {
-	id, err := resolveName(ctx, x.api, "tasks", x.opts.id)
+	t, err := findTask(ctx, x.api, x.opts.id)
 	if err != nil {
 		return err
 	}
-	if x.task, err = getTask(ctx, x.api, id); err != nil {
-		return err
-	}
-	t := x.task
+	x.task = t
 	switch {
 	case x.opts.clone:
 		cloneID, err := cloneTask(ctx, x.api, t)

@@ -8,6 +8,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -127,8 +128,8 @@ func dockerAgentDefault(cfg *agentConfig, o dockerRunOptions) (string, []string)
 func dockerChooseImage(cfg *agentConfig, task *taskDoc, o dockerRunOptions) (dockerImage, error) {
 	ti, targs := task.Container.Image, task.Container.Arguments
 	if ti == "" && task.Execution.DockerCmd != "" {
-		ti, _ = dockerSplit([]string{task.Execution.DockerCmd})
-		_, rest := dockerSplit([]string{task.Execution.DockerCmd})
+		var rest []string
+		ti, rest = dockerSplit([]string{task.Execution.DockerCmd})
 		targs = strings.Join(rest, " ")
 	}
 	d := dockerImage{setupScript: task.Container.SetupShellScript}
@@ -442,54 +443,54 @@ func dockerInnerExecute(taskID string, o dockerRunOptions) []string {
 	return executeArgv(globalOpts{}, in)
 }
 
-// dockerTaskArgv returns the full `docker run ...` argv that runs the agent's
-// `execute --id <task>` inside the container, and a cleanup for its temp
-// files (the config copy, the ssh copy), to call once the container ended.
-// The argv is: run arguments, environment, mounts, image, entry script.
-func dockerTaskArgv(cfg *agentConfig, task *taskDoc, o dockerRunOptions) ([]string, func(), error) {
-	noop := func() {}
+// dockerRun is one container to start.
+type dockerRun struct {
+	argv    []string // docker run ...
+	img     dockerImage
+	name    string // the container's
+	cleanup func() // removes its temp files (the config and ssh copies), once it ended
+}
+
+// dockerTaskArgv prepares the `docker run ...` that runs the agent's
+// `execute --id <task>` inside the container: run arguments, environment,
+// mounts, image, entry script.
+func dockerTaskArgv(cfg *agentConfig, task *taskDoc, o dockerRunOptions) (*dockerRun, error) {
 	img, err := dockerChooseImage(cfg, task, o)
 	if err != nil {
-		return nil, noop, err
+		return nil, err
 	}
 	bin, err := dockerHostAgent(cfg, o)
 	if err != nil {
-		return nil, noop, err
+		return nil, err
 	}
-	if o.parentWorkerID == "" {
-		o.parentWorkerID = o.workerID
-	}
-	if o.agentMount == "" {
-		o.agentMount = dockerAgentPath
-	}
+	o.parentWorkerID = cmp.Or(o.parentWorkerID, o.workerID)
+	o.agentMount = cmp.Or(o.agentMount, dockerAgentPath)
 	if o.name == "" {
 		if o.name, err = dockerContainerName(cfg, task.ID, o.workerID); err != nil {
-			return nil, noop, err
+			return nil, err
 		}
 	}
 	tmp, err := os.MkdirTemp(tempDirFor(cfg), "clearml-agent-docker-")
 	if err != nil {
-		return nil, noop, err
+		return nil, err
 	}
-	cleanup := func() { os.RemoveAll(tmp) }
+	run := &dockerRun{img: img, name: o.name, cleanup: func() { os.RemoveAll(tmp) }}
 	argv, innerNV, err := dockerRunArgs(cfg, img, task.ID, o)
+	var mounts []string
+	var sshCopied bool
 	if err == nil {
-		argv = append(argv, dockerEnvArgs(cfg, img, task.ID, o, innerNV)...)
-		var mounts []string
-		var sshCopied bool
-		if mounts, sshCopied, err = dockerMounts(cfg, img, o, tmp, bin); err == nil {
-			argv = append(argv, mounts...)
-			if !o.debug && !slices.Contains(argv, "--restart") {
-				argv = append(argv, "--rm")
-			}
-			argv = append(append(argv, img.image), dockerEntry(cfg, img, task, o, sshCopied)...)
-		}
+		mounts, sshCopied, err = dockerMounts(cfg, img, o, tmp, bin)
 	}
 	if err != nil {
-		cleanup()
-		return nil, noop, err
+		run.cleanup()
+		return nil, err
 	}
-	return argv, cleanup, nil
+	argv = append(append(argv, dockerEnvArgs(cfg, img, task.ID, o, innerNV)...), mounts...)
+	if !o.debug && !slices.Contains(argv, "--restart") {
+		argv = append(argv, "--rm")
+	}
+	run.argv = append(append(argv, img.image), dockerEntry(cfg, img, task, o, sshCopied)...)
+	return run, nil
 }
 
 // dockerRunArgs is `docker run` with the container's arguments: the
@@ -684,16 +685,6 @@ func dockerSSHDisabled(cfg *agentConfig) bool {
 		return b
 	}
 	return cfg.boolean("agent.disable_ssh_mount", false)
-}
-
-// dockerArgvName is the --name of a docker run argv.
-func dockerArgvName(argv []string) string {
-	for i := 0; i+1 < len(argv); i++ {
-		if argv[i] == "--name" {
-			return argv[i+1]
-		}
-	}
-	return ""
 }
 
 // dockerLoggedCommand is the argv as logged: secret env values hidden,

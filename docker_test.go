@@ -238,11 +238,12 @@ func TestDockerTaskArgvGolden(t *testing.T) {
 			env["CLEARML_AGENT_TEMP_STDOUT_FILE_DIR"] = t.TempDir()
 			cfg := dockerTestConfig(t, env, tt.conf)
 			tt.o.agentBinary = "/opt/agent"
-			argv, cleanup, err := dockerTaskArgv(cfg, tt.task, tt.o)
+			run, err := dockerTaskArgv(cfg, tt.task, tt.o)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer cleanup()
+			defer run.cleanup()
+			argv := run.argv
 			tmp := ""
 			for _, a := range argv {
 				if before, ok := strings.CutSuffix(a, "/clearml.conf:/tmp/clearml.conf:ro"); ok {

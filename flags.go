@@ -1,9 +1,10 @@
 package main
 
-// The flag table: every command's flags, their value types, the help that
-// is rendered from them, and the encoder that turns values back into argv.
-// Flags several commands share are registered here, once, with one help
-// text; a command's own flags are registered in its cmd_*.go file.
+// The flag table: the value types, the help rendered from a command's
+// table, and the encoder that turns flag values back into argv. The flags
+// several commands share, and the global options, are registered here,
+// once, with one help text; execute's in options.go, the other commands'
+// own in their cmd_*.go file.
 
 import (
 	"encoding/json"
@@ -80,12 +81,6 @@ func (t *flagTable) argv(fields ...any) []string {
 		case *countFlag:
 			if *x > 0 {
 				out = append(out, "-"+strings.Repeat(name, int(*x)))
-			}
-		case *optIntFlag:
-			if x.set && x.n == x.bare {
-				out = append(out, "--"+name)
-			} else if x.set {
-				out = append(out, "--"+name, strconv.Itoa(x.n))
 			}
 		case boolFlagger:
 			if v.String() == "true" {

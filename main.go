@@ -130,10 +130,6 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.msg }
 
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
-}
-
 // invocation is a parsed command line.
 type invocation struct {
 	global  globalOpts

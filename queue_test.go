@@ -55,7 +55,6 @@ func TestEditDistance(t *testing.T) {
 	}
 }
 
-
 // A server error (5xx) while resolving the queues must reach the daemon's
 // retry-on-outage check, wrapped as it may be: the daemon waits it out.
 func TestResolveQueuesServerErrorIsRetried(t *testing.T) {

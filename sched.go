@@ -310,8 +310,7 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 		if err != nil || owner == "" {
 			reason := fmt.Sprintf("--use-owner-token: the server refused a token for the task's owner %q: %v", owner, err)
 			s.logf("Error: %s", reason)
-			s.status().set(c, "failed", taskID, oneLine(reason), true)
-			s.clearCurrent(ctx)
+			s.abandon(ctx, taskID, reason)
 			return
 		}
 		ownerToken = tok
@@ -320,8 +319,7 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 	child, err := s.startChild(ctx, taskID, q.ID, ownerToken)
 	if err != nil {
 		s.logf("Error: cannot start the task process: %v", err)
-		s.status().set(c, "failed", taskID, "agent could not start execute: "+oneLine(err.Error()), true)
-		s.clearCurrent(ctx)
+		s.abandon(ctx, taskID, "agent could not start execute: "+err.Error())
 		return
 	}
 	go s.watchChild(ctx, child)
@@ -357,14 +355,14 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 		if err != nil {
 			return nil, err
 		}
-		dargv, cleanup, err := dockerTaskArgv(s.cfg, task, dockerRunOptions{task: o, workerID: wid, parentWorkerID: s.workerID,
+		run, err := dockerTaskArgv(s.cfg, task, dockerRunOptions{task: o, workerID: wid, parentWorkerID: s.workerID,
 			servicesMode: s.maxRun != 1, workerTags: shellJoin(s.tags), env: inner, debug: s.opts.global.debug})
 		if err != nil {
 			return nil, err
 		}
-		s.logf("Executing: %s", dockerLoggedCommand(s.cfg, dargv))
-		cmd = exec.Command(dargv[0], dargv[1:]...)
-		child.container, child.cleanup = dockerArgvName(dargv), cleanup
+		s.logf("Executing: %s", dockerLoggedCommand(s.cfg, run.argv))
+		cmd = exec.Command(run.argv[0], run.argv[1:]...)
+		child.container, child.cleanup = run.name, run.cleanup
 	default:
 		if o.cpuOnly {
 			o.gpus = ""
@@ -475,6 +473,12 @@ func (s *scheduler) watchChild(ctx context.Context, child *childTask) {
 	default:
 	}
 	s.report(ctx)
+}
+
+// abandon fails a task the daemon could not start.
+func (s *scheduler) abandon(ctx context.Context, taskID, reason string) {
+	s.status().set(withBudget(ctx, 30*time.Second), "failed", taskID, oneLine(reason), true)
+	s.clearCurrent(ctx)
 }
 
 func (s *scheduler) clearCurrent(ctx context.Context) {

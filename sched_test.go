@@ -10,20 +10,6 @@ import (
 	"github.com/clearml-go/clearml-agent/testdata/fakeserver"
 )
 
-func TestShellJoinSplit(t *testing.T) {
-	for _, words := range [][]string{{"a", "b c", "it's", ""}, {"team-a", "x=1"}} {
-		if got := shellSplitLoose(shellJoin(words)); len(got) != len(words) {
-			t.Errorf("%q -> %q -> %q", words, shellJoin(words), got)
-		} else {
-			for i := range words {
-				if got[i] != words[i] {
-					t.Errorf("%q -> %q", words, got)
-				}
-			}
-		}
-	}
-}
-
 // A stress test of the scheduler: many tasks, several queues, services
 // mode with a limit, fake children. Every task is taken exactly once and
 // never more than the limit run at once.
@@ -94,4 +80,3 @@ func TestSchedulerStress(t *testing.T) {
 		t.Errorf("peak concurrency %d, want 2..3", peak)
 	}
 }
-

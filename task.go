@@ -118,6 +118,15 @@ func resolveName(ctx context.Context, c *apiClient, service, nameOrID string) (s
 	return "", fmt.Errorf("found multiple %ss with name %q: %s (pass the id instead)", kind, nameOrID, strings.Join(ids, ", "))
 }
 
+// findTask fetches the task an --id value names: an id, or a name.
+func findTask(ctx context.Context, c *apiClient, nameOrID string) (*taskDoc, error) {
+	id, err := resolveName(ctx, c, "tasks", nameOrID)
+	if err != nil {
+		return nil, err
+	}
+	return getTask(ctx, c, id)
+}
+
 // getTask fetches a task with tasks.get_by_id at v2.5, as the reference.
 func getTask(ctx context.Context, c *apiClient, id string) (*taskDoc, error) {
 	var r struct {

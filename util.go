@@ -5,8 +5,13 @@ package main
 import (
 	"context"
 	"os"
+	"strings"
 	"time"
 )
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
