@@ -26,6 +26,7 @@ type buildCmd struct {
 func (b *buildCmd) flags(t *flagTable) {
 	b.entryPoint = choiceFlag{choices: []string{"reuse_task", "clone_task"}}
 	t.stringVar(&b.id, "id", "TASK_ID", "Build the environment of this task id")
+	t.require()
 	t.stringVar(&b.target, "target", "TARGET", "Folder for the virtual environment and the source code (with --docker: the image name)")
 	t.boolVar(&b.installGlobally, "install-globally", "", "Install the required packages before creating the virtual environment (always on with --docker)")
 	registerDocker(t, &b.docker)

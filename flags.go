@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -21,24 +22,39 @@ type flagTable struct {
 	fs       *flag.FlagSet
 	order    []string
 	metavar  map[string]string
-	shorts   map[string]string     // letter -> flag name
-	names    map[flag.Value]string // bound value -> flag name, for argv
-	defaults map[string]string     // flag name -> value at registration
+	shorts   map[string]string // letter -> flag name
+	names    map[any]string    // bound variable -> flag name, for argv
+	defaults map[string]string // flag name -> value at registration
+	required []string
 }
 
 func newFlagTable(name string) *flagTable {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	return &flagTable{fs: fs, metavar: map[string]string{}, shorts: map[string]string{},
-		names: map[flag.Value]string{}, defaults: map[string]string{}}
+		names: map[any]string{}, defaults: map[string]string{}}
 }
 
 // add registers a flag. A one-letter name is a short-only option (like -O).
 func (t *flagTable) add(v flag.Value, name, short, metavar, help string) {
 	t.fs.Var(v, name, help)
+	t.bind(v, name, short, metavar)
+}
+
+func (t *flagTable) boolVar(p *bool, name, short, help string) {
+	t.fs.BoolVar(p, name, *p, help)
+	t.bind(p, name, short, "")
+}
+
+func (t *flagTable) stringVar(p *string, name, metavar, help string) {
+	t.fs.StringVar(p, name, *p, help)
+	t.bind(p, name, "", metavar)
+}
+
+func (t *flagTable) bind(variable any, name, short, metavar string) {
 	t.order = append(t.order, name)
 	t.metavar[name] = metavar
-	t.names[v], t.defaults[name] = name, v.String()
+	t.names[variable], t.defaults[name] = name, t.fs.Lookup(name).Value.String()
 	if short != "" {
 		t.shorts[short] = name
 	}
@@ -47,32 +63,21 @@ func (t *flagTable) add(v flag.Value, name, short, metavar, help string) {
 	}
 }
 
-func (t *flagTable) boolVar(p *bool, name, short, help string) {
-	t.add((*boolValue)(p), name, short, "", help)
-}
+// require makes the flag registered last a required one.
+func (t *flagTable) require() { t.required = append(t.required, t.order[len(t.order)-1]) }
 
-func (t *flagTable) stringVar(p *string, name, metavar, help string) {
-	t.add((*stringValue)(p), name, "", metavar, help)
-}
-
-// argv renders the flags bound to fields (pointers to the registered
-// variables), in that order, as the tokens that set them; a flag at its
-// default gives none. A value that starts with "-" is joined with "=", so
-// it cannot be taken for an option.
-func (t *flagTable) argv(fields ...any) []string {
+// argv renders the flags bound to variables (the registered pointers), in
+// that order, as the tokens that set them; a flag at its default gives
+// none. A value that starts with "-" is joined with "=", so it cannot be
+// taken for an option.
+func (t *flagTable) argv(variables ...any) []string {
 	var out []string
-	for _, p := range fields {
-		v, _ := p.(flag.Value)
-		switch x := p.(type) {
-		case *bool:
-			v = (*boolValue)(x)
-		case *string:
-			v = (*stringValue)(x)
-		}
-		name, ok := t.names[v]
+	for _, p := range variables {
+		name, ok := t.names[p]
 		if !ok {
 			panic(fmt.Sprintf("flagTable.argv: %T is not a registered flag", p))
 		}
+		v := t.fs.Lookup(name).Value
 		switch x := v.(type) {
 		case *listFlag:
 			if x.set {
@@ -158,27 +163,6 @@ func (g globalOpts) argv() []string {
 }
 
 // Value types, with argparse's semantics (args.go parses into them).
-
-type boolValue bool
-
-func (b *boolValue) Set(string) error { *b = true; return nil }
-func (b *boolValue) String() string {
-	if b != nil && *b {
-		return "true"
-	}
-	return "false"
-}
-func (b *boolValue) IsBoolFlag() bool { return true }
-
-type stringValue string
-
-func (s *stringValue) Set(v string) error { *s = stringValue(v); return nil }
-func (s *stringValue) String() string {
-	if s == nil {
-		return ""
-	}
-	return string(*s)
-}
 
 type boolFlagger interface{ IsBoolFlag() bool }
 
@@ -336,12 +320,12 @@ func (t *flagTable) leftColumn(name string) string {
 }
 
 // usage writes the command's help: synopsis, description and every flag.
-func (t *flagTable) usage(w io.Writer, cmd, description string, required map[string]bool) {
+func (t *flagTable) usage(w io.Writer, cmd, description string) {
 	var b strings.Builder
 	line := "usage: " + progName + " " + cmd + " [-h]"
 	for _, n := range t.order {
 		o := t.optString(n)
-		if !required[n] {
+		if !slices.Contains(t.required, n) {
 			o = "[" + o + "]"
 		}
 		line += " " + o

@@ -72,15 +72,14 @@ type commandImpl interface {
 type commandInfo struct {
 	name        string
 	description string
-	required    []string
 	hidden      bool
 	new         func() commandImpl
 }
 
 var commands = []commandInfo{
-	{name: "execute", description: "Execute one task, locally and without a queue.", required: []string{"id"},
+	{name: "execute", description: "Execute one task, locally and without a queue.",
 		new: func() commandImpl { return &executeCmd{} }},
-	{name: "build", description: "Build a task's environment (a folder or a Docker image) without running it.", required: []string{"id"},
+	{name: "build", description: "Build a task's environment (a folder or a Docker image) without running it.",
 		new: func() commandImpl { return &buildCmd{} }},
 	{name: "list", description: "List the workers registered on the server.",
 		new: func() commandImpl { return &listCmd{} }},
@@ -217,21 +216,17 @@ func parseCommandLine(args []string) (*invocation, error) {
 	inv.cmd = inv.info.new()
 	inv.table = newFlagTable(name)
 	inv.cmd.flags(inv.table)
-	required := map[string]bool{}
-	for _, r := range inv.info.required {
-		required[r] = true
-	}
 	if err := parseArgs(inv.table.fs, inv.table.shorts, args[i+1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			var b strings.Builder
-			inv.table.usage(&b, name, inv.info.description, required)
+			inv.table.usage(&b, name, inv.info.description)
 			inv.help = b.String()
 			return inv, nil
 		}
 		return nil, withHint(err, progName+" "+name+" -h")
 	}
 	var missing []string
-	for _, r := range inv.info.required {
+	for _, r := range inv.table.required {
 		if !flagWasSet(inv.table.fs, r) {
 			missing = append(missing, "--"+r)
 		}

@@ -19,6 +19,7 @@ type taskOptions struct {
 
 func (o *taskOptions) register(t *flagTable) {
 	t.stringVar(&o.id, "id", "TASK_ID", "Id (or name) of the task to execute")
+	t.require()
 	t.stringVar(&o.logFile, "log-file", "LOG_FILE", "Also write the task's output (stdout/stderr) to this file")
 	t.boolVar(&o.disableMonitoring, "disable-monitoring", "", "Disable logging and monitoring, except for stdout")
 	t.boolVar(&o.fullMonitoring, "full-monitoring", "", "Full log: environment setup, task output and monitoring, plus stdout (always on in this agent)")
