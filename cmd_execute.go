@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"runtime/debug"
 	"strconv"
@@ -224,9 +223,7 @@ func (e *executeCmd) runDocker(cx *cmdContext, cfg *agentConfig, c *apiClient, w
 		fmt.Fprintf(out, "custom_setup_bash_script:\n%s\n", s)
 	}
 	if cfg.boolean("agent.docker_force_pull", false) {
-		pull := exec.CommandContext(ctx, "docker", "pull", img.image)
-		pull.Stdout, pull.Stderr = out, out
-		pull.Run()
+		dockerPull(ctx, img.image, out)
 	}
 	fmt.Fprintf(out, "Executing: %s\n", dockerLoggedCommand(cfg, run.argv))
 	proc, err := startTaskProcess(run.argv, "", os.Environ(), out)

@@ -712,6 +712,13 @@ func dockerCmd(ctx context.Context, args ...string) (string, error) {
 	return out.String(), nil
 }
 
+// dockerPull pulls an image, its progress to out.
+func dockerPull(ctx context.Context, image string, out io.Writer) {
+	pull := exec.CommandContext(ctx, "docker", "pull", image)
+	pull.Stdout, pull.Stderr = out, out
+	pull.Run()
+}
+
 // dockerStop stops a container: SIGTERM, grace, then SIGKILL (docker
 // stop -t), then kills it outright should stop have failed.
 func dockerStop(ctx context.Context, name string, grace time.Duration) {
