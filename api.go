@@ -177,6 +177,7 @@ type clientOptions struct {
 	interactive bool
 	budget      time.Duration
 	workerID    string
+	logf        func(format string, args ...any) // each request and retry (--debug); nil for none
 }
 
 // apiClient talks to one clearml-server.
@@ -220,7 +221,10 @@ func newAPIClient(cfg *agentConfig, opts clientOptions) (*apiClient, error) {
 		opts:      opts,
 		retryBase: 250 * time.Millisecond,
 		retryMax:  30 * time.Second,
-		logf:      func(string, ...any) {},
+		logf:      opts.logf,
+	}
+	if c.logf == nil {
+		c.logf = func(string, ...any) {}
 	}
 	if opts.interactive {
 		c.retryMax = 4 * time.Second
@@ -256,6 +260,17 @@ func newAPIClient(cfg *agentConfig, opts clientOptions) (*apiClient, error) {
 		c.workerHeader, _ = os.Hostname()
 	}
 
+	var err error
+	if c.hc, err = newHTTPClient(cfg, opts.interactive); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// newHTTPClient is the client's HTTP transport: TLS as configured
+// (api.verify_certificate, REQUESTS_CA_BUNDLE), quicker to give up a dial
+// for interactive commands.
+func newHTTPClient(cfg *agentConfig, interactive bool) (*http.Client, error) {
 	tlsConf := &tls.Config{InsecureSkipVerify: !cfg.boolean("api.verify_certificate", true)}
 	if bundle := firstEnv(cfg.env, "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"); bundle != "" && !tlsConf.InsecureSkipVerify {
 		pem, err := os.ReadFile(bundle)
@@ -270,10 +285,10 @@ func newAPIClient(cfg *agentConfig, opts clientOptions) (*apiClient, error) {
 		tlsConf.RootCAs = pool
 	}
 	dialTimeout := 10 * time.Second
-	if opts.interactive {
+	if interactive {
 		dialTimeout = 5 * time.Second
 	}
-	c.hc = &http.Client{Transport: &http.Transport{
+	return &http.Client{Transport: &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       tlsConf,
@@ -281,8 +296,7 @@ func newAPIClient(cfg *agentConfig, opts clientOptions) (*apiClient, error) {
 		ResponseHeaderTimeout: 60 * time.Second,
 		MaxIdleConnsPerHost:   4,
 		IdleConnTimeout:       90 * time.Second,
-	}}
-	return c, nil
+	}}, nil
 }
 
 func orNone(s string) string {
@@ -290,15 +304,6 @@ func orNone(s string) string {
 		return "(no config file)"
 	}
 	return s
-}
-
-func firstNonEmpty(vals ...string) string {
-	for _, v := range vals {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 func expTime(exp float64) time.Time {
@@ -360,6 +365,31 @@ func (c *apiClient) call(ctx context.Context, endpoint, version string, req any,
 		}
 	}
 	return nil
+}
+
+// post sends one POST of a ready body (e.g. JSON lines) and drops the reply.
+func (c *apiClient) post(ctx context.Context, endpoint, contentType string, body []byte) error {
+	_, err := c.do(ctx, request{endpoint: endpoint, method: http.MethodPost, contentType: contentType, body: body})
+	return err
+}
+
+// credentials are what a task process is given to reach the server: the
+// keys, or (without keys) the current token.
+func (c *apiClient) credentials() (accessKey, secretKey, token string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.accessKey, c.secretKey, c.token
+}
+
+// setWorker makes the client speak as worker id (the X-ClearML-Worker
+// header) from its next call on; call it before the client is shared.
+func (c *apiClient) setWorker(id string) { c.workerHeader = id }
+
+// identity is the claims of the current token (zero before the first login).
+func (c *apiClient) identity() tokenClaims {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.claims
 }
 
 // login gets a fresh token (Basic with keys, Bearer with an auth token).

@@ -2,8 +2,11 @@ package main
 
 // Argv handling that mirrors Python argparse as the reference agent uses it:
 // unambiguous long-option prefixes, nargs '+', '*' and '?', counted short
-// flags, clustered short flags and @file argument files. Values are stored in
-// a standard flag.FlagSet, which is also the table of what each command takes.
+// flags, clustered short flags and @file argument files. The standard flag
+// package parses none of these the same way, and scripts written for the
+// reference must keep their meaning, so argv is parsed here (as cmd/go's
+// CustomFlags commands do) and the values are stored in the command's
+// flag.FlagSet (flags.go), which stays the table of what each command takes.
 
 import (
 	"encoding/json"
@@ -12,7 +15,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 )
 
@@ -25,124 +27,10 @@ func usagef(format string, args ...any) error {
 	return &usageError{fmt.Sprintf(format, args...)}
 }
 
-// listFlag is a multi-value option: nargs '+' (min 1) or '*' (min 0).
-// Each occurrence replaces the previous one, as argparse's store does.
-type listFlag struct {
-	vals []string
-	set  bool
-	min  int
+func isBoolFlag(f *flag.Flag) bool {
+	bf, ok := f.Value.(boolFlagger)
+	return ok && bf.IsBoolFlag()
 }
-
-func (l *listFlag) String() string {
-	if l == nil {
-		return ""
-	}
-	return strings.Join(l.vals, " ")
-}
-
-// Set takes a JSON array of strings: the whole occurrence at once.
-func (l *listFlag) Set(s string) error {
-	var v []string
-	if err := json.Unmarshal([]byte(s), &v); err != nil {
-		return err
-	}
-	l.vals, l.set = v, true
-	return nil
-}
-
-// optIntFlag is nargs '?' with an int type: absent, bare (constant) or N.
-type optIntFlag struct {
-	n    int
-	set  bool
-	bare int // the value of the bare flag
-}
-
-func (o *optIntFlag) String() string {
-	if o == nil || !o.set {
-		return ""
-	}
-	return strconv.Itoa(o.n)
-}
-
-func (o *optIntFlag) Set(s string) error {
-	if s == "" {
-		o.n, o.set = o.bare, true
-		return nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return fmt.Errorf("invalid int value: '%s'", s)
-	}
-	o.n, o.set = n, true
-	return nil
-}
-
-// countFlag counts repetitions, like -OO.
-type countFlag int
-
-func (c *countFlag) String() string {
-	if c == nil {
-		return "0"
-	}
-	return strconv.Itoa(int(*c))
-}
-func (c *countFlag) Set(string) error { *c++; return nil }
-func (c *countFlag) IsBoolFlag() bool { return true }
-
-// choiceFlag is a single value from a fixed set, optionally upper-cased first.
-type choiceFlag struct {
-	val     string
-	choices []string
-	upper   bool
-}
-
-func (c *choiceFlag) String() string {
-	if c == nil {
-		return ""
-	}
-	return c.val
-}
-
-func (c *choiceFlag) Set(s string) error {
-	if c.upper {
-		s = strings.ToUpper(s)
-	}
-	for _, ch := range c.choices {
-		if s == ch {
-			c.val = s
-			return nil
-		}
-	}
-	q := make([]string, len(c.choices))
-	for i, ch := range c.choices {
-		q[i] = "'" + ch + "'"
-	}
-	return fmt.Errorf("invalid choice: '%s' (choose from %s)", s, strings.Join(q, ", "))
-}
-
-// intFlag is a plain int option with argparse's error wording.
-type intFlag struct {
-	n   int
-	set bool
-}
-
-func (i *intFlag) String() string {
-	if i == nil {
-		return "0"
-	}
-	return strconv.Itoa(i.n)
-}
-
-func (i *intFlag) Set(s string) error {
-	n, err := strconv.Atoi(strings.TrimSpace(s))
-	if err != nil {
-		return fmt.Errorf("invalid int value: '%s'", s)
-	}
-	i.n, i.set = n, true
-	return nil
-}
-
-type boolFlagger interface{ IsBoolFlag() bool }
 
 // isNegativeNumber matches argparse's ^-\d+$|^-\d*\.\d+$.
 func isNegativeNumber(s string) bool {
@@ -294,7 +182,7 @@ func parseArgs(fs *flag.FlagSet, shorts map[string]string, args []string) error 
 				return usagef("unrecognized arguments: %s", tok)
 			}
 			f := fs.Lookup(full)
-			if bf, ok := f.Value.(boolFlagger); ok && bf.IsBoolFlag() {
+			if isBoolFlag(f) {
 				if err := fs.Set(full, "true"); err != nil {
 					return usagef("argument -%s: %v", letter, err)
 				}
@@ -353,7 +241,7 @@ func takeValues(fs *flag.FlagSet, name, shown, explicit string, hasExplicit bool
 		}
 		return 0, fs.Set(name, "")
 	}
-	if bf, ok := f.Value.(boolFlagger); ok && bf.IsBoolFlag() {
+	if isBoolFlag(f) {
 		if hasExplicit {
 			return 0, fail(fmt.Errorf("ignored explicit argument '%s'", explicit))
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,9 +26,10 @@ type buildCmd struct {
 func (b *buildCmd) flags(t *flagTable) {
 	b.entryPoint = choiceFlag{choices: []string{"reuse_task", "clone_task"}}
 	t.stringVar(&b.id, "id", "TASK_ID", "Build the environment of this task id")
+	t.require()
 	t.stringVar(&b.target, "target", "TARGET", "Folder for the virtual environment and the source code (with --docker: the image name)")
 	t.boolVar(&b.installGlobally, "install-globally", "", "Install the required packages before creating the virtual environment (always on with --docker)")
-	t.add(&b.docker, "docker", "", "DOCKER", "Build a Docker image: --docker [IMAGE [ARGS ...]], or the image from agent.default_docker")
+	registerDocker(t, &b.docker)
 	t.boolVar(&b.forceDocker, "force-docker", "", "Use the agent's Docker image even if the task names its own")
 	t.stringVar(&b.pythonVersion, "python-version", "PYTHON_VERSION", "Python version of the virtual environment")
 	t.add(&b.entryPoint, "entry-point", "", "{reuse_task,clone_task}", "With --docker, how the image runs the task when it starts")
@@ -40,30 +42,21 @@ func (b *buildCmd) flags(t *flagTable) {
 // for the task or a clone of it.
 const buildForImageEnv = "CLEARML_AGENT_BUILD_FOR_IMAGE"
 
-func (b *buildCmd) run(env *runEnv) error {
+func (b *buildCmd) run(cx *cmdContext) error {
 	if !b.docker.set && (b.entryPoint.val != "" || b.forceDocker) {
 		return usagef("--entry-point and --force-docker build a Docker image: add --docker [IMAGE]")
 	}
-	cfg, err := loadConfig(env.global.configFile, nil)
-	if err != nil {
-		return err
-	}
-	workerID := workerIDFor(cfg)
-	c, err := newAPIClient(cfg, clientOptions{interactive: true, workerID: workerID})
+	cfg, c, workerID, err := cx.connect(clientOptions{interactive: true}, true)
 	if err != nil {
 		return err
 	}
 	ctx := context.Background()
-	id, err := resolveName(ctx, c, "tasks", b.id)
-	if err != nil {
-		return err
-	}
-	task, err := getTask(ctx, c, id)
+	task, err := findTask(ctx, c, b.id)
 	if err != nil {
 		return err
 	}
 	if b.docker.set {
-		return b.buildImage(ctx, env, cfg, task, workerID)
+		return b.buildImage(ctx, cx, cfg, task, workerID)
 	}
 	if b.pythonVersion != "" {
 		task.Script.Binary = "python" + strings.TrimPrefix(b.pythonVersion, "python")
@@ -76,56 +69,60 @@ func (b *buildCmd) run(env *runEnv) error {
 			os.Setenv(k, v)
 		}
 	}
-	forImage, _ := parseBoolText(firstEnv(cfg.env, buildForImageEnv))
-	x := &execution{opts: &executeCmd{workerFlags: b.workerFlags, id: id}, cfg: cfg, api: c, workerID: workerID,
-		stdout: env.stdout, log: env.stdout, build: true, task: task}
-	if !forImage {
+	p := &preparer{opts: &taskOptions{workerFlags: b.workerFlags, id: task.ID}, cfg: cfg, api: c, workerID: workerID,
+		task: task, log: cx.stdout, build: true}
+	if forImage, _ := parseBoolText(firstEnv(cfg.env, buildForImageEnv)); !forImage {
 		// A build is the task's own: it neither reads nor feeds the venv cache.
 		cfg.set("agent.venvs_cache.path", "")
-		x.buildDir = b.target
-		if x.buildDir == "" {
-			x.buildDir = filepath.Join(cfg.str("agent.venvs_dir"), sanitizeDirName(task.ID))
+		p.buildDir = b.target
+		if p.buildDir == "" {
+			p.buildDir = filepath.Join(cfg.str("agent.venvs_dir"), sanitizeDirName(task.ID))
 		}
-		if x.buildDir, err = filepath.Abs(expandHome(x.buildDir)); err != nil {
+		if p.buildDir, err = filepath.Abs(expandHome(p.buildDir)); err != nil {
 			return err
 		}
 	}
 	if b.installGlobally {
-		if err := b.installGlobal(ctx, cfg, task, env); err != nil {
+		if err := b.installGlobal(ctx, cfg, task, cx); err != nil {
 			return err
 		}
 		cfg.set("agent.package_manager.system_site_packages", true)
 	}
-	if x.tmpDir, err = os.MkdirTemp(tempDirFor(cfg), "clearml-agent-build-"); err != nil {
+	if p.tmpDir, err = os.MkdirTemp(tempDirFor(cfg), "clearml-agent-build-"); err != nil {
 		return err
 	}
-	defer os.RemoveAll(x.tmpDir)
-	argv, dir, _, err := x.setup(ctx)
-	defer x.venv.release()
+	defer os.RemoveAll(p.tmpDir)
+	argv, dir, _, err := p.prepare(ctx)
+	defer p.venv.release()
 	if err != nil {
 		return &exitError{code: 1, msg: fmt.Sprintf("building task %s failed: %s", task.ID, err)}
 	}
-	fmt.Fprintf(env.stdout, "\nRestoring running environment of task id [%s]:\n", task.ID)
-	if x.venv != nil {
-		for _, l := range x.venv.frozen {
-			fmt.Fprintln(env.stdout, l)
+	b.printResult(cx.stdout, task, p.venv, argv, dir)
+	return nil
+}
+
+// printResult says what the build made, as the reference.
+func (b *buildCmd) printResult(out io.Writer, task *taskDoc, venv *venvResult, argv []string, dir string) {
+	fmt.Fprintf(out, "\nRestoring running environment of task id [%s]:\n", task.ID)
+	if venv != nil {
+		for _, l := range venv.frozen {
+			fmt.Fprintln(out, l)
 		}
-		if x.venv.dir != "" {
-			fmt.Fprintf(env.stdout, "Virtual environment: %s\n", filepath.Join(x.venv.dir, "bin"))
+		if venv.dir != "" {
+			fmt.Fprintf(out, "Virtual environment: %s\n", filepath.Join(venv.dir, "bin"))
 		}
 	}
-	fmt.Fprintf(env.stdout, "Source code: %s\nEntry point: %s\n", dir, strings.Join(argv[1:], " "))
-	return nil
+	fmt.Fprintf(out, "Source code: %s\nEntry point: %s\n", dir, strings.Join(argv[1:], " "))
 }
 
 // installGlobal installs the task's packages into the interpreter itself
 // (--install-globally); the venv then sees them through system site packages.
-func (b *buildCmd) installGlobal(ctx context.Context, cfg *agentConfig, task *taskDoc, env *runEnv) error {
+func (b *buildCmd) installGlobal(ctx context.Context, cfg *agentConfig, task *taskDoc, cx *cmdContext) error {
 	reqs, _ := task.requirementLines("pip")
 	if len(reqs) == 0 {
 		return nil
 	}
-	in, err := newVenvManager(cfg, env.stdout).selectInterpreter(ctx, task.Script.Binary)
+	in, err := newVenvManager(cfg, cx.stdout).selectInterpreter(ctx, task.Script.Binary)
 	if err != nil {
 		return err
 	}
@@ -136,10 +133,10 @@ func (b *buildCmd) installGlobal(ctx context.Context, cfg *agentConfig, task *ta
 	defer os.Remove(f.Name())
 	f.WriteString(strings.Join(reqs, "\n") + "\n")
 	f.Close()
-	fmt.Fprintf(env.stdout, "Installing the task's packages globally into %s\n", in.real)
+	fmt.Fprintf(cx.stdout, "Installing the task's packages globally into %s\n", in.real)
 	cmd := exec.CommandContext(ctx, in.real, "-m", "pip", "install", "-r", f.Name())
 	cmd.Env = append(os.Environ(), "PIP_BREAK_SYSTEM_PACKAGES=1")
-	cmd.Stdout, cmd.Stderr = env.stdout, env.stdout
+	cmd.Stdout, cmd.Stderr = cx.stdout, cx.stdout
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("--install-globally: pip install into %s failed: %v", in.real, err)
 	}
@@ -148,39 +145,30 @@ func (b *buildCmd) installGlobal(ctx context.Context, cfg *agentConfig, task *ta
 
 // buildImage is `build --docker`: run this agent's build in a container of
 // the task's image, then commit the container as the target image.
-func (b *buildCmd) buildImage(ctx context.Context, env *runEnv, cfg *agentConfig, task *taskDoc, workerID string) error {
+func (b *buildCmd) buildImage(ctx context.Context, cx *cmdContext, cfg *agentConfig, task *taskDoc, workerID string) error {
 	target := b.target
 	if target == "" {
 		target = "task_id_" + strings.ToLower(task.ID)
 	}
 	inner := "cp " + buildAgentMount + " " + dockerAgentPath + " && cp " + dockerConfigPath + " " + dockerRoot + "/clearml.conf && " +
-		buildForImageEnv + "=1 " + dockerAgentPath + " build --id " + shellQuote(task.ID)
-	if b.pythonVersion != "" {
-		inner += " --python-version " + shellQuote(b.pythonVersion)
-	}
-	if b.cpuOnly {
-		inner += " --cpu-only"
+		buildForImageEnv + "=1 " + dockerAgentPath
+	for _, a := range b.innerArgv(task.ID) {
+		inner += " " + shellQuote(a)
 	}
 	o := dockerRunOptions{
-		cliDocker: b.docker.vals, cliDockerSet: true, forceDocker: b.forceDocker, workerID: workerID,
-		gpus: b.gpus, cpuOnly: b.cpuOnly, debug: true, gitUser: b.gitUser, gitPass: b.gitPass,
+		task: taskOptions{workerFlags: b.workerFlags, docker: b.docker}, forceDocker: b.forceDocker, workerID: workerID, debug: true,
 		noCacheMounts: true, agentMount: buildAgentMount, innerArgs: []string{"bash", "-c", inner},
 	}
-	img, err := dockerChooseImage(cfg, task, o)
+	run, err := dockerTaskArgv(cfg, task, o)
 	if err != nil {
 		return err
 	}
-	argv, cleanup, err := dockerTaskArgv(cfg, task, o)
+	defer run.cleanup()
+	defer dockerRemove(context.Background(), run.name)
+	fmt.Fprintf(cx.stdout, "Building docker image %s for task %s from %s\nExecuting: %s\n", target, task.ID, run.img.image, dockerLoggedCommand(cfg, run.argv))
+	proc, err := startTaskProcess(run.argv, "", os.Environ(), cx.stdout)
 	if err != nil {
-		return err
-	}
-	defer cleanup()
-	name := dockerArgvName(argv)
-	defer dockerRemove(context.Background(), name)
-	fmt.Fprintf(env.stdout, "Building docker image %s for task %s from %s\nExecuting: %s\n", target, task.ID, img.image, dockerLoggedCommand(cfg, argv))
-	proc, err := startTaskProcess(argv, "", os.Environ(), env.stdout)
-	if err != nil {
-		return fmt.Errorf("cannot run docker: %v", err)
+		return fmt.Errorf("cannot run docker: %w", err)
 	}
 	if code := proc.wait(); code != 0 {
 		return &exitError{code: 1, msg: fmt.Sprintf("building the environment of task %s in docker failed (exit code %d)", task.ID, code)}
@@ -189,18 +177,15 @@ func (b *buildCmd) buildImage(ctx context.Context, env *runEnv, cfg *agentConfig
 	cmd := `CMD ["bash"]`
 	switch b.entryPoint.val {
 	case "reuse_task", "clone_task":
-		ep := []string{dockerAgentPath, "execute", "--id", task.ID, "--standalone-mode"}
-		if b.entryPoint.val == "clone_task" {
-			ep = append(ep, "--clone")
-		}
-		entry = "ENTRYPOINT " + dockerPythonJSON(ep)
+		run := taskOptions{id: task.ID, standalone: true, clone: b.entryPoint.val == "clone_task"}
+		entry = "ENTRYPOINT " + dockerPythonJSON(append([]string{dockerAgentPath}, executeArgv(globalOpts{}, run)...))
 		cmd = "CMD []"
 	}
 	commit := []string{"commit", "--change", entry, "--change", cmd,
 		"--change", "ENV CLEARML_CONFIG_FILE=" + dockerRoot + "/clearml.conf"}
 	// -e values are kept by commit: blank the secret ones.
 	for _, k := range []string{"CLEARML_AGENT_GIT_USER", "CLEARML_AGENT_GIT_PASS", "CLEARML_AUTH_TOKEN"} {
-		for _, a := range argv {
+		for _, a := range run.argv {
 			if strings.HasPrefix(a, k+"=") {
 				commit = append(commit, "--change", "ENV "+k+"=")
 				break
@@ -209,11 +194,22 @@ func (b *buildCmd) buildImage(ctx context.Context, env *runEnv, cfg *agentConfig
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	if _, err := dockerCmd(cctx, append(commit, name, target)...); err != nil {
+	if _, err := dockerCmd(cctx, append(commit, run.name, target)...); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.stdout, "Docker image %s is ready (task %s). It holds this agent's API credentials in %s/clearml.conf: keep it private.\n", target, task.ID, dockerRoot)
+	fmt.Fprintf(cx.stdout, "Docker image %s is ready (task %s). It holds this agent's API credentials in %s/clearml.conf: keep it private.\n", target, task.ID, dockerRoot)
 	return nil
+}
+
+// innerArgv is the command line of the build that build --docker runs in
+// the container.
+func (b *buildCmd) innerArgv(taskID string) []string {
+	var enc buildCmd
+	t := newFlagTable("build")
+	enc.flags(t)
+	enc = *b
+	enc.id = taskID
+	return append([]string{"build"}, t.argv(&enc.id, &enc.pythonVersion, &enc.cpuOnly)...)
 }
 
 // buildAgentMount is where build --docker mounts the agent: a bind mount is

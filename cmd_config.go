@@ -13,8 +13,8 @@ type configCmd struct{}
 
 func (*configCmd) flags(*flagTable) {}
 
-func (*configCmd) run(env *runEnv) error {
-	cfg, err := loadConfig(env.global.configFile, nil)
+func (*configCmd) run(cx *cmdContext) error {
+	cfg, err := loadConfig(cx.global.configFile, nil)
 	if err != nil {
 		return err
 	}
@@ -26,7 +26,7 @@ func (*configCmd) run(env *runEnv) error {
 	fmt.Fprintf(&b, "Current configuration (clearml_agent v%s, location: %s):\n----------------------\n", agentVersion, location)
 	writeConfigProperties(&b, cfg)
 	b.WriteString("\n\n")
-	_, err = io.WriteString(env.stdout, b.String())
+	_, err = io.WriteString(cx.stdout, b.String())
 	return err
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -35,6 +36,9 @@ type daemonCmd struct {
 	downtime            listFlag
 	status              bool
 	useOwnerToken       bool
+
+	pool     []string       // --dynamic-gpus: the GPUs to hand out (--gpus)
+	gpuSpecs []gpuQueueSpec // --dynamic-gpus: what each queue's task takes
 }
 
 func (d *daemonCmd) flags(t *flagTable) {
@@ -45,7 +49,7 @@ func (d *daemonCmd) flags(t *flagTable) {
 	t.boolVar(&d.foreground, "foreground", "", "Pipe the full log to stdout/stderr; do not use when running in the background")
 	t.add(&d.queues, "queue", "", "QUEUES", "Queues to serve, by name or id, in priority order (default: the queue tagged 'default')")
 	t.boolVar(&d.orderFairness, "order-fairness", "", "Pull from the queues round-robin instead of in priority order")
-	t.boolVar(&d.standalone, "standalone-mode", "", "Use no network connections; assume every requirement is pre-installed")
+	registerStandalone(t, &d.standalone)
 	t.add(&d.servicesMode, "services-mode", "", "SERVICES_MODE", "Run several long-lived tasks at once, at most SERVICES_MODE (unlimited without a number)")
 	t.add(&d.childReportTags, "child-report-tags", "", "CHILD_REPORT_TAGS", "Tags sent with the status reports of the worker running a task")
 	t.boolVar(&d.createQueue, "create-queue", "", "Create the queues given with --queue if they do not exist")
@@ -58,35 +62,15 @@ func (d *daemonCmd) flags(t *flagTable) {
 	t.boolVar(&d.useOwnerToken, "use-owner-token", "", "Run each task with its owner's credentials")
 	t.add(&d.pollingInterval, "polling-interval", "", "POLLING_INTERVAL", "Seconds between queue polls (default: 5)")
 	d.workerFlags.register(t)
-	t.add(&d.docker, "docker", "", "DOCKER", "Run tasks in Docker: --docker [IMAGE [ARGS ...]], or the image from agent.default_docker")
+	registerDocker(t, &d.docker)
 	t.boolVar(&d.forceCurrentVersion, "force-current-version", "", "Use this agent's version inside Docker (always true: the running binary is mounted)")
 }
 
-func (d *daemonCmd) run(env *runEnv) error {
-	// --dynamic-gpus: every queue is name=N (or MIN-MAX); --gpus is the pool.
-	var gpuSpecs []gpuQueueSpec
-	var pool []string
-	if d.dynamicGPUs {
-		if d.servicesMode.set {
-			return usagef("--dynamic-gpus cannot be combined with --services-mode")
-		}
-		var err error
-		if pool, err = parseGPUPool(d.gpus); err != nil {
-			return usagef("%v", err)
-		}
-		if len(d.queues.vals) == 0 {
-			return usagef("--dynamic-gpus needs --queue name=N for every queue, e.g. --queue dual_gpus=2 single_gpu=1")
-		}
-		for i, q := range d.queues.vals {
-			spec, err := parseGPUQueueSpec(q)
-			if err != nil {
-				return usagef("%v", err)
-			}
-			gpuSpecs = append(gpuSpecs, spec)
-			d.queues.vals[i] = spec.queue
-		}
+func (d *daemonCmd) run(cx *cmdContext) error {
+	if err := d.gpuPool(); err != nil {
+		return err
 	}
-	cfg, err := loadConfig(env.global.configFile, nil)
+	cfg, err := loadConfig(cx.global.configFile, nil)
 	if err != nil {
 		return err
 	}
@@ -96,104 +80,61 @@ func (d *daemonCmd) run(env *runEnv) error {
 			return &exitError{code: 1, msg: "--docker: the docker command is not on PATH; install Docker (or its CLI), or run the daemon without --docker"}
 		}
 	}
-	sched, err := daemonSchedule(d.uptime.vals, d.downtime.vals, cfg, env.stderr)
+	uptime, err := daemonSchedule(d.uptime.vals, d.downtime.vals, cfg, cx.stderr)
 	if err != nil {
 		return err
 	}
-	// Services mode implies CPU only, as in the reference.
-	cpuOnly := d.cpuOnly || d.servicesMode.set
-	gpus := d.gpus
-	if cpuOnly {
-		gpus = ""
-	}
+	gpus, cpuOnly := d.devices()
 	ident := newWorkerIdentity(cfg.str("agent.worker_id"), cfg.str("agent.worker_name"), workerIDDevices(gpus, cpuOnly, cfg.env), d.dynamicGPUs)
 	reg, err := openInstanceRegistry(cfg.env)
 	if err != nil {
 		return err
 	}
 	if d.stop.set {
-		found, err := reg.stop(d.stop.vals, ident, env.stdout, defaultStopTimeout)
-		if err != nil {
-			return err
+		found, err := reg.stop(d.stop.vals, ident, cx.stdout, defaultStopTimeout)
+		if err == nil && !found {
+			err = &exitError{code: 1}
 		}
-		if !found {
-			return &exitError{code: 1}
-		}
-		return nil
+		return err
 	}
-
 	_, isDetachedChild := takeDetachedMarker()
 	if d.detached && !isDetachedChild {
-		logFile, err := createDaemonLog(cfg.env)
-		if err != nil {
-			return fmt.Errorf("cannot create the daemon log: %v", err)
-		}
-		defer logFile.Close()
-		child, err := detach(os.Args[1:], logFile)
-		if err != nil {
-			return fmt.Errorf("cannot start the daemon in the background: %v", err)
-		}
-		fmt.Fprintf(env.stdout, backgroundNotice, logFile.Name())
-		fmt.Fprintf(env.stdout, "clearml-agent daemon started in the background, pid %d\n", child.PID)
-		return child.waitStarted(reg, 15*time.Second)
+		return d.startDetached(cx, cfg, reg)
 	}
+	return d.work(cx, cfg, reg, ident, uptime, isDetachedChild)
+}
 
+// work is the daemon itself (in the foreground, or the detached child): it
+// connects, claims the worker id and serves the queues until a signal.
+func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry, ident workerIdentity, uptime *activitySchedule, detachedChild bool) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-
-	log := env.stdout
-	if !d.foreground && !d.status && !isDetachedChild {
+	log := cx.stdout
+	if !d.foreground && !d.status && !detachedChild {
 		logFile, err := createDaemonLog(cfg.env)
 		if err != nil {
-			return fmt.Errorf("cannot create the daemon log: %v", err)
+			return fmt.Errorf("cannot create the daemon log: %w", err)
 		}
 		defer logFile.Close()
-		fmt.Fprintf(env.stdout, backgroundNotice, logFile.Name())
+		fmt.Fprintf(cx.stdout, backgroundNotice, logFile.Name())
 		log = logFile
 	}
 	logf := func(format string, args ...any) { fmt.Fprintf(log, format+"\n", args...) }
 	if !d.status {
 		applyConfigFiles(cfg, log)
 	}
-
-	// Connect, and keep trying while the server is away: a service manager
-	// restarting us would only hit the same wall.
-	c, err := newAPIClient(cfg, clientOptions{budget: 30 * time.Second, workerID: ident.idFor(0)})
+	c, err := cx.newClient(cfg, clientOptions{budget: 30 * time.Second, workerID: ident.idFor(0)}, func(format string, args ...any) { logf("debug: "+format, args...) })
 	if err != nil {
 		return err
 	}
-	if env.global.debug {
-		c.logf = func(format string, args ...any) { logf("debug: "+format, args...) }
+	queues, err := resolveQueuesRetrying(c, d.queues.vals, d.createQueue, sigs, logf)
+	if err != nil {
+		return err
 	}
-	var queues []queueRef
-	for attempt := 0; ; attempt++ {
-		queues, err = resolveQueues(withBudget(context.Background(), 30*time.Second), c, d.queues.vals, d.createQueue)
-		if err == nil {
-			break
-		}
-		var ue *unreachableError
-		var ae *apiError
-		if !errors.As(err, &ue) && !(errors.As(err, &ae) && ae.Code >= 500) {
-			return err
-		}
-		wait := min(time.Duration(1<<min(attempt, 5))*time.Second, 30*time.Second)
-		logf("clearml-agent: %v; retrying in %s", err, wait)
-		select {
-		case <-sigs:
-			return &exitError{code: 254}
-		case <-time.After(wait):
-		}
-	}
-
-	if d.useOwnerToken {
+	if claims := c.identity(); d.useOwnerToken && !claims.mayImpersonate() {
 		// Refuse now rather than fail every task pulled, as the reference.
-		c.mu.Lock()
-		claims := c.claims
-		c.mu.Unlock()
-		if !claims.mayImpersonate() {
-			return &exitError{code: 1, msg: fmt.Sprintf("--use-owner-token: this key's role (%s) may not act as a task's owner; use an admin or service-account key, or run without --use-owner-token", claims.Identity.Role)}
-		}
+		return &exitError{code: 1, msg: fmt.Sprintf("--use-owner-token: this key's role (%s) may not act as a task's owner; use an admin or service-account key, or run without --use-owner-token", claims.Identity.Role)}
 	}
 	if d.status {
 		sq := make([]statusQueue, len(queues))
@@ -201,22 +142,86 @@ func (d *daemonCmd) run(env *runEnv) error {
 			sq[i] = statusQueue{Name: q.Name, Tags: q.Tags}
 		}
 		live, _ := reg.list()
-		fmt.Fprint(env.stdout, daemonStatusText(sched, sq, nil, live, time.Now()))
+		fmt.Fprint(cx.stdout, daemonStatusText(uptime, sq, nil, live, time.Now()))
 		return nil
 	}
-
 	inst, err := reg.claim(ident.idFor, os.Args)
-	if err != nil {
-		var dup *errDuplicateWorker
-		if errors.As(err, &dup) {
-			return &exitError{code: 1, msg: dup.Error() + " (set a different agent.worker_id or CLEARML_WORKER_ID)"}
-		}
+	var dup *errDuplicateWorker
+	if errors.As(err, &dup) {
+		return &exitError{code: 1, msg: dup.Error() + " (set a different agent.worker_id or CLEARML_WORKER_ID)"}
+	} else if err != nil {
 		return err
 	}
 	defer inst.release()
-	workerID := inst.WorkerID
-	c.workerHeader = workerID
+	c.setWorker(inst.WorkerID)
+	s := d.newScheduler(cx, cfg, c, inst.WorkerID, log, queues, uptime)
+	if detachedChild {
+		logf("Worker \"%s\" :", s.workerID)
+	}
+	logf("Worker \"%s\" - Listening to queues:\n%s", s.workerID, queueTable(queues))
+	if d.servicesMode.set && max(d.servicesMode.n, 0) != 1 {
+		logf("ClearML-Agent running in services mode")
+	}
+	return d.serve(cx, s, inst, sigs)
+}
 
+// devices are the GPUs the worker serves; services mode implies CPU
+// only, as in the reference.
+func (d *daemonCmd) devices() (gpus string, cpuOnly bool) {
+	if d.cpuOnly || d.servicesMode.set {
+		return "", true
+	}
+	return d.gpus, false
+}
+
+// gpuPool reads --dynamic-gpus: every queue is name=N (or MIN-MAX), --gpus
+// is the pool. It leaves the bare names in d.queues.
+func (d *daemonCmd) gpuPool() (err error) {
+	if !d.dynamicGPUs {
+		return nil
+	}
+	if d.servicesMode.set {
+		return usagef("--dynamic-gpus cannot be combined with --services-mode")
+	}
+	if d.pool, err = parseGPUPool(d.gpus); err != nil {
+		return usagef("%v", err)
+	}
+	if len(d.queues.vals) == 0 {
+		return usagef("--dynamic-gpus needs --queue name=N for every queue, e.g. --queue dual_gpus=2 single_gpu=1")
+	}
+	for i, q := range d.queues.vals {
+		spec, err := parseGPUQueueSpec(q)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		d.gpuSpecs = append(d.gpuSpecs, spec)
+		d.queues.vals[i] = spec.queue
+	}
+	return nil
+}
+
+// startDetached is -d: the daemon starts again in the background, logging
+// to a file, and this process returns once it runs.
+func (d *daemonCmd) startDetached(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry) error {
+	logFile, err := createDaemonLog(cfg.env)
+	if err != nil {
+		return fmt.Errorf("cannot create the daemon log: %w", err)
+	}
+	defer logFile.Close()
+	child, err := detach(os.Args[1:], logFile)
+	if err != nil {
+		return fmt.Errorf("cannot start the daemon in the background: %w", err)
+	}
+	fmt.Fprintf(cx.stdout, backgroundNotice, logFile.Name())
+	fmt.Fprintf(cx.stdout, "clearml-agent daemon started in the background, pid %d\n", child.PID)
+	return child.waitStarted(reg, 15*time.Second)
+}
+
+// newScheduler sets up the poll loop for the worker's queues.
+func (d *daemonCmd) newScheduler(cx *cmdContext, cfg *agentConfig, c *apiClient, workerID string, log io.Writer,
+	queues []queueRef, uptime *activitySchedule) *scheduler {
+	child := taskOptions{workerFlags: d.workerFlags, standalone: d.standalone, docker: d.docker}
+	child.cpuOnly = d.cpuOnly || d.servicesMode.set // services mode implies CPU only
 	tags := d.childReportTags.vals
 	if len(tags) == 0 {
 		tags = shellSplitLoose(firstEnv(cfg.env, "CLEARML_WORKER_TAGS"))
@@ -230,52 +235,43 @@ func (d *daemonCmd) run(env *runEnv) error {
 		maxRun = max(d.servicesMode.n, 0) // a bare --services-mode is unlimited
 	}
 	s := &scheduler{
-		d: d, global: env.global, cfg: cfg, api: c, workerID: workerID, log: log,
-		queues: queues, sched: sched, pace: pace, maxRun: maxRun, tags: tags,
+		opts: schedOptions{child: child, global: cx.global, foreground: d.foreground, orderFairness: d.orderFairness, useOwnerToken: d.useOwnerToken},
+		cfg:  cfg, api: c, workerID: workerID, log: log, queues: queues, uptime: uptime, pace: pace, maxRun: maxRun, tags: tags,
 		now: time.Now, running: map[string]*childTask{}, owners: map[string]string{}, slotFree: make(chan struct{}, 1),
 	}
+	gpus, cpuOnly := d.devices()
 	gset := newGPUSet(gpus, cpuOnly, cfg.env)
 	s.stats = newStatsSampler(cfg, gset)
 	if d.dynamicGPUs {
-		for i, spec := range gpuSpecs {
-			s.queues[i].gpuMin, s.queues[i].gpuMax = spec.min, spec.max
-		}
-		var freeMem func(string) (float64, bool)
-		if gset != nil {
-			freeMem = gset.freeMemMB
-		}
-		s.alloc = newGPUAllocator(pool, cfg.float("agent.gpu_free_memory_min_mb", 0), freeMem)
-		s.leases = map[string]*gpuLease{}
-		s.maxRun = 0 // bounded by free GPUs, tasks run side by side
-		logf("Dynamic GPU allocation over GPUs %s", strings.Join(pool, ","))
+		s.allocateGPUs(d.gpuSpecs, d.pool, gset)
+		s.logf("Dynamic GPU allocation over GPUs %s", strings.Join(d.pool, ","))
 	}
+	return s
+}
 
-	if isDetachedChild {
-		logf("Worker \"%s\" :", workerID)
-	}
-	logf("Worker \"%s\" - Listening to queues:\n%s", workerID, queueTable(queues))
-	if maxRun != 1 {
-		logf("ClearML-Agent running in services mode")
-	}
-	ids := make([]string, len(queues))
-	for i, q := range queues {
+// serve registers the worker, runs the poll loop until a signal, drains
+// the running tasks and unregisters.
+func (d *daemonCmd) serve(cx *cmdContext, s *scheduler, inst *agentInstance, sigs <-chan os.Signal) error {
+	c, workerID := s.api, s.workerID
+	ids := make([]string, len(s.queues))
+	for i, q := range s.queues {
 		ids[i] = q.ID
 	}
 	if err := c.call(withBudget(context.Background(), 5*time.Minute), "workers.register", "", map[string]any{"worker": workerID, "queues": ids}, nil); err != nil {
-		logf("Worker failed registering itself with backend service: %v", err)
+		s.logf("Worker failed registering itself with backend service: %v", err)
 	}
 	if d.dynamicGPUs {
-		publishAvailableGPUs(c, workerID, pool, logf, env.global.debug)
+		publishAvailableGPUs(c, workerID, d.pool, s.logf, cx.global.debug)
 	}
 	// Exactly one unregister, on every way out.
 	defer func() {
 		if err := c.call(withBudget(context.Background(), 30*time.Second), "workers.unregister", "", map[string]any{"worker": workerID, "queues": ids}, nil); err != nil {
-			logf("Worker failed unregistering itself: %v", err)
+			s.logf("Worker failed unregistering itself: %v", err)
 		}
 	}()
 	if d.docker.set {
 		// Containers a previous run of this worker left behind.
-		cleanupStaleContainers(context.Background(), workerID, log)
+		cleanupStaleContainers(context.Background(), workerID, s.log)
 	}
 	notify := takeSDNotifier()
 	notify.ready()
@@ -290,9 +286,9 @@ func (d *daemonCmd) run(env *runEnv) error {
 	go func() { s.run(runCtx); close(loopDone) }()
 
 	sig := <-sigs
-	logf("clearml-agent received %s: draining (a second signal stops the running task now)", sig)
+	s.logf("clearml-agent received %s: draining (a second signal stops the running task now)", sig)
 	notify.stopping()
-	grace := time.Duration(cfg.float("agent.shutdown_grace_sec", 60) * float64(time.Second))
+	grace := time.Duration(s.cfg.float("agent.shutdown_grace_sec", 60) * float64(time.Second))
 	s.drain(grace, sigs)
 	stopRun()
 	<-loopDone
@@ -312,7 +308,7 @@ func publishAvailableGPUs(c *apiClient, workerID string, pool []string, logf fun
 	body, _ := json.Marshal(map[string]any{"worker": workerID,
 		"runtime_properties": []map[string]string{{"key": "available_gpus", "value": strings.Join(vals, ",")}}})
 	ctx := withBudget(context.Background(), 10*time.Second)
-	_, err := c.do(ctx, request{endpoint: "workers.set_runtime_properties", method: http.MethodPost, contentType: "application/json", body: body})
+	err := c.post(ctx, "workers.set_runtime_properties", "application/json", body)
 	var ae *apiError
 	switch {
 	case err == nil:

@@ -465,33 +465,10 @@ func applyConfigFiles(c *agentConfig, log io.Writer) {
 				continue
 			}
 		}
-		var data []byte
-		contents := get("contents")
-		target := text("target_format", "string")
-		switch {
-		case text("format", "string") == "base64":
-			raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(scalarText(contents)))
-			if err != nil {
-				fmt.Fprintf(log, "Skipped [%s]: failed decoding base64 (%v)\n", key, err)
-				continue
-			}
-			data = raw
-		case target == "json":
-			b, err := json.MarshalIndent(hoconToPlain(contents), "", "  ")
-			if err != nil {
-				fmt.Fprintf(log, "Skipped [%s]: failed encoding to json (%v)\n", key, err)
-				continue
-			}
-			data = b
-		case target == "yaml" || target == "yml":
-			data = []byte(dumpYAML(hoconToPlain(contents)))
-		case contents != nil:
-			if o, ok := contents.(*hoconObject); ok {
-				b, _ := json.Marshal(hoconToPlain(o))
-				data = b
-			} else {
-				data = []byte(scalarText(contents))
-			}
+		data, err := configFileData(get("contents"), text("format", "string"), text("target_format", "string"))
+		if err != nil {
+			fmt.Fprintf(log, "Skipped [%s]: %v\n", key, err)
+			continue
 		}
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			fmt.Fprintf(log, "Skipped [%s]: failed creating path %s (%v)\n", key, filepath.Dir(path), err)
@@ -512,4 +489,59 @@ func applyConfigFiles(c *agentConfig, log io.Writer) {
 			}
 		}
 	}
+}
+
+// configFileData is the bytes of one files {} entry.
+func configFileData(contents any, format, target string) ([]byte, error) {
+	switch {
+	case format == "base64":
+		raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(scalarText(contents)))
+		if err != nil {
+			return nil, fmt.Errorf("failed decoding base64 (%v)", err)
+		}
+		return raw, nil
+	case target == "json":
+		b, err := json.MarshalIndent(hoconToPlain(contents), "", "  ")
+		if err != nil {
+			return nil, fmt.Errorf("failed encoding to json (%v)", err)
+		}
+		return b, nil
+	case target == "yaml" || target == "yml":
+		return []byte(dumpYAML(hoconToPlain(contents))), nil
+	case contents == nil:
+		return nil, nil
+	}
+	if o, ok := contents.(*hoconObject); ok {
+		b, _ := json.Marshal(hoconToPlain(o))
+		return b, nil
+	}
+	return []byte(scalarText(contents)), nil
+}
+
+// hoconToPlain converts parsed HOCON into maps and slices for encoding/json.
+func hoconToPlain(v any) any {
+	switch x := v.(type) {
+	case *hoconObject:
+		m := make(map[string]any, len(x.Keys()))
+		for _, k := range x.Keys() {
+			child, _ := x.Get(k)
+			m[k] = hoconToPlain(child)
+		}
+		return m
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = hoconToPlain(e)
+		}
+		return out
+	}
+	return v
+}
+
+// tempDirFor is where the agent keeps its temp files.
+func tempDirFor(cfg *agentConfig) string {
+	if d := firstEnv(cfg.env, "CLEARML_AGENT_TEMP_STDOUT_FILE_DIR"); d != "" {
+		return d
+	}
+	return os.TempDir()
 }

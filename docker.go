@@ -8,6 +8,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -19,17 +20,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 )
-
-func notifySignals(c chan os.Signal) { signal.Notify(c, syscall.SIGINT, syscall.SIGTERM) }
-func stopSignals(c chan os.Signal)   { signal.Stop(c) }
 
 // Paths inside the container.
 const (
@@ -48,34 +45,24 @@ const (
 
 // dockerRunOptions are the caller's choices for one container.
 type dockerRunOptions struct {
-	cliDocker      []string // --docker values (image [args...]); nil when not given
-	cliDockerSet   bool     // --docker was given (even bare)
-	forceDocker    bool     // the agent's image wins over the task's
-	workerID       string   // the worker running the task (CLEARML_WORKER_ID inside)
-	parentWorkerID string   // the daemon's worker id; default workerID
-	gpus           string
-	cpuOnly        bool
-	standalone     bool
-	servicesMode   bool
-	logLevel       string
-	optimization   int
-	requireQueue   bool
-	clone          bool
+	// task are the options of the execute inside; their --docker values
+	// pick the image, their GPUs the container's.
+	task           taskOptions
+	forceDocker    bool              // the agent's image wins over the task's
+	workerID       string            // the worker running the task (CLEARML_WORKER_ID inside)
+	parentWorkerID string            // the daemon's worker id; default workerID
+	servicesMode   bool              // a daemon's services-mode task
 	workerTags     string            // --child-report-tags, shlex-joined
 	env            map[string]string // more -e variables
 	debug          bool              // keep the container (no --rm)
 	name           string            // container name; default from the config or generated
 	agentBinary    string            // host path of the static agent; default this executable
-	gitUser        string            // --git-user / --git-pass
-	gitPass        string
 	// innerArgs replaces `execute --id ...` as the agent command (build uses it).
 	innerArgs []string
 	// noCacheMounts leaves the vcs and venv caches inside the container (build --docker).
 	noCacheMounts bool
 	// agentMount is where the binary is mounted; default dockerAgentPath.
 	agentMount string
-	// innerFlags are appended to the inner execute (e.g. --disable-monitoring).
-	innerFlags []string
 }
 
 // dockerImage is the chosen image with its arguments.
@@ -113,8 +100,8 @@ func dockerSplit(vals []string) (string, []string) {
 func dockerAgentDefault(cfg *agentConfig, o dockerRunOptions) (string, []string) {
 	var image string
 	var args []string
-	if len(o.cliDocker) > 0 {
-		image, args = dockerSplit(o.cliDocker)
+	if len(o.task.docker.vals) > 0 {
+		image, args = dockerSplit(o.task.docker.vals)
 	} else {
 		v := firstEnv(cfg.env, "CLEARML_DOCKER_IMAGE", "TRAINS_DOCKER_IMAGE")
 		if v == "" {
@@ -141,8 +128,8 @@ func dockerAgentDefault(cfg *agentConfig, o dockerRunOptions) (string, []string)
 func dockerChooseImage(cfg *agentConfig, task *taskDoc, o dockerRunOptions) (dockerImage, error) {
 	ti, targs := task.Container.Image, task.Container.Arguments
 	if ti == "" && task.Execution.DockerCmd != "" {
-		ti, _ = dockerSplit([]string{task.Execution.DockerCmd})
-		_, rest := dockerSplit([]string{task.Execution.DockerCmd})
+		var rest []string
+		ti, rest = dockerSplit([]string{task.Execution.DockerCmd})
 		targs = strings.Join(rest, " ")
 	}
 	d := dockerImage{setupScript: task.Container.SetupShellScript}
@@ -445,78 +432,79 @@ func dockerScriptLines(s string) []string {
 	return out
 }
 
-// shellQuote quotes one word for sh.
-func shellQuote(s string) string {
-	if s != "" && strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,@%+", r))
-	}) < 0 {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// dockerInnerExecute is the agent command run in the container.
+// dockerInnerExecute is the agent command run in the container: execute
+// for the task, with the options of the run inside (the image and the
+// GPUs are the container's, the log file the host's).
 func dockerInnerExecute(taskID string, o dockerRunOptions) []string {
-	argv := []string{"execute", "--id", taskID}
-	if o.servicesMode {
-		argv = append(argv, "--full-monitoring")
-	}
-	if o.standalone {
-		argv = append(argv, "--standalone-mode")
-	}
-	if o.requireQueue {
-		argv = append(argv, "--require-queue")
-	}
-	if o.clone {
-		argv = append(argv, "--clone")
-	}
-	if o.cpuOnly {
-		argv = append(argv, "--cpu-only")
-	}
-	if o.logLevel != "" && !strings.EqualFold(o.logLevel, "INFO") {
-		argv = append(argv, "--log-level", o.logLevel)
-	}
-	if o.optimization > 0 {
-		argv = append(argv, "-"+strings.Repeat("O", min(o.optimization, 2)))
-	}
-	return append(argv, o.innerFlags...)
+	in := o.task
+	in.id, in.docker, in.gpus, in.logFile = taskID, listFlag{}, "", ""
+	in.fullMonitoring = in.fullMonitoring || o.servicesMode
+	in.optimization = min(in.optimization, 2)
+	return executeArgv(globalOpts{}, in)
 }
 
-// dockerTaskArgv returns the full `docker run ...` argv that runs the agent's
-// `execute --id <task>` inside the container, and a cleanup for its temp
-// files (the config copy, the ssh copy), to call once the container ended.
-func dockerTaskArgv(cfg *agentConfig, task *taskDoc, o dockerRunOptions) ([]string, func(), error) {
-	noop := func() {}
+// dockerRun is one container to start.
+type dockerRun struct {
+	argv    []string // docker run ...
+	img     dockerImage
+	name    string // the container's
+	cleanup func() // removes its temp files (the config and ssh copies), once it ended
+}
+
+// dockerTaskArgv prepares the `docker run ...` that runs the agent's
+// `execute --id <task>` inside the container: run arguments, environment,
+// mounts, image, entry script.
+func dockerTaskArgv(cfg *agentConfig, task *taskDoc, o dockerRunOptions) (*dockerRun, error) {
 	img, err := dockerChooseImage(cfg, task, o)
 	if err != nil {
-		return nil, noop, err
+		return nil, err
 	}
 	bin, err := dockerHostAgent(cfg, o)
 	if err != nil {
-		return nil, noop, err
+		return nil, err
 	}
-	if o.parentWorkerID == "" {
-		o.parentWorkerID = o.workerID
-	}
+	o.parentWorkerID = cmp.Or(o.parentWorkerID, o.workerID)
+	o.agentMount = cmp.Or(o.agentMount, dockerAgentPath)
 	if o.name == "" {
 		if o.name, err = dockerContainerName(cfg, task.ID, o.workerID); err != nil {
-			return nil, noop, err
+			return nil, err
 		}
 	}
-	env := cfg.env
 	tmp, err := os.MkdirTemp(tempDirFor(cfg), "clearml-agent-docker-")
 	if err != nil {
-		return nil, noop, err
+		return nil, err
 	}
-	cleanup := func() { os.RemoveAll(tmp) }
-	fail := func(err error) ([]string, func(), error) { cleanup(); return nil, noop, err }
+	run := &dockerRun{img: img, name: o.name, cleanup: func() { os.RemoveAll(tmp) }}
+	argv, innerNV, err := dockerRunArgs(cfg, img, task.ID, o)
+	var mounts []string
+	var sshCopied bool
+	if err == nil {
+		mounts, sshCopied, err = dockerMounts(cfg, img, o, tmp, bin)
+	}
+	if err != nil {
+		run.cleanup()
+		return nil, err
+	}
+	argv = append(append(argv, dockerEnvArgs(cfg, img, task.ID, o, innerNV)...), mounts...)
+	if !o.debug && !slices.Contains(argv, "--restart") {
+		argv = append(argv, "--rm")
+	}
+	run.argv = append(append(argv, img.image), dockerEntry(cfg, img, task, o, sshCopied)...)
+	return run, nil
+}
 
-	argv := []string{"docker", "run"}
+// dockerRunArgs is `docker run` with the container's arguments: the
+// restart policy, the GPUs, the task's (or default) arguments merged with
+// the agent's extra ones, and the labels. innerNV is the
+// NVIDIA_VISIBLE_DEVICES to pass when there is no --gpus flag.
+func dockerRunArgs(cfg *agentConfig, img dockerImage, taskID string, o dockerRunOptions) (argv []string, innerNV string, err error) {
+	env := cfg.env
+	argv = []string{"docker", "run"}
 	if r := firstEnv(env, "CLEARML_AGENT_SERVICES_DOCKER_RESTART"); r != "" {
 		pol, _, _ := strings.Cut(r, ";")
 		argv = append(argv, "--restart", pol)
 	}
-	gpuFlag, innerNV := dockerGPUs(env, o.gpus, o.cpuOnly)
+	gpuFlag, innerNV := dockerGPUs(env, o.task.gpus, o.task.cpuOnly)
 	argv = append(argv, gpuFlag...)
 
 	// Task/default arguments, filtered, then merged with the agent's extras.
@@ -530,13 +518,13 @@ func dockerTaskArgv(cfg *agentConfig, task *taskDoc, o dockerRunOptions) ([]stri
 	var extra []string
 	if v := firstEnv(env, "CLEARML_AGENT_EXTRA_DOCKER_ARGS"); v != "" {
 		if extra, err = shlexSplit(v); err != nil {
-			return fail(fmt.Errorf("CLEARML_AGENT_EXTRA_DOCKER_ARGS: %v", err))
+			return nil, "", fmt.Errorf("CLEARML_AGENT_EXTRA_DOCKER_ARGS: %w", err)
 		}
 	} else {
 		for _, a := range cfg.strList("agent.extra_docker_arguments") {
 			f, err := shlexSplit(a)
 			if err != nil {
-				return fail(fmt.Errorf("agent.extra_docker_arguments: %v", err))
+				return nil, "", fmt.Errorf("agent.extra_docker_arguments: %w", err)
 			}
 			extra = append(extra, f...)
 		}
@@ -551,14 +539,21 @@ func dockerTaskArgv(cfg *agentConfig, task *taskDoc, o dockerRunOptions) ([]stri
 	}
 	argv = append(argv, dockerMergeArgs(args, extra, cfg.boolean("agent.docker_args_extra_precedes_task", true), protected)...)
 
-	argv = append(argv, "-l", dockerLabelWorker+"="+o.workerID, "-l", dockerLabelParent+"="+o.parentWorkerID, "-l", dockerLabelTask+"="+task.ID)
+	argv = append(argv, "-l", dockerLabelWorker+"="+o.workerID, "-l", dockerLabelParent+"="+o.parentWorkerID, "-l", dockerLabelTask+"="+taskID)
 	for _, l := range strings.Fields(firstEnv(env, "CLEARML_AGENT_EXTRA_DOCKER_LABELS")) {
 		argv = append(argv, "-l", l)
 	}
+	return argv, innerNV, nil
+}
+
+// dockerEnvArgs are the container's -e variables.
+func dockerEnvArgs(cfg *agentConfig, img dockerImage, taskID string, o dockerRunOptions, innerNV string) []string {
+	env := cfg.env
+	var argv []string
 	if innerNV != "" {
 		argv = append(argv, "-e", "NVIDIA_VISIBLE_DEVICES="+innerNV)
 	}
-	argv = append(argv, "-e", "CLEARML_WORKER_ID="+o.workerID, "-e", "CLEARML_DOCKER_IMAGE="+img.image, "-e", "CLEARML_TASK_ID="+task.ID)
+	argv = append(argv, "-e", "CLEARML_WORKER_ID="+o.workerID, "-e", "CLEARML_DOCKER_IMAGE="+img.image, "-e", "CLEARML_TASK_ID="+taskID)
 	if v := firstEnv(env, "CLEARML_AUTH_TOKEN"); v != "" {
 		argv = append(argv, "-e", "CLEARML_AUTH_TOKEN="+v)
 	}
@@ -571,12 +566,9 @@ func dockerTaskArgv(cfg *agentConfig, task *taskDoc, o dockerRunOptions) ([]stri
 	if o.servicesMode {
 		argv = append(argv, "-e", "CLEARML_AGENT_SERVICE_TASK=1")
 	}
-	creds := gitCredentialsFrom(cfg, o.gitUser, o.gitPass)
-	if creds.user != "" {
-		argv = append(argv, "-e", "CLEARML_AGENT_GIT_USER="+creds.user)
-	}
-	if creds.pass != "" {
-		argv = append(argv, "-e", "CLEARML_AGENT_GIT_PASS="+creds.pass)
+	creds := gitCredentialsFrom(cfg, o.task.gitUser, o.task.gitPass)
+	for _, kv := range (taskOptions{workerFlags: workerFlags{gitUser: creds.user, gitPass: creds.pass}}).childEnv() {
+		argv = append(argv, "-e", kv)
 	}
 	keys := make([]string, 0, len(o.env))
 	for k := range o.env {
@@ -586,7 +578,14 @@ func dockerTaskArgv(cfg *agentConfig, task *taskDoc, o dockerRunOptions) ([]stri
 	for _, k := range keys {
 		argv = append(argv, "-e", k+"="+o.env[k])
 	}
-	home := homeDir(env)
+	return argv
+}
+
+// dockerMounts are the container's name and mounts: the git files, the
+// configuration (written to tmp) and the agent binary (bin), the ssh
+// folder (copied to tmp) and the caches.
+func dockerMounts(cfg *agentConfig, img dockerImage, o dockerRunOptions, tmp, bin string) (argv []string, sshCopied bool, err error) {
+	home := homeDir(cfg.env)
 	for _, f := range []string{".git-credentials", ".gitconfig"} {
 		if p := filepath.Join(home, f); fileExists(p) {
 			argv = append(argv, "-v", p+":"+dockerRoot+"/"+f)
@@ -597,21 +596,15 @@ func dockerTaskArgv(cfg *agentConfig, task *taskDoc, o dockerRunOptions) ([]stri
 	confPath := filepath.Join(tmp, "clearml.conf")
 	data, err := json.MarshalIndent(dockerContainerConfig(cfg), "", "  ")
 	if err != nil {
-		return fail(err)
+		return nil, false, err
 	}
 	if err := os.WriteFile(confPath, data, 0o600); err != nil {
-		return fail(err)
-	}
-	agentMount := o.agentMount
-	if agentMount == "" {
-		agentMount = dockerAgentPath
+		return nil, false, err
 	}
 	argv = append(argv, "-v", confPath+":"+dockerConfigPath+":ro", "-e", "CLEARML_CONFIG_FILE="+dockerConfigPath,
-		"-v", bin+":"+agentMount+":ro")
+		"-v", bin+":"+o.agentMount+":ro")
 
-	var script []string
-	sshCopied := false
-	if sshDir := filepath.Join(home, ".ssh"); !dockerSSHDisabled(cfg) && fileExists(sshDir) && firstEnv(env, "SSH_AUTH_SOCK") == "" {
+	if sshDir := filepath.Join(home, ".ssh"); !dockerSSHDisabled(cfg) && fileExists(sshDir) && firstEnv(cfg.env, "SSH_AUTH_SOCK") == "" {
 		dst := filepath.Join(tmp, "ssh")
 		if err := gitCopyTree(sshDir, dst); err == nil {
 			argv = append(argv, "-v", dst+":/.ssh:ro")
@@ -641,14 +634,15 @@ func dockerTaskArgv(cfg *agentConfig, task *taskDoc, o dockerRunOptions) ([]stri
 			argv = append(argv, "-v", sub+":"+dockerRoot+"/.clearml/venvs-cache")
 		}
 	}
-	if !o.debug && len(argv) > 0 && !contains(argv, "--restart") {
-		argv = append(argv, "--rm")
-	}
-	argv = append(argv, img.image)
+	return argv, sshCopied, nil
+}
 
-	// The reference's script hooks: the pre-process lines first, then the
-	// init lines, which replace its container bootstrap (there is none here).
-	script = append(script, dockerScriptLines(strings.Join(cfg.strList("agent.docker_preprocess_bash_script"), "\n"))...)
+// dockerEntry is what the container runs: the agent, after the
+// reference's script hooks when there are any.
+func dockerEntry(cfg *agentConfig, img dockerImage, task *taskDoc, o dockerRunOptions, sshCopied bool) []string {
+	// The pre-process lines first, then the init lines, which replace the
+	// reference's container bootstrap (there is none here).
+	script := dockerScriptLines(strings.Join(cfg.strList("agent.docker_preprocess_bash_script"), "\n"))
 	for _, l := range dockerScriptLines(strings.Join(cfg.strList("agent.docker_init_bash_script"), "\n")) {
 		script = append(script, strings.ReplaceAll(l, "{python_single_digit}", "3"))
 	}
@@ -663,19 +657,17 @@ func dockerTaskArgv(cfg *agentConfig, task *taskDoc, o dockerRunOptions) ([]stri
 	script = append(script, dockerScriptLines(img.setupScript)...)
 	inner := o.innerArgs
 	if len(inner) == 0 {
-		inner = append([]string{agentMount}, dockerInnerExecute(task.ID, o)...)
+		inner = append([]string{o.agentMount}, dockerInnerExecute(task.ID, o)...)
 	}
 	if len(script) == 0 {
-		argv = append(argv, inner...)
-	} else {
-		q := make([]string, len(inner))
-		for i, a := range inner {
-			q[i] = shellQuote(a)
-		}
-		script = append(script, "exec "+strings.Join(q, " "))
-		argv = append(argv, "bash", "-c", strings.Join(script, " ; "))
+		return inner
 	}
-	return argv, cleanup, nil
+	q := make([]string, len(inner))
+	for i, a := range inner {
+		q[i] = shellQuote(a)
+	}
+	script = append(script, "exec "+strings.Join(q, " "))
+	return []string{"bash", "-c", strings.Join(script, " ; ")}
 }
 
 // dockerGitCheck installs git only when the task needs it and the image lacks it, saying so.
@@ -687,33 +679,12 @@ func dockerImageKey(image string) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
 func dockerSSHDisabled(cfg *agentConfig) bool {
 	if v := firstEnv(cfg.env, "CLEARML_AGENT_DISABLE_SSH_MOUNT"); v != "" {
 		b, _ := parseBoolText(v)
 		return b
 	}
 	return cfg.boolean("agent.disable_ssh_mount", false)
-}
-
-// dockerArgvName is the --name of a docker run argv.
-func dockerArgvName(argv []string) string {
-	for i := 0; i+1 < len(argv); i++ {
-		if argv[i] == "--name" {
-			return argv[i+1]
-		}
-	}
-	return ""
 }
 
 // dockerLoggedCommand is the argv as logged: secret env values hidden,
@@ -739,6 +710,13 @@ func dockerCmd(ctx context.Context, args ...string) (string, error) {
 		return out.String(), fmt.Errorf("docker %s: %v: %s", args[0], err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
+}
+
+// dockerPull pulls an image, its progress to out.
+func dockerPull(ctx context.Context, image string, out io.Writer) {
+	pull := exec.CommandContext(ctx, "docker", "pull", image)
+	pull.Stdout, pull.Stderr = out, out
+	pull.Run()
 }
 
 // dockerStop stops a container: SIGTERM, grace, then SIGKILL (docker
@@ -784,179 +762,4 @@ func dockerPythonList(l []string) string {
 		q[i] = "'" + strings.ReplaceAll(strings.Trim(string(b), `"`), "'", `\'`) + "'"
 	}
 	return "[" + strings.Join(q, ", ") + "]"
-}
-
-// runDocker is `execute --docker`: the task runs in a container where
-// this binary runs `execute`, which claims the task, runs it and sets its
-// status. Here we only watch: signals become `docker stop`, and a
-// container that ends without a final status fails the task.
-func (e *executeCmd) runDocker(env *runEnv, cfg *agentConfig, c *apiClient, workerID string) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sigs := make(chan os.Signal, 2)
-	notifySignals(sigs)
-	defer stopSignals(sigs)
-
-	id, err := resolveName(ctx, c, "tasks", e.id)
-	if err != nil {
-		return err
-	}
-	task, err := getTask(ctx, c, id)
-	if err != nil {
-		return err
-	}
-	o := dockerRunOptions{
-		cliDocker: e.docker.vals, cliDockerSet: true, workerID: workerID,
-		gpus: e.gpus, cpuOnly: e.cpuOnly, standalone: e.standalone, logLevel: e.logLevel.val,
-		optimization: int(e.optimization), requireQueue: e.requireQueue, clone: e.clone,
-		debug: env.global.debug, gitUser: e.gitUser, gitPass: e.gitPass,
-	}
-	if e.disableMonitoring {
-		o.innerFlags = append(o.innerFlags, "--disable-monitoring")
-	}
-	if e.fullMonitoring {
-		o.innerFlags = append(o.innerFlags, "--full-monitoring")
-	}
-	img, err := dockerChooseImage(cfg, task, o)
-	if err != nil {
-		return err
-	}
-	argv, cleanup, err := dockerTaskArgv(cfg, task, o)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	name := dockerArgvName(argv)
-	out := env.stdout
-	def := ""
-	if img.isDefault {
-		def = "default "
-	}
-	fmt.Fprintf(out, "Running Task %s inside %sdocker: %s arguments: %s\n", task.ID, def, img.image, dockerPythonList(img.args))
-	if s := strings.TrimSpace(img.setupScript); s != "" {
-		fmt.Fprintf(out, "custom_setup_bash_script:\n%s\n", s)
-	}
-	if cfg.boolean("agent.docker_force_pull", false) {
-		pull := exec.CommandContext(ctx, "docker", "pull", img.image)
-		pull.Stdout, pull.Stderr = out, out
-		pull.Run()
-	}
-	fmt.Fprintf(out, "Executing: %s\n", dockerLoggedCommand(cfg, argv))
-	proc, err := startTaskProcess(argv, "", os.Environ(), out)
-	if err != nil {
-		return fmt.Errorf("cannot run docker: %v", err)
-	}
-	grace := abortGrace(cfg)
-	exited := make(chan int, 1)
-	go func() { exited <- proc.wait() }()
-	userAbort := false
-	var code int
-wait:
-	for {
-		select {
-		case code = <-exited:
-			break wait
-		case s := <-sigs:
-			userAbort = true
-			fmt.Fprintf(out, "\nclearml-agent received %s: stopping container %s\n", s, name)
-			go dockerStop(context.Background(), name, grace)
-		}
-	}
-	if !o.debug {
-		dockerRemove(context.Background(), name)
-	}
-	if !e.clone && !e.disableMonitoring {
-		e.dockerFinalStatus(c, task.ID, workerID, code, userAbort, out)
-	}
-	if userAbort {
-		return &exitError{code: 254}
-	}
-	return exitStatus(code)
-}
-
-// dockerFinalStatus fails (or stops) a task the container left unfinished.
-func (e *executeCmd) dockerFinalStatus(c *apiClient, taskID, workerID string, code int, userAbort bool, out io.Writer) {
-	ctx := withBudget(context.Background(), time.Minute)
-	t, err := getTask(ctx, c, taskID)
-	if err != nil {
-		return
-	}
-	switch t.Status {
-	case "in_progress", "queued", "created":
-	default:
-		return
-	}
-	msg := "Changed by clearml-agent " + workerID
-	if userAbort {
-		setStatus(ctx, c, "stopped", taskID, "user abort", msg, true)
-		return
-	}
-	reason := fmt.Sprintf("docker container exited with code %d before the task had a final status", code)
-	fmt.Fprintf(out, "clearml_agent: ERROR: %s\n", reason)
-	setStatus(ctx, c, "failed", taskID, reason, msg, true)
-}
-
-// containerApt installs Debian packages inside a task container, where the
-// inner agent runs as root and the image may lack what the task needs. The
-// reference's container bootstrap runs apt-get on every start; here it runs
-// only when something is missing.
-type containerApt struct {
-	log     io.Writer
-	updated bool
-}
-
-// newContainerApt is nil outside a task container, when not root, or
-// without apt-get.
-func newContainerApt(env envLookup, log io.Writer) *containerApt {
-	if firstEnv(env, "CLEARML_DOCKER_IMAGE", "TRAINS_DOCKER_IMAGE") == "" || os.Geteuid() != 0 {
-		return nil
-	}
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		return nil
-	}
-	return &containerApt{log: log}
-}
-
-func (a *containerApt) install(ctx context.Context, why string, pkgs ...string) error {
-	fmt.Fprintf(a.log, "clearml-agent: the image lacks %s; installing %s with apt-get\n", why, strings.Join(pkgs, " "))
-	run := func(args ...string) error {
-		cmd := exec.CommandContext(ctx, "apt-get", args...)
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		cmd.Stdout, cmd.Stderr = a.log, a.log
-		cmd.WaitDelay = 5 * time.Second
-		return cmd.Run()
-	}
-	if !a.updated {
-		if err := run("update", "-qq"); err != nil {
-			return fmt.Errorf("apt-get update failed (%v); use an image that has %s", err, why)
-		}
-		a.updated = true
-	}
-	if err := run(append([]string{"install", "-y", "-qq", "--no-install-recommends"}, pkgs...)...); err != nil {
-		return fmt.Errorf("apt-get could not install %s (%v); use an image that has %s", strings.Join(pkgs, " "), err, why)
-	}
-	return nil
-}
-
-// opencvPackages are the system libraries OpenCV's wheels load, which the
-// reference installs in every container (agent.docker_install_opencv_libs).
-var opencvPackages = []string{"libsm6", "libxext6", "libxrender-dev", "libglib2.0-0"}
-
-// opencvLibsMissing looks for those libraries' files, without starting a process.
-func opencvLibsMissing() bool {
-	dirs := []string{"/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
-		"/lib/aarch64-linux-gnu", "/usr/lib64", "/lib64", "/usr/lib", "/lib"}
-	for _, lib := range []string{"libSM.so.6", "libXext.so.6", "libXrender.so.1", "libglib-2.0.so.0"} {
-		found := false
-		for _, d := range dirs {
-			if fileExists(filepath.Join(d, lib)) {
-				found = true
-				break
-			}
-		}
-		if !found {
-			return true
-		}
-	}
-	return false
 }

@@ -69,6 +69,13 @@ func TestDockerArgHelpers(t *testing.T) {
 	}
 }
 
+// cliDocker is the options of `--docker vals...`.
+func cliDocker(vals ...string) taskOptions {
+	return taskOptions{docker: listFlag{vals: vals, set: true}}
+}
+
+var cpuOnlyOpts = taskOptions{workerFlags: workerFlags{cpuOnly: true}}
+
 func mapLookup(m map[string]string) envLookup {
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }
@@ -91,13 +98,13 @@ func TestDockerImagePrecedence(t *testing.T) {
 		args     []string
 		isDefult bool
 	}{
-		{"task wins over --docker", nil, "", withTask, dockerRunOptions{cliDocker: []string{"cli/img --x"}}, "task/img:1", []string{"--ipc=host", "-e", "A=x y"}, false},
-		{"--force-docker", nil, "", withTask, dockerRunOptions{cliDocker: []string{"cli/img", "--x"}, forceDocker: true}, "cli/img", []string{"--x"}, true},
-		{"disable_task_docker_override", nil, "agent.disable_task_docker_override: true", withTask, dockerRunOptions{cliDocker: []string{"cli/img"}}, "cli/img", nil, true},
-		{"--docker when the task has none", nil, "", bare, dockerRunOptions{cliDocker: []string{"cli/img --ipc=host"}}, "cli/img", []string{"--ipc=host"}, true},
-		{"bare --docker: default_docker", nil, `agent.default_docker { image: "def/img", arguments: ["--ipc=host"] }`, bare, dockerRunOptions{cliDockerSet: true}, "def/img", []string{"--ipc=host"}, true},
+		{"task wins over --docker", nil, "", withTask, dockerRunOptions{task: cliDocker("cli/img --x")}, "task/img:1", []string{"--ipc=host", "-e", "A=x y"}, false},
+		{"--force-docker", nil, "", withTask, dockerRunOptions{task: cliDocker("cli/img", "--x"), forceDocker: true}, "cli/img", []string{"--x"}, true},
+		{"disable_task_docker_override", nil, "agent.disable_task_docker_override: true", withTask, dockerRunOptions{task: cliDocker("cli/img")}, "cli/img", nil, true},
+		{"--docker when the task has none", nil, "", bare, dockerRunOptions{task: cliDocker("cli/img --ipc=host")}, "cli/img", []string{"--ipc=host"}, true},
+		{"bare --docker: default_docker", nil, `agent.default_docker { image: "def/img", arguments: ["--ipc=host"] }`, bare, dockerRunOptions{task: cliDocker()}, "def/img", []string{"--ipc=host"}, true},
 		{"CLEARML_DOCKER_IMAGE", map[string]string{"CLEARML_DOCKER_IMAGE": "env/img --net=host"}, "", bare, dockerRunOptions{}, "env/img", []string{"--net=host"}, true},
-		{"--docker image without args takes the default args", nil, `agent.default_docker.arguments: "--shm-size=2g"`, bare, dockerRunOptions{cliDocker: []string{"cli/img"}}, "cli/img", []string{"--shm-size=2g"}, true},
+		{"--docker image without args takes the default args", nil, `agent.default_docker.arguments: "--shm-size=2g"`, bare, dockerRunOptions{task: cliDocker("cli/img")}, "cli/img", []string{"--shm-size=2g"}, true},
 		{"legacy execution.docker_cmd", nil, "", legacy, dockerRunOptions{}, "old/img", []string{"--shm-size=1g"}, false},
 	}
 	for _, tt := range tests {
@@ -176,19 +183,20 @@ func TestDockerTaskArgvGolden(t *testing.T) {
 				common(home, tmp, "tid1", "w:gpuall", "py:3.11"), tail(home, tmp, "tid1", name1), venvs(home, "py:3.11"),
 				[]string{"--rm", "py:3.11", "/usr/local/bin/clearml-agent", "execute", "--id", "tid1"})
 		}},
-		{"--gpus 0,1", nil, "", task, dockerRunOptions{workerID: "w", gpus: "0,1"}, func(home, tmp string) []string {
+		{"--gpus 0,1", nil, "", task, dockerRunOptions{workerID: "w", task: taskOptions{workerFlags: workerFlags{gpus: "0,1"}}}, func(home, tmp string) []string {
 			return cat([]string{"docker", "run", "--gpus", `"device=0,1"`, "--network", "host", "--ipc=host"}, labels("w", "w", "tid1"),
 				common(home, tmp, "tid1", "w", "py:3.11"), tail(home, tmp, "tid1", name1), venvs(home, "py:3.11"),
 				[]string{"--rm", "py:3.11", "/usr/local/bin/clearml-agent", "execute", "--id", "tid1"})
 		}},
-		{"CLEARML_DOCKER_SKIP_GPUS_FLAG", map[string]string{"CLEARML_DOCKER_SKIP_GPUS_FLAG": "1"}, "", task, dockerRunOptions{workerID: "w", gpus: "0,1"}, func(home, tmp string) []string {
+		{"CLEARML_DOCKER_SKIP_GPUS_FLAG", map[string]string{"CLEARML_DOCKER_SKIP_GPUS_FLAG": "1"}, "", task, dockerRunOptions{workerID: "w", task: taskOptions{workerFlags: workerFlags{gpus: "0,1"}}}, func(home, tmp string) []string {
 			return cat([]string{"docker", "run", "--network", "host", "--ipc=host"}, labels("w", "w", "tid1"), []string{"-e", "NVIDIA_VISIBLE_DEVICES=0,1"},
 				common(home, tmp, "tid1", "w", "py:3.11"), tail(home, tmp, "tid1", name1), venvs(home, "py:3.11"),
 				[]string{"--rm", "py:3.11", "/usr/local/bin/clearml-agent", "execute", "--id", "tid1"})
 		}},
 		{"--cpu-only, debug keeps the container, parent worker, services, tags, git creds, env", nil, "", task,
-			dockerRunOptions{workerID: "w:service:tid1", parentWorkerID: "w", cpuOnly: true, debug: true, servicesMode: true, workerTags: "a b",
-				gitUser: "gu", gitPass: "gp", env: map[string]string{"Z": "1", "CLEARML_AGENT_DAEMON_CHILD": "1"}, logLevel: "DEBUG", optimization: 2},
+			dockerRunOptions{workerID: "w:service:tid1", parentWorkerID: "w", debug: true, servicesMode: true, workerTags: "a b",
+				task: taskOptions{workerFlags: workerFlags{cpuOnly: true, gitUser: "gu", gitPass: "gp", logLevel: choiceFlag{val: "DEBUG"}, optimization: 2}},
+				env:  map[string]string{"Z": "1", "CLEARML_AGENT_DAEMON_CHILD": "1"}},
 			func(home, tmp string) []string {
 				return cat([]string{"docker", "run", "--network", "host", "--ipc=host"}, labels("w:service:tid1", "w", "tid1"), []string{"-e", "NVIDIA_VISIBLE_DEVICES=none"},
 					common(home, tmp, "tid1", "w:service:tid1", "py:3.11"),
@@ -199,7 +207,7 @@ func TestDockerTaskArgvGolden(t *testing.T) {
 			}},
 		{"extra args precede, protected switch dropped, filters, labels, name format", map[string]string{"CLEARML_AGENT_EXTRA_DOCKER_LABELS": "team=ml", "HOSTV": "hv"},
 			`agent { extra_docker_arguments: ["--network=bridge", "-e", "X=$HOSTV"], docker_args_filters: ["^--network$", "^--ipc"], docker_container_name_format: "job-{task_id}-{worker_id}", vcs_cache.enabled: false, venvs_cache.path: "", pip_download_cache.enabled: false }`,
-			task, dockerRunOptions{workerID: "w:gpu0", cpuOnly: true},
+			task, dockerRunOptions{workerID: "w:gpu0", task: cpuOnlyOpts},
 			func(home, tmp string) []string {
 				return cat([]string{"docker", "run", "--network=bridge", "-e", "X=hv", "--ipc=host"}, labels("w:gpu0", "w:gpu0", "tid1"), []string{"-l", "team=ml", "-e", "NVIDIA_VISIBLE_DEVICES=none"},
 					common(home, tmp, "tid1", "w:gpu0", "py:3.11"),
@@ -207,14 +215,14 @@ func TestDockerTaskArgvGolden(t *testing.T) {
 						"-v", home + "/.clearml/apt-cache:/var/cache/apt/archives", "-v", home + "/.clearml/pip-cache:/root/.cache/pip", "-v", home + "/.clearml/cache:/clearml_agent_cache"},
 					[]string{"--rm", "py:3.11", "/usr/local/bin/clearml-agent", "execute", "--id", "tid1", "--cpu-only"})
 			}},
-		{"setup script and git check run before the agent", nil, `agent.extra_docker_shell_script: ["echo extra"]`, withRepo, dockerRunOptions{workerID: "w", cpuOnly: true},
+		{"setup script and git check run before the agent", nil, `agent.extra_docker_shell_script: ["echo extra"]`, withRepo, dockerRunOptions{workerID: "w", task: cpuOnlyOpts},
 			func(home, tmp string) []string {
 				return cat([]string{"docker", "run"}, labels("w", "w", "tid2"), []string{"-e", "NVIDIA_VISIBLE_DEVICES=none"},
 					common(home, tmp, "tid2", "w", "py:3.11"), tail(home, tmp, "tid2", "clearml-id-tid2-abcdefgh"), venvs(home, "py:3.11"),
 					[]string{"--rm", "py:3.11", "bash", "-c", dockerGitCheck + " ; echo extra ; apt-get install -y foo ; export A=1 ; exec /usr/local/bin/clearml-agent execute --id tid2 --cpu-only"})
 			}},
 		{"docker_preprocess_bash_script, then docker_init_bash_script", nil,
-			`agent { docker_preprocess_bash_script: ["export PRE=1"], docker_init_bash_script: ["# init", "echo python{python_single_digit}"] }`, task, dockerRunOptions{workerID: "w", cpuOnly: true},
+			`agent { docker_preprocess_bash_script: ["export PRE=1"], docker_init_bash_script: ["# init", "echo python{python_single_digit}"] }`, task, dockerRunOptions{workerID: "w", task: cpuOnlyOpts},
 			func(home, tmp string) []string {
 				return cat([]string{"docker", "run", "--network", "host", "--ipc=host"}, labels("w", "w", "tid1"), []string{"-e", "NVIDIA_VISIBLE_DEVICES=none"},
 					common(home, tmp, "tid1", "w", "py:3.11"), tail(home, tmp, "tid1", name1), venvs(home, "py:3.11"),
@@ -230,11 +238,12 @@ func TestDockerTaskArgvGolden(t *testing.T) {
 			env["CLEARML_AGENT_TEMP_STDOUT_FILE_DIR"] = t.TempDir()
 			cfg := dockerTestConfig(t, env, tt.conf)
 			tt.o.agentBinary = "/opt/agent"
-			argv, cleanup, err := dockerTaskArgv(cfg, tt.task, tt.o)
+			run, err := dockerTaskArgv(cfg, tt.task, tt.o)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer cleanup()
+			defer run.cleanup()
+			argv := run.argv
 			tmp := ""
 			for _, a := range argv {
 				if before, ok := strings.CutSuffix(a, "/clearml.conf:/tmp/clearml.conf:ro"); ok {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -18,193 +19,67 @@ const agentVersion = "0.1.0"
 
 const progName = "clearml-agent"
 
-// flagTable is one command's FlagSet plus what usage needs: display order,
-// metavars and single-letter aliases.
-type flagTable struct {
-	fs      *flag.FlagSet
-	order   []string
-	metavar map[string]string
-	shorts  map[string]string // letter -> flag name
-}
-
-func newFlagTable(name string) *flagTable {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	return &flagTable{fs: fs, metavar: map[string]string{}, shorts: map[string]string{}}
-}
-
-// add registers a flag. A one-letter name is a short-only option (like -O).
-func (t *flagTable) add(v flag.Value, name, short, metavar, help string) {
-	t.fs.Var(v, name, help)
-	t.order = append(t.order, name)
-	t.metavar[name] = metavar
-	if short != "" {
-		t.shorts[short] = name
-	}
-	if len(name) == 1 {
-		t.shorts[name] = name
-	}
-}
-
-func (t *flagTable) boolVar(p *bool, name, short, help string) {
-	t.add((*boolValue)(p), name, short, "", help)
-}
-
-func (t *flagTable) stringVar(p *string, name, metavar, help string) {
-	t.add((*stringValue)(p), name, "", metavar, help)
-}
-
-type boolValue bool
-
-func (b *boolValue) Set(string) error { *b = true; return nil }
-func (b *boolValue) String() string {
-	if b != nil && *b {
-		return "true"
-	}
-	return "false"
-}
-func (b *boolValue) IsBoolFlag() bool { return true }
-
-type stringValue string
-
-func (s *stringValue) Set(v string) error { *s = stringValue(v); return nil }
-func (s *stringValue) String() string {
-	if s == nil {
-		return ""
-	}
-	return string(*s)
-}
-
-// optString renders one option for the synopsis line.
-func (t *flagTable) optString(name string) string {
-	f := t.fs.Lookup(name)
-	flagName := "--" + name
-	if len(name) == 1 {
-		flagName = "-" + name
-	}
-	mv := t.metavar[name]
-	switch v := f.Value.(type) {
-	case *listFlag:
-		if v.min > 0 {
-			return fmt.Sprintf("%s %s [%s ...]", flagName, mv, mv)
-		}
-		return fmt.Sprintf("%s [%s [%s ...]]", flagName, mv, mv)
-	case *optIntFlag:
-		return fmt.Sprintf("%s [%s]", flagName, mv)
-	}
-	if mv == "" {
-		return flagName
-	}
-	return flagName + " " + mv
-}
-
-// usage writes the command's help: synopsis, description and every flag.
-func (t *flagTable) usage(w io.Writer, cmd, description string, required map[string]bool) {
-	var b strings.Builder
-	line := "usage: " + progName + " " + cmd + " [-h]"
-	for _, n := range t.order {
-		o := t.optString(n)
-		if !required[n] {
-			o = "[" + o + "]"
-		}
-		line += " " + o
-	}
-	b.WriteString(wrapUsage(line, len("usage: "+progName+" "+cmd+" ")))
-	b.WriteString("\n\n" + description + "\n\noptions:\n")
-	row := func(left, help string) {
-		if len(left) > 22 {
-			fmt.Fprintf(&b, "  %s\n  %-22s %s\n", left, "", help)
-		} else {
-			fmt.Fprintf(&b, "  %-22s %s\n", left, help)
-		}
-	}
-	row("-h, --help", "show this help message and exit")
-	for _, n := range t.order {
-		left := t.optString(n)
-		for letter, full := range t.shorts {
-			if full == n && letter != n {
-				left = "-" + letter + ", " + left
-			}
-		}
-		row(left, t.fs.Lookup(n).Usage)
-	}
-	io.WriteString(w, b.String())
-}
-
-func wrapUsage(line string, indent int) string {
-	const width = 100
-	var out strings.Builder
-	col := 0
-	for i, word := range splitUsageWords(line) {
-		if i > 0 && col+1+len(word) > width {
-			out.WriteString("\n" + strings.Repeat(" ", indent))
-			col = indent
-		} else if i > 0 {
-			out.WriteString(" ")
-			col++
-		}
-		out.WriteString(word)
-		col += len(word)
-	}
-	return out.String()
-}
-
-// splitUsageWords splits a synopsis into words, keeping bracketed groups whole.
-func splitUsageWords(s string) []string {
-	var words []string
-	depth, start := 0, 0
-	for i, r := range s {
-		switch r {
-		case '[':
-			depth++
-		case ']':
-			depth--
-		case ' ':
-			if depth == 0 {
-				if i > start {
-					words = append(words, s[start:i])
-				}
-				start = i + 1
-			}
-		}
-	}
-	if start < len(s) {
-		words = append(words, s[start:])
-	}
-	return words
-}
-
-// globalOpts are the options given before the command.
-type globalOpts struct {
-	configFile string
-	debug      bool
-}
-
-// runEnv is what a command runs with.
-type runEnv struct {
+// cmdContext is what a command runs with: the global options and where
+// its output goes.
+type cmdContext struct {
 	global globalOpts
 	stdout io.Writer
 	stderr io.Writer
 }
 
+// connect is the preamble of the commands that talk to the server: the
+// configuration, and a client whose requests --debug logs to stderr. With
+// asWorker the client speaks as this run's worker (workerIDFor), else as
+// the host.
+func (cx *cmdContext) connect(opts clientOptions, asWorker bool) (cfg *agentConfig, c *apiClient, workerID string, err error) {
+	if cfg, err = loadConfig(cx.global.configFile, nil); err != nil {
+		return nil, nil, "", err
+	}
+	if asWorker {
+		workerID = workerIDFor(cfg)
+		opts.workerID = workerID
+	}
+	c, err = cx.newClient(cfg, opts, func(format string, args ...any) {
+		fmt.Fprintf(cx.stderr, progName+": debug: "+format+"\n", args...)
+	})
+	return cfg, c, workerID, err
+}
+
+// workerIDFor is agent.worker_id (under a daemon: the daemon's, through
+// CLEARML_WORKER_ID), else "<worker_name>:<pid>" as the reference: a
+// standalone execute must not report or unregister as a daemon's worker.
+func workerIDFor(cfg *agentConfig) string {
+	if id := cfg.str("agent.worker_id"); id != "" {
+		return id
+	}
+	return cfg.str("agent.worker_name") + ":" + strconv.Itoa(os.Getpid())
+}
+
+// newClient makes the API client; with --debug its requests go to debugf.
+func (cx *cmdContext) newClient(cfg *agentConfig, opts clientOptions, debugf func(format string, args ...any)) (*apiClient, error) {
+	if cx.global.debug {
+		opts.logf = debugf
+	}
+	return newAPIClient(cfg, opts)
+}
+
 // commandImpl is one subcommand: it registers its flags and runs.
 type commandImpl interface {
 	flags(t *flagTable)
-	run(env *runEnv) error
+	run(cx *cmdContext) error
 }
 
 type commandInfo struct {
 	name        string
 	description string
-	required    []string
 	hidden      bool
 	new         func() commandImpl
 }
 
 var commands = []commandInfo{
-	{name: "execute", description: "Execute one task, locally and without a queue.", required: []string{"id"},
+	{name: "execute", description: "Execute one task, locally and without a queue.",
 		new: func() commandImpl { return &executeCmd{} }},
-	{name: "build", description: "Build a task's environment (a folder or a Docker image) without running it.", required: []string{"id"},
+	{name: "build", description: "Build a task's environment (a folder or a Docker image) without running it.",
 		new: func() commandImpl { return &buildCmd{} }},
 	{name: "list", description: "List the workers registered on the server.",
 		new: func() commandImpl { return &listCmd{} }},
@@ -254,10 +129,6 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.msg }
 
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
-}
-
 // invocation is a parsed command line.
 type invocation struct {
 	global  globalOpts
@@ -288,7 +159,7 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		}
 		inv.global.configFile = abs
 	}
-	return inv.cmd.run(&runEnv{global: inv.global, stdout: stdout, stderr: stderr})
+	return inv.cmd.run(&cmdContext{global: inv.global, stdout: stdout, stderr: stderr})
 }
 
 // parseCommandLine parses argv the way the reference's argparse does.
@@ -299,18 +170,16 @@ func parseCommandLine(args []string) (*invocation, error) {
 	}
 	inv := &invocation{}
 	gt := newFlagTable(progName)
-	gt.stringVar(&inv.global.configFile, "config-file", "CONFIG_FILE", "Configuration file (default: ~/clearml.conf)")
-	gt.boolVar(&inv.global.debug, "debug", "d", "Print debug information")
-	gt.boolVar(&inv.version, "version", "", "Show the version and exit")
+	inv.global.register(gt, &inv.version)
 
 	// Global options end at the first token that is neither an option nor
-	// the value of --config-file.
+	// the value of one (--config-file).
 	i := 0
 	for i < len(args) && looksLikeOption(gt.fs, args[i]) {
 		tok := args[i]
 		i++
 		if name, _, hasValue := strings.Cut(strings.TrimPrefix(tok, "--"), "="); strings.HasPrefix(tok, "--") && !hasValue {
-			if full, _ := resolveLong(gt.fs, name); full == "config-file" && i < len(args) {
+			if full, _ := resolveLong(gt.fs, name); full != "" && full != "help" && !isBoolFlag(gt.fs.Lookup(full)) && i < len(args) {
 				i++
 			}
 		}
@@ -347,21 +216,17 @@ func parseCommandLine(args []string) (*invocation, error) {
 	inv.cmd = inv.info.new()
 	inv.table = newFlagTable(name)
 	inv.cmd.flags(inv.table)
-	required := map[string]bool{}
-	for _, r := range inv.info.required {
-		required[r] = true
-	}
 	if err := parseArgs(inv.table.fs, inv.table.shorts, args[i+1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			var b strings.Builder
-			inv.table.usage(&b, name, inv.info.description, required)
+			inv.table.usage(&b, name, inv.info.description)
 			inv.help = b.String()
 			return inv, nil
 		}
 		return nil, withHint(err, progName+" "+name+" -h")
 	}
 	var missing []string
-	for _, r := range inv.info.required {
+	for _, r := range inv.table.required {
 		if !flagWasSet(inv.table.fs, r) {
 			missing = append(missing, "--"+r)
 		}
@@ -396,26 +261,4 @@ func expandConfigPath(p string) (string, error) {
 	os.Setenv("CLEARML_CONFIG_FILE", abs)
 	os.Setenv("TRAINS_CONFIG_FILE", abs)
 	return abs, nil
-}
-
-func topUsage() string {
-	var b strings.Builder
-	b.WriteString("CLEARML-AGENT Deep Learning DevOps\n\n")
-	b.WriteString("usage: " + progName + " [-h] [--help] [--version] [--config-file CONFIG_FILE] [--debug]\n")
-	b.WriteString("                     {execute,build,list,daemon,config} ...\n\ncommands:\n")
-	for _, c := range commands {
-		if !c.hidden {
-			fmt.Fprintf(&b, "  %-10s %s\n", c.name, c.description)
-		}
-	}
-	b.WriteString(`
-options:
-  -h, --help                 show this help message and exit
-  --version                  show the version and exit
-  --config-file CONFIG_FILE  configuration file (default: ~/clearml.conf)
-  -d, --debug                print debug information
-
-Run '` + progName + ` COMMAND -h' for the flags of a command.
-`)
-	return b.String()
 }

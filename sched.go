@@ -1,12 +1,12 @@
 package main
 
-// The daemon's scheduler: which queue to poll, how often, and running the
-// tasks it pulls as child `execute` processes of this same binary.
+// The daemon's scheduler: the poll loop, and running the tasks it pulls
+// as child `execute` processes of this same binary (in a container with
+// --docker): launch, watch, report, drain. The queues are in queue.go.
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,22 +17,6 @@ import (
 	"syscall"
 	"time"
 )
-
-// defaultPollPace is the gap between two queues.get_next_task calls while
-// idle. The reference's idle load is 27 requests a minute (get_all plus
-// get_next_task every 5 s, and a status report every 30 s); spending the
-// whole budget on get_next_task (25 a minute plus 2 reports) halves the
-// average pickup time to about 1.2 s.
-const defaultPollPace = 2400 * time.Millisecond
-
-// queueRef is a queue the worker serves.
-type queueRef struct {
-	ID   string   `json:"id"`
-	Name string   `json:"name"`
-	Tags []string `json:"tags"`
-	// GPUs a task of this queue takes with --dynamic-gpus.
-	gpuMin, gpuMax int
-}
 
 // childTask is a task running under the daemon.
 type childTask struct {
@@ -48,16 +32,24 @@ type childTask struct {
 	lease     *gpuLease // --dynamic-gpus: the task's GPUs
 }
 
+// schedOptions are the daemon's options the scheduler acts on.
+type schedOptions struct {
+	child         taskOptions // every child execute's options (--docker: run it in a container)
+	global        globalOpts  // passed on to every child
+	foreground    bool        // log every empty poll
+	orderFairness bool
+	useOwnerToken bool
+}
+
 // scheduler runs the daemon's loop.
 type scheduler struct {
-	d        *daemonCmd
-	global   globalOpts
+	opts     schedOptions
 	cfg      *agentConfig
 	api      *apiClient
 	workerID string
 	log      io.Writer
 	queues   []queueRef
-	sched    *activitySchedule // nil: always active
+	uptime   *activitySchedule // nil: always active
 	pace     time.Duration
 	maxRun   int // concurrent tasks: 1, N, or 0 for unlimited (services mode)
 	tags     []string
@@ -83,118 +75,8 @@ func (s *scheduler) logf(format string, args ...any) {
 	fmt.Fprintf(s.log, format+"\n", args...)
 }
 
-// resolveQueues turns --queue values into queues, as the reference does:
-// ids pass through, names must match exactly (case-insensitive), no queue
-// means the one tagged default, and --create-queue creates missing ones.
-func resolveQueues(ctx context.Context, c *apiClient, names []string, create bool) ([]queueRef, error) {
-	if len(names) == 0 {
-		var r struct {
-			ID   string `json:"id"`
-			Name string `json:"name"`
-		}
-		if err := c.call(ctx, "queues.get_default", "2.5", map[string]any{}, &r); err != nil {
-			var ae *apiError
-			if !errors.As(err, &ae) {
-				return nil, err
-			}
-			names = []string{"default"}
-		} else {
-			return []queueRef{{ID: r.ID, Name: r.Name}}, nil
-		}
-	}
-	var ids []string
-	for _, n := range names {
-		id, err := resolveName(ctx, c, "queues", n)
-		if err != nil && create && !idPattern().MatchString(n) {
-			var r struct {
-				ID string `json:"id"`
-			}
-			if cerr := c.call(ctx, "queues.create", "2.5", map[string]any{"name": n}, &r); cerr != nil {
-				return nil, fmt.Errorf("cannot create queue %q: %v", n, cerr)
-			}
-			id, err = r.ID, nil
-		}
-		if err != nil {
-			var nf *notFoundError
-			if !create && errors.As(err, &nf) {
-				return nil, fmt.Errorf("%v (or pass --create-queue to create it)", err)
-			}
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return fetchQueues(ctx, c, ids)
-}
-
-// fetchQueues reads names and tags of the queues, keeping the given order.
-func fetchQueues(ctx context.Context, c *apiClient, ids []string) ([]queueRef, error) {
-	var r struct {
-		Queues []queueRef `json:"queues"`
-	}
-	if err := c.call(ctx, "queues.get_all", "2.5", map[string]any{"id": ids, "only_fields": []string{"id", "name", "tags"}}, &r); err != nil {
-		return nil, err
-	}
-	byID := map[string]queueRef{}
-	for _, q := range r.Queues {
-		byID[q.ID] = q
-	}
-	out := make([]queueRef, 0, len(ids))
-	for _, id := range ids {
-		q, ok := byID[id]
-		if !ok {
-			return nil, fmt.Errorf("could not find queue with name/id %q", id)
-		}
-		out = append(out, q)
-	}
-	return out, nil
-}
-
-// queueTable renders the reference's banner table of queues.
-func queueTable(queues []queueRef) string {
-	rows := [][]string{{"id", "name", "tags"}}
-	for _, q := range queues {
-		tags := ""
-		if len(q.Tags) > 0 {
-			quoted := make([]string, len(q.Tags))
-			for i, t := range q.Tags {
-				quoted[i] = "'" + t + "'"
-			}
-			tags = "[" + strings.Join(quoted, ", ") + "]"
-		}
-		rows = append(rows, []string{q.ID, q.Name, tags})
-	}
-	widths := make([]int, 3)
-	for _, r := range rows {
-		for i, c := range r {
-			widths[i] = max(widths[i], len(c)+1, 3)
-		}
-	}
-	// The reference's layout: the last column is one wider than the others.
-	border := "+"
-	for i, w := range widths {
-		if i == len(widths)-1 {
-			w++
-		}
-		border += strings.Repeat("-", w+1) + "+"
-	}
-	line := func(r []string) string {
-		s := "|"
-		for i, c := range r {
-			pad := widths[i] - len(c)
-			if i == len(r)-1 {
-				pad++
-			}
-			s += " " + c + strings.Repeat(" ", pad) + "|"
-		}
-		return s
-	}
-	out := []string{border, line(rows[0]), border}
-	for _, r := range rows[1:] {
-		out = append(out, line(r))
-	}
-	out = append(out, border, "")
-	return strings.Join(out, "\n")
-}
+// status changes task statuses as the daemon's worker.
+func (s *scheduler) status() statusWriter { return statusWriter{s.api, s.workerID} }
 
 // run is the polling loop; it returns when ctx ends (drain done). Each
 // empty get_next_task is followed by one pace of sleep, so the request rate
@@ -225,64 +107,13 @@ func (s *scheduler) run(ctx context.Context) {
 			// stays within the budget.
 			nextPoll = time.Now().Add(s.pace)
 		}
-		polled, gpuWait := false, false
-		for _, q := range s.pollOrder() {
-			if ctx.Err() != nil || !s.hasFreeSlot() {
-				break
-			}
-			ok, warn := pullAllowed(q.Tags, "", s.sched, s.now())
-			if warn != "" {
-				s.logf("Warning: %s", warn)
-			}
-			if !ok {
-				continue
-			}
-			if s.alloc != nil {
-				if free, total := s.alloc.available(); free < max(q.gpuMin, 1) {
-					gpuWait = true
-					// A waiting task of this queue keeps the GPUs for itself, as
-					// the reference: lower-priority queues would starve it.
-					if wait := time.Until(nextPoll); wait > 0 && !sleepCtx(ctx, wait) {
-						return
-					}
-					nextPoll = time.Now().Add(s.pace)
-					waiting := s.queueHasEntries(ctx, q)
-					if waiting || s.d.foreground || s.global.debug {
-						s.logf("Not enough free GPUs %d/%d for queue %s", free, total, q.Name)
-					}
-					if waiting && !s.d.orderFairness {
-						break
-					}
-					continue
-				}
-			}
-			polled = true
-			// Polls keep a fixed rhythm (one per pace, not pace after each
-			// answer), so slow answers do not stretch the pickup time.
-			if wait := time.Until(nextPoll); wait > 0 && !sleepCtx(ctx, wait) {
-				return
-			}
-			nextPoll = time.Now().Add(s.pace)
-			taskID, err := s.nextTask(ctx, q)
-			if err == nil && taskID != "" {
-				s.launch(ctx, taskID, q)
-				nextPoll = time.Time{} // after a task, look again at once
-				if s.d.orderFairness {
-					s.mu.Lock()
-					s.nextQueue = (s.indexOf(q) + 1) % len(s.queues)
-					s.mu.Unlock()
-				}
-				s.refreshQueues(ctx)
-				lastMeta = s.now()
-				break
-			}
-			if err != nil && ctx.Err() == nil {
-				s.logf("Warning: Could not access task queue [%s], error: %v", q.ID, err)
-			} else if s.d.foreground || s.global.debug {
-				s.logf("No tasks in queue %s", q.ID)
-			}
-		}
-		if !polled && gpuWait {
+		polled, gpuWait, pulled, ok := s.pollRound(ctx, &nextPoll)
+		switch {
+		case !ok:
+			return
+		case pulled:
+			lastMeta = s.now()
+		case !polled && gpuWait:
 			// Waiting for GPUs: a task that ends frees some.
 			select {
 			case <-ctx.Done():
@@ -290,14 +121,12 @@ func (s *scheduler) run(ctx context.Context) {
 			case <-s.slotFree:
 			case <-time.After(30 * time.Second): // other agents' GPUs
 			}
-			continue
-		}
-		if !polled {
+		case !polled:
 			// Outside the schedule (or every queue forced off): wait for
 			// the next change, checking at least once a minute.
 			wait := time.Minute
-			if s.sched != nil {
-				if next := s.sched.next(s.now()); !next.IsZero() {
+			if s.uptime != nil {
+				if next := s.uptime.next(s.now()); !next.IsZero() {
 					wait = min(wait, max(next.Sub(s.now()), time.Second))
 				}
 			}
@@ -308,18 +137,66 @@ func (s *scheduler) run(ctx context.Context) {
 	}
 }
 
-// queueHasEntries peeks whether q has a task waiting (--dynamic-gpus); on
-// an error it says yes, so a big task is not passed over by mistake.
-func (s *scheduler) queueHasEntries(ctx context.Context, q queueRef) bool {
-	var r struct {
-		Queue struct {
-			Entries []json.RawMessage `json:"entries"`
-		} `json:"queue"`
+// pollRound polls the queues in order until one gives a task (pulled),
+// keeping one poll per pace (nextPoll). polled: some queue was asked;
+// gpuWait: some queue waits for free GPUs; ok is false when ctx ended.
+func (s *scheduler) pollRound(ctx context.Context, nextPoll *time.Time) (polled, gpuWait, pulled, ok bool) {
+	for _, q := range s.pollOrder() {
+		if ctx.Err() != nil || !s.hasFreeSlot() {
+			break
+		}
+		allowed, warn := pullAllowed(q.Tags, "", s.uptime, s.now())
+		if warn != "" {
+			s.logf("Warning: %s", warn)
+		}
+		if !allowed {
+			continue
+		}
+		if s.alloc != nil {
+			if free, total := s.alloc.available(); free < max(q.gpuMin, 1) {
+				gpuWait = true
+				// A waiting task of this queue keeps the GPUs for itself, as
+				// the reference: lower-priority queues would starve it.
+				if wait := time.Until(*nextPoll); wait > 0 && !sleepCtx(ctx, wait) {
+					return polled, gpuWait, false, false
+				}
+				*nextPoll = time.Now().Add(s.pace)
+				waiting := s.queueHasEntries(ctx, q)
+				if waiting || s.opts.foreground || s.opts.global.debug {
+					s.logf("Not enough free GPUs %d/%d for queue %s", free, total, q.Name)
+				}
+				if waiting && !s.opts.orderFairness {
+					break
+				}
+				continue
+			}
+		}
+		polled = true
+		// Polls keep a fixed rhythm (one per pace, not pace after each
+		// answer), so slow answers do not stretch the pickup time.
+		if wait := time.Until(*nextPoll); wait > 0 && !sleepCtx(ctx, wait) {
+			return polled, gpuWait, false, false
+		}
+		*nextPoll = time.Now().Add(s.pace)
+		taskID, err := s.nextTask(ctx, q)
+		if err == nil && taskID != "" {
+			s.launch(ctx, taskID, q)
+			*nextPoll = time.Time{} // after a task, look again at once
+			if s.opts.orderFairness {
+				s.mu.Lock()
+				s.nextQueue = (s.indexOf(q) + 1) % len(s.queues)
+				s.mu.Unlock()
+			}
+			s.refreshQueues(ctx)
+			return polled, gpuWait, true, true
+		}
+		if err != nil && ctx.Err() == nil {
+			s.logf("Warning: Could not access task queue [%s], error: %v", q.ID, err)
+		} else if s.opts.foreground || s.opts.global.debug {
+			s.logf("No tasks in queue %s", q.ID)
+		}
 	}
-	if err := s.api.call(withBudget(ctx, 10*time.Second), "queues.get_by_id", "2.4", map[string]any{"queue": q.ID, "max_task_entries": 1}, &r); err != nil {
-		return true
-	}
-	return len(r.Queue.Entries) > 0
+	return polled, gpuWait, false, true
 }
 
 // refreshExternalGPUs marks the GPUs that other live workers of this host
@@ -361,39 +238,19 @@ func (s *scheduler) refreshExternalGPUs(ctx context.Context) {
 	s.alloc.setExternal(busy)
 }
 
-func (s *scheduler) indexOf(q queueRef) int {
-	for i, x := range s.queues {
-		if x.ID == q.ID {
-			return i
-		}
+// allocateGPUs makes the scheduler hand each task the GPUs its queue asks
+// for (--dynamic-gpus), tasks side by side as long as GPUs are free.
+func (s *scheduler) allocateGPUs(specs []gpuQueueSpec, pool []string, gset *gpuSet) {
+	for i, spec := range specs {
+		s.queues[i].gpuMin, s.queues[i].gpuMax = spec.min, spec.max
 	}
-	return 0
-}
-
-// pollOrder is the queues in priority order, or rotated for fairness.
-func (s *scheduler) pollOrder() []queueRef {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.d.orderFairness || len(s.queues) == 0 {
-		return slices.Clone(s.queues)
+	var freeMem func(string) (float64, bool)
+	if gset != nil {
+		freeMem = gset.freeMemMB
 	}
-	n := s.nextQueue % len(s.queues)
-	return append(slices.Clone(s.queues[n:]), s.queues[:n]...)
-}
-
-func (s *scheduler) refreshQueues(ctx context.Context) {
-	ids := make([]string, len(s.queues))
-	for i, q := range s.queues {
-		ids[i] = q.ID
-	}
-	if qs, err := fetchQueues(withBudget(ctx, 10*time.Second), s.api, ids); err == nil {
-		s.mu.Lock()
-		for i := range qs {
-			qs[i].gpuMin, qs[i].gpuMax = s.queues[i].gpuMin, s.queues[i].gpuMax
-		}
-		s.queues = qs
-		s.mu.Unlock()
-	}
+	s.alloc = newGPUAllocator(pool, s.cfg.float("agent.gpu_free_memory_min_mb", 0), freeMem)
+	s.leases = map[string]*gpuLease{}
+	s.maxRun = 0 // bounded by free GPUs
 }
 
 func (s *scheduler) hasFreeSlot() bool {
@@ -409,30 +266,6 @@ func (s *scheduler) hasFreeSlot() bool {
 	return s.maxRun == 0 || len(s.running) < s.maxRun
 }
 
-// nextTask pops the head of a queue ("" when empty). With
-// --use-owner-token it also learns the task's owner.
-func (s *scheduler) nextTask(ctx context.Context, q queueRef) (string, error) {
-	var r struct {
-		Entry struct {
-			Task string `json:"task"`
-		} `json:"entry"`
-		TaskInfo struct {
-			User string `json:"user"`
-		} `json:"task_info"`
-	}
-	req := map[string]any{"queue": q.ID}
-	if s.d.useOwnerToken {
-		req["get_task_info"] = true
-	}
-	err := s.api.call(withBudget(ctx, 15*time.Second), "queues.get_next_task", "2.14", req, &r)
-	if err == nil && r.Entry.Task != "" && s.d.useOwnerToken {
-		s.mu.Lock()
-		s.owners[r.Entry.Task] = r.TaskInfo.User
-		s.mu.Unlock()
-	}
-	return r.Entry.Task, err
-}
-
 // launch does the daemon's side of starting a task (agent-daemon.md §4.9)
 // and starts the child execute. In the default mode it waits for the task.
 func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
@@ -443,14 +276,14 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 			// Only this daemon allocates: the check before the poll holds,
 			// unless another agent took GPUs meanwhile. Put the task back.
 			s.logf("Not enough free GPUs for task %s: returning it to queue %s", taskID, q.Name)
-			s.api.call(c, "queues.add_task", "2.5", map[string]any{"queue": q.ID, "task": taskID}, nil)
+			s.status().requeue(c, q.ID, taskID)
 			return
 		}
 		s.mu.Lock()
 		s.leases[taskID] = lease
 		s.mu.Unlock()
 	}
-	if err := setStatus(c, s.api, "started", taskID, "", "pulled by agent", true); err != nil {
+	if err := s.status().pulled(c, taskID, "pulled by agent"); err != nil {
 		s.logf("Warning: Could not set status=in_progress task id '%s', retrying in a bit", taskID)
 	}
 	s.mu.Lock()
@@ -462,13 +295,13 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 	s.postLog(c, taskID, fmt.Sprintf("task %s pulled from %s by worker %s\n", taskID, q.ID, s.workerID))
 	s.logf("task %s pulled from %s by worker %s", taskID, q.ID, s.workerID)
 	s.setRuntimeHostname(c, taskID)
-	if err := setStatus(c, s.api, "started", taskID, "", "launch by agent", true); err != nil {
+	if err := s.status().pulled(c, taskID, "launch by agent"); err != nil {
 		s.logf("Warning: Could not set status=in_progress task id '%s', skipping: %v", taskID, err)
 		s.clearCurrent(ctx)
 		return
 	}
 	var ownerToken string
-	if s.d.useOwnerToken {
+	if s.opts.useOwnerToken {
 		s.mu.Lock()
 		owner := s.owners[taskID]
 		delete(s.owners, taskID)
@@ -477,8 +310,7 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 		if err != nil || owner == "" {
 			reason := fmt.Sprintf("--use-owner-token: the server refused a token for the task's owner %q: %v", owner, err)
 			s.logf("Error: %s", reason)
-			setStatus(c, s.api, "failed", taskID, oneLine(reason), "Changed by clearml-agent "+s.workerID, true)
-			s.clearCurrent(ctx)
+			s.abandon(ctx, taskID, reason)
 			return
 		}
 		ownerToken = tok
@@ -487,8 +319,7 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 	child, err := s.startChild(ctx, taskID, q.ID, ownerToken)
 	if err != nil {
 		s.logf("Error: cannot start the task process: %v", err)
-		setStatus(c, s.api, "failed", taskID, "agent could not start execute: "+oneLine(err.Error()), "Changed by clearml-agent "+s.workerID, true)
-		s.clearCurrent(ctx)
+		s.abandon(ctx, taskID, "agent could not start execute: "+err.Error())
 		return
 	}
 	go s.watchChild(ctx, child)
@@ -513,51 +344,74 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 	if err != nil {
 		return nil, err
 	}
-	cpuOnly := s.d.cpuOnly || s.d.servicesMode.set
-	gpus := s.d.gpus
-	wid := s.workerID
-	var inner map[string]string // only for the child execute itself
+	o, wid, inner := s.childOptions(taskID, lease)
+	child = &childTask{taskID: taskID, queueID: queueID, done: make(chan struct{}), cleanup: func() {}, lease: lease}
+	var cmd *exec.Cmd
+	switch {
+	case s.childCommand != nil:
+		cmd = s.childCommand(taskID)
+	case o.docker.set:
+		task, err := getTask(withBudget(ctx, 30*time.Second), s.api, taskID)
+		if err != nil {
+			return nil, err
+		}
+		run, err := dockerTaskArgv(s.cfg, task, dockerRunOptions{task: o, workerID: wid, parentWorkerID: s.workerID,
+			servicesMode: s.maxRun != 1, workerTags: shellJoin(s.tags), env: inner, debug: s.opts.global.debug})
+		if err != nil {
+			return nil, err
+		}
+		s.logf("Executing: %s", dockerLoggedCommand(s.cfg, run.argv))
+		cmd = exec.Command(run.argv[0], run.argv[1:]...)
+		child.container, child.cleanup = run.name, run.cleanup
+	default:
+		if o.cpuOnly {
+			o.gpus = ""
+		}
+		o.docker = listFlag{}
+		cmd = exec.Command(self, executeArgv(s.opts.global, o)...)
+	}
+	cmd.Env = s.childEnv(o, wid, inner, ownerToken)
+	cmd.Stdout, cmd.Stderr = s.log, s.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		child.cleanup()
+		return nil, err
+	}
+	child.cmd = cmd
+	s.mu.Lock()
+	s.running[taskID] = child
+	s.mu.Unlock()
+	return child, nil
+}
+
+// childOptions are the options of the execute that runs taskID, the
+// worker it runs as, and the variables only that execute gets.
+func (s *scheduler) childOptions(taskID string, lease *gpuLease) (o taskOptions, workerID string, inner map[string]string) {
+	o, workerID = s.opts.child, s.workerID
+	o.id = taskID
 	switch {
 	case lease != nil:
 		// The child runs on its GPUs as the worker <name>:gpu<list>, so the
 		// UI shows the allocation (agent-daemon.md §4.19).
-		gpus, cpuOnly = lease.visible(), false
-		wid = s.cfg.str("agent.worker_name") + ":gpu" + strings.ReplaceAll(gpus, ":", ".")
+		o.gpus, o.cpuOnly = lease.visible(), false
+		workerID = s.cfg.str("agent.worker_name") + ":gpu" + strings.ReplaceAll(o.gpus, ":", ".")
 	case s.maxRun == 1:
 		// The daemon reports for this worker; the child must not clear
 		// the worker's queue with reports of its own.
 		inner = map[string]string{"CLEARML_AGENT_DAEMON_CHILD": "1"}
 	default:
-		wid = s.workerID + ":service:" + taskID
+		workerID = s.workerID + ":service:" + taskID
 	}
-	var argv []string
-	if s.global.configFile != "" {
-		argv = append(argv, "--config-file", s.global.configFile)
-	}
-	if s.global.debug {
-		argv = append(argv, "--debug")
-	}
-	argv = append(argv, "execute", "--id", taskID, "--log-level", s.d.logLevel.val)
-	if n := int(s.d.optimization); n > 0 {
-		argv = append(argv, "-"+strings.Repeat("O", n))
-	}
-	if s.d.standalone {
-		argv = append(argv, "--standalone-mode")
-	}
-	if cpuOnly {
-		argv = append(argv, "--cpu-only")
-	} else if gpus != "" {
-		argv = append(argv, "--gpus", gpus)
-	}
-	cmd := exec.Command(self, argv...)
-	if s.childCommand != nil {
-		cmd = s.childCommand(taskID)
-	}
+	return o, workerID, inner
+}
+
+// childEnv is the environment of a child execute (or its docker client).
+func (s *scheduler) childEnv(o taskOptions, workerID string, inner map[string]string, ownerToken string) []string {
 	env := os.Environ()
 	for k, v := range inner {
 		env = append(env, k+"="+v)
 	}
-	env = append(env, "CLEARML_WORKER_ID="+wid, "TRAINS_WORKER_ID="+wid)
+	env = append(env, "CLEARML_WORKER_ID="+workerID, "TRAINS_WORKER_ID="+workerID)
 	if ownerToken != "" {
 		// The task runs as its owner: no agent credentials reach it.
 		env = slices.DeleteFunc(env, func(kv string) bool {
@@ -571,43 +425,7 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 	}
 	// Git credentials from the command line travel in the environment,
 	// never in the child's argv (visible in ps).
-	if s.d.gitUser != "" {
-		env = append(env, "CLEARML_AGENT_GIT_USER="+s.d.gitUser)
-	}
-	if s.d.gitPass != "" {
-		env = append(env, "CLEARML_AGENT_GIT_PASS="+s.d.gitPass)
-	}
-	child = &childTask{taskID: taskID, queueID: queueID, done: make(chan struct{}), cleanup: func() {}, lease: lease}
-	if s.d.docker.set && s.childCommand == nil {
-		task, err := getTask(withBudget(ctx, 30*time.Second), s.api, taskID)
-		if err != nil {
-			return nil, err
-		}
-		dargv, cleanup, err := dockerTaskArgv(s.cfg, task, dockerRunOptions{
-			cliDocker: s.d.docker.vals, cliDockerSet: true, workerID: wid, parentWorkerID: s.workerID,
-			gpus: gpus, cpuOnly: cpuOnly, standalone: s.d.standalone,
-			servicesMode: s.maxRun != 1, logLevel: s.d.logLevel.val, optimization: int(s.d.optimization),
-			workerTags: shellJoin(s.tags), env: inner, debug: s.global.debug, gitUser: s.d.gitUser, gitPass: s.d.gitPass,
-		})
-		if err != nil {
-			return nil, err
-		}
-		s.logf("Executing: %s", dockerLoggedCommand(s.cfg, dargv))
-		cmd = exec.Command(dargv[0], dargv[1:]...)
-		child.container, child.cleanup = dockerArgvName(dargv), cleanup
-	}
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = s.log, s.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		child.cleanup()
-		return nil, err
-	}
-	child.cmd = cmd
-	s.mu.Lock()
-	s.running[taskID] = child
-	s.mu.Unlock()
-	return child, nil
+	return append(env, o.childEnv()...)
 }
 
 // watchChild waits for a child and makes sure its task has a final status
@@ -632,25 +450,16 @@ func (s *scheduler) watchChild(ctx context.Context, child *childTask) {
 		child.lease.release()
 	}
 	if child.container != "" {
-		if !s.global.debug {
+		if !s.opts.global.debug {
 			dockerRemove(context.Background(), child.container)
 		}
 		child.cleanup()
 	}
-	// execute sets the final status itself; a task still in_progress means
-	// it died first (a crash of ours must not leave the task running).
+	// execute sets the final status itself: a task it left without one
+	// means it died first (a crash of ours must not leave the task running).
 	bg := withBudget(context.Background(), 5*time.Minute)
-	var r struct {
-		Tasks []struct {
-			Status string `json:"status"`
-		} `json:"tasks"`
-	}
-	if err := s.api.call(bg, "tasks.get_all", "2.14", map[string]any{"id": []string{child.taskID}, "only_fields": []string{"status"}, "search_hidden": true}, &r); err == nil &&
-		len(r.Tasks) == 1 && r.Tasks[0].Status == "in_progress" {
-		reason := fmt.Sprintf("worker execution exit code %d", child.code)
-		if err := setStatus(bg, s.api, "failed", child.taskID, reason, "Changed by clearml-agent "+s.workerID, true); err != nil {
-			s.logf("Warning: could not update task id '%s' status. Task exit code %d", child.taskID, child.code)
-		}
+	if action, err := s.status().settleUnfinished(bg, child.taskID, true, false, exitCodeReason(child.code)); action != "" && err != nil {
+		s.logf("Warning: could not update task id '%s' status. Task exit code %d", child.taskID, child.code)
 	}
 	s.mu.Lock()
 	delete(s.running, child.taskID)
@@ -666,6 +475,12 @@ func (s *scheduler) watchChild(ctx context.Context, child *childTask) {
 	s.report(ctx)
 }
 
+// abandon fails a task the daemon could not start.
+func (s *scheduler) abandon(ctx context.Context, taskID, reason string) {
+	s.status().set(withBudget(ctx, 30*time.Second), "failed", taskID, oneLine(reason), true)
+	s.clearCurrent(ctx)
+}
+
 func (s *scheduler) clearCurrent(ctx context.Context) {
 	s.mu.Lock()
 	s.current = nil
@@ -675,15 +490,9 @@ func (s *scheduler) clearCurrent(ctx context.Context) {
 
 // setRuntimeHostname records which host runs the task, as the reference.
 func (s *scheduler) setRuntimeHostname(ctx context.Context, taskID string) {
-	var r struct {
-		Tasks []struct {
-			Runtime map[string]any `json:"runtime"`
-		} `json:"tasks"`
-	}
-	err := s.api.call(ctx, "tasks.get_all", "2.15", map[string]any{"id": []string{taskID}, "only_fields": []string{"runtime"}, "search_hidden": true}, &r)
-	runtime := map[string]any{}
-	if err == nil && len(r.Tasks) == 1 && r.Tasks[0].Runtime != nil {
-		runtime = r.Tasks[0].Runtime
+	runtime, err := taskRuntime(ctx, s.api, taskID)
+	if runtime == nil {
+		runtime = map[string]any{}
 	}
 	host, _ := os.Hostname()
 	runtime["_exec_agent_hostname"] = host
@@ -698,7 +507,7 @@ func (s *scheduler) setRuntimeHostname(ctx context.Context, taskID string) {
 // postLog sends one INFO line to a task's console.
 func (s *scheduler) postLog(ctx context.Context, taskID, msg string) {
 	ev, _ := json.Marshal(map[string]any{"type": "log", "level": "INFO", "task": taskID, "worker": s.workerID, "msg": msg, "timestamp": time.Now().UnixMilli()})
-	if _, err := s.api.do(ctx, request{endpoint: "events.add_batch", method: "POST", contentType: "application/json-lines", body: ev}); err != nil {
+	if err := s.api.post(ctx, "events.add_batch", "application/json-lines", ev); err != nil {
 		s.logf("Warning: could not send a log line to task %s: %v", taskID, err)
 	}
 }
@@ -790,15 +599,4 @@ func (s *scheduler) drain(grace time.Duration, again <-chan os.Signal) {
 		}
 	}
 	<-allDone
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

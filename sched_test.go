@@ -10,59 +10,6 @@ import (
 	"github.com/clearml-go/clearml-agent/testdata/fakeserver"
 )
 
-func TestQueueTable(t *testing.T) {
-	got := queueTable([]queueRef{
-		{ID: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", Name: "default"},
-		{ID: "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", Name: "second", Tags: []string{"x"}},
-	})
-	want := `+----------------------------------+---------+--------+
-| id                               | name    | tags   |
-+----------------------------------+---------+--------+
-| aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa | default |        |
-| bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb | second  | ['x']  |
-+----------------------------------+---------+--------+
-`
-	if got != want {
-		t.Errorf("got:\n%s\nwant:\n%s", got, want)
-	}
-}
-
-func TestShellJoinSplit(t *testing.T) {
-	for _, words := range [][]string{{"a", "b c", "it's", ""}, {"team-a", "x=1"}} {
-		if got := shellSplitLoose(shellJoin(words)); len(got) != len(words) {
-			t.Errorf("%q -> %q -> %q", words, shellJoin(words), got)
-		} else {
-			for i := range words {
-				if got[i] != words[i] {
-					t.Errorf("%q -> %q", words, got)
-				}
-			}
-		}
-	}
-}
-
-func TestResolveQueues(t *testing.T) {
-	s := startServer(t)
-	second := s.AddQueue("second")
-	c := testClient(t, s.URL(), nil, clientOptions{interactive: true})
-	ctx := context.Background()
-	qs, err := resolveQueues(ctx, c, nil, false)
-	if err != nil || len(qs) != 1 || qs[0].ID != s.DefaultQueueID() {
-		t.Fatalf("default queue: %v %v", qs, err)
-	}
-	qs, err = resolveQueues(ctx, c, []string{"second", s.DefaultQueueID()}, false)
-	if err != nil || len(qs) != 2 || qs[0].ID != second || qs[1].Name != "default" {
-		t.Fatalf("by name and id: %v %v", qs, err)
-	}
-	if _, err := resolveQueues(ctx, c, []string{"nope"}, false); err == nil {
-		t.Error("unknown queue accepted")
-	}
-	qs, err = resolveQueues(ctx, c, []string{"made-here"}, true)
-	if err != nil || len(qs) != 1 || qs[0].Name != "made-here" {
-		t.Fatalf("--create-queue: %v %v", qs, err)
-	}
-}
-
 // A stress test of the scheduler: many tasks, several queues, services
 // mode with a limit, fake children. Every task is taken exactly once and
 // never more than the limit run at once.
@@ -88,9 +35,8 @@ func TestSchedulerStress(t *testing.T) {
 	}
 	var mu sync.Mutex
 	runningNow, peak, started := 0, 0, map[string]int{}
-	d := &daemonCmd{}
 	sch := &scheduler{
-		d: d, api: c, workerID: "stress:cpu:0", log: &lockedBuffer{}, queues: queues,
+		api: c, workerID: "stress:cpu:0", log: &lockedBuffer{}, queues: queues,
 		pace: time.Millisecond, maxRun: 3, now: time.Now,
 		running: map[string]*childTask{}, slotFree: make(chan struct{}, 1),
 	}
@@ -132,16 +78,5 @@ func TestSchedulerStress(t *testing.T) {
 	}
 	if peak > 3 || peak < 2 {
 		t.Errorf("peak concurrency %d, want 2..3", peak)
-	}
-}
-
-func TestEditDistance(t *testing.T) {
-	for _, tc := range []struct {
-		a, b string
-		d    int
-	}{{"default", "defualt", 2}, {"default", "default", 0}, {"gpu", "gpus", 1}, {"", "abc", 3}, {"kitten", "sitting", 3}} {
-		if got := editDistance(tc.a, tc.b); got != tc.d {
-			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.d)
-		}
 	}
 }

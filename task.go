@@ -1,6 +1,7 @@
 package main
 
-// The task as the server stores it, and the status calls the agent makes.
+// The task as the server stores it, the calls that read it, and the only
+// code that changes its status.
 
 import (
 	"context"
@@ -8,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strconv"
 	"strings"
 )
 
@@ -118,6 +118,15 @@ func resolveName(ctx context.Context, c *apiClient, service, nameOrID string) (s
 	return "", fmt.Errorf("found multiple %ss with name %q: %s (pass the id instead)", kind, nameOrID, strings.Join(ids, ", "))
 }
 
+// findTask fetches the task an --id value names: an id, or a name.
+func findTask(ctx context.Context, c *apiClient, nameOrID string) (*taskDoc, error) {
+	id, err := resolveName(ctx, c, "tasks", nameOrID)
+	if err != nil {
+		return nil, err
+	}
+	return getTask(ctx, c, id)
+}
+
 // getTask fetches a task with tasks.get_by_id at v2.5, as the reference.
 func getTask(ctx context.Context, c *apiClient, id string) (*taskDoc, error) {
 	var r struct {
@@ -137,51 +146,171 @@ func getTask(ctx context.Context, c *apiClient, id string) (*taskDoc, error) {
 	return &t, nil
 }
 
-// setStatus sends tasks.<action> (started, stopped, completed, failed).
-func setStatus(ctx context.Context, c *apiClient, action, taskID, reason, message string, force bool) error {
+// setTaskCommit records the commit a task without one ran from.
+func setTaskCommit(ctx context.Context, c *apiClient, taskID, commit string) error {
+	return c.call(ctx, "tasks.edit", "2.5", map[string]any{"task": taskID, "script": map[string]any{"version_num": commit}, "force": true}, nil)
+}
+
+// setTaskRequirements stores the installed packages on the task, keeping
+// the original lists once in org_pip/org_conda, as the reference does.
+func setTaskRequirements(ctx context.Context, c *apiClient, t *taskDoc, frozen []string) error {
+	return c.call(ctx, "tasks.set_requirements", "2.5", venvSetRequirementsBody(t.ID, t.Script.Requirements, frozen), nil)
+}
+
+// taskEnvironmentParams reads the task's hyper-parameters of section
+// "Environment" as variables (names that cannot be variables are skipped).
+func taskEnvironmentParams(ctx context.Context, c *apiClient, taskID string) (map[string]string, error) {
+	var r struct {
+		Params []struct {
+			Hyperparams []struct {
+				Section string `json:"section"`
+				Name    string `json:"name"`
+				Value   any    `json:"value"`
+			} `json:"hyperparams"`
+		} `json:"params"`
+	}
+	if err := c.call(ctx, "tasks.get_hyper_params", "2.9", map[string]any{"tasks": []string{taskID}}, &r); err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, p := range r.Params {
+		for _, h := range p.Hyperparams {
+			if h.Section == "Environment" && h.Name != "" && !strings.ContainsAny(h.Name, "=\x00") {
+				out[h.Name] = scalarText(h.Value)
+			}
+		}
+	}
+	return out, nil
+}
+
+// taskRuntime reads a task's runtime properties.
+func taskRuntime(ctx context.Context, c *apiClient, taskID string) (map[string]any, error) {
+	var r struct {
+		Tasks []struct {
+			Runtime map[string]any `json:"runtime"`
+		} `json:"tasks"`
+	}
+	err := c.call(ctx, "tasks.get_all", "2.15", map[string]any{"id": []string{taskID}, "only_fields": []string{"runtime"}, "search_hidden": true}, &r)
+	if err != nil || len(r.Tasks) != 1 {
+		return nil, err
+	}
+	return r.Tasks[0].Runtime, nil
+}
+
+// statusWriter changes task statuses for one worker. It is the only code
+// that does (tasks.started, stopped, failed, completed, dequeue, and
+// queues.add_task to put a task back), and every change names the worker.
+type statusWriter struct {
+	api      *apiClient
+	workerID string
+}
+
+// changedBy is the status message of the agent's changes.
+func (w statusWriter) changedBy() string { return "Changed by clearml-agent " + w.workerID }
+
+// set sends tasks.<action> (started, stopped, completed, failed).
+func (w statusWriter) set(ctx context.Context, action, taskID, reason string, force bool) error {
+	return w.send(ctx, action, taskID, reason, w.changedBy(), force)
+}
+
+func (w statusWriter) send(ctx context.Context, action, taskID, reason, message string, force bool) error {
 	req := map[string]any{"task": taskID, "status_reason": reason, "status_message": message}
 	if force {
 		req["force"] = true
 	}
-	return c.call(ctx, "tasks."+action, "2.5", req, nil)
+	return w.api.call(ctx, "tasks."+action, "2.5", req, nil)
 }
 
-// nearQueueNames lists up to three existing queue names close to name (a
-// typo, another case), for the "not found" message.
-func nearQueueNames(ctx context.Context, c *apiClient, name string) []string {
+// dequeue takes a queued task out of its queue, in_progress, and returns
+// how many entries the server updated (0: the task was not queued).
+func (w statusWriter) dequeue(ctx context.Context, taskID string) (int64, error) {
 	var r struct {
-		Queues []struct{ Name string } `json:"queues"`
+		Updated json.Number `json:"updated"`
 	}
-	if c.call(ctx, "queues.get_all", "2.4", map[string]any{"only_fields": []string{"name"}}, &r) != nil {
-		return nil
+	err := w.api.call(ctx, "tasks.dequeue", "", map[string]any{"task": taskID, "new_status": "in_progress"}, &r)
+	n, _ := r.Updated.Int64()
+	if err == nil && n >= 1 {
+		w.send(ctx, "started", taskID, "starting execution soon", "", true)
 	}
-	var out []string
-	for _, q := range r.Queues {
-		if len(out) < 3 && q.Name != "" && editDistance(strings.ToLower(q.Name), strings.ToLower(name)) <= max(1, min(2, len(name)/3)) {
-			out = append(out, strconv.Quote(q.Name))
-		}
-	}
-	return out
+	return n, err
 }
 
-// editDistance is the Levenshtein distance of two short strings.
-func editDistance(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
+// pulled marks a task the daemon took from a queue as started; step is
+// the status message ("pulled by agent", "launch by agent").
+func (w statusWriter) pulled(ctx context.Context, taskID, step string) error {
+	return w.send(ctx, "started", taskID, "", step, true)
+}
+
+// requeue puts a task back at the end of a queue.
+func (w statusWriter) requeue(ctx context.Context, queueID, taskID string) error {
+	return w.api.call(ctx, "queues.add_task", "2.5", map[string]any{"queue": queueID, "task": taskID}, nil)
+}
+
+// finalStatus is what a task gets when its process exited with code:
+// the console's last line, and the status action ("" for none: the task
+// was stopped because a user changed its status), reason and force.
+// stopReason is why the monitor stopped it; userAbort, a signal to us.
+func finalStatus(code int, stopReason string, userAbort bool) (msg, action, reason string, force bool) {
+	switch {
+	case stopReason == "stopped":
+		return "Process aborted by user", "stopped", "task was stopped by tasks.stop", false
+	case stopReason != "":
+		return "Process stopped: task " + stopReason, "", "", false
+	case userAbort || code == -2 || code == 254:
+		return "Process terminated by user", "stopped", "user abort", true
+	case code == 0:
+		return "Process completed successfully", "completed", "worker execution done", false
 	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
+	return fmt.Sprintf("Process failed, exit code %d", code), "failed", exitCodeReason(code), false
+}
+
+// exitCodeReason is the status reason of a task whose process failed.
+func exitCodeReason(code int) string { return fmt.Sprintf("worker execution exit code %d", code) }
+
+// cloneTask makes a copy of t, "Clone of <name>", and returns its id.
+func cloneTask(ctx context.Context, c *apiClient, t *taskDoc) (string, error) {
+	var r struct {
+		ID string `json:"id"`
 	}
-	return prev[len(rb)]
+	if err := c.call(ctx, "tasks.clone", "2.5", map[string]any{"task": t.ID, "new_task_name": "Clone of " + t.Name}, &r); err != nil || r.ID == "" {
+		return "", fmt.Errorf("cloning task %s failed: %v", t.ID, err)
+	}
+	return r.ID, nil
+}
+
+// leftUnfinished is the rule for a task whose process (a daemon's child
+// execute, a task container) ended: the task has no final status when it
+// is still in_progress, or, when the process had to claim it itself (the
+// execute in a container dequeues it), still queued or created. A task
+// the watcher had claimed and that is queued or created again was reset
+// or enqueued anew by a user while it ran, and is left alone.
+func leftUnfinished(status string, claimedBefore bool) bool {
+	switch status {
+	case "in_progress":
+		return true
+	case "queued", "created":
+		return !claimedBefore
+	}
+	return false
+}
+
+// settleUnfinished gives a task the process left unfinished its final
+// status: stopped ("user abort") when the run was aborted by a signal to
+// the agent, else failed with reason. It returns the action taken ("" for
+// none) and the error of setting it.
+func (w statusWriter) settleUnfinished(ctx context.Context, taskID string, claimedBefore, userAbort bool, reason string) (string, error) {
+	var r struct {
+		Tasks []struct {
+			Status string `json:"status"`
+		} `json:"tasks"`
+	}
+	err := w.api.call(ctx, "tasks.get_all", "2.14", map[string]any{"id": []string{taskID}, "only_fields": []string{"status"}, "search_hidden": true}, &r)
+	if err != nil || len(r.Tasks) != 1 || !leftUnfinished(r.Tasks[0].Status, claimedBefore) {
+		return "", nil
+	}
+	action := "failed"
+	if userAbort {
+		action, reason = "stopped", "user abort"
+	}
+	return action, w.set(ctx, action, taskID, reason, true)
 }

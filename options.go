@@ -1,0 +1,59 @@
+package main
+
+// The options of one task run: what `execute` accepts, and the one encoder
+// back to argv that the daemon, docker mode and build start their child
+// executes with, so that a flag added here reaches every child.
+
+// taskOptions are the flags of `execute`.
+type taskOptions struct {
+	workerFlags
+	id                string
+	logFile           string
+	disableMonitoring bool
+	fullMonitoring    bool
+	requireQueue      bool
+	standalone        bool
+	docker            listFlag
+	clone             bool
+}
+
+func (o *taskOptions) register(t *flagTable) {
+	t.stringVar(&o.id, "id", "TASK_ID", "Id (or name) of the task to execute")
+	t.require()
+	t.stringVar(&o.logFile, "log-file", "LOG_FILE", "Also write the task's output (stdout/stderr) to this file")
+	t.boolVar(&o.disableMonitoring, "disable-monitoring", "", "Disable logging and monitoring, except for stdout")
+	t.boolVar(&o.fullMonitoring, "full-monitoring", "", "Full log: environment setup, task output and monitoring, plus stdout (always on in this agent)")
+	t.boolVar(&o.requireQueue, "require-queue", "", "Fail if the task is not queued (for external schedulers such as K8s or SLURM)")
+	registerStandalone(t, &o.standalone)
+	registerDocker(t, &o.docker)
+	t.boolVar(&o.clone, "clone", "", "Clone the task given by --id, then execute the clone")
+	o.workerFlags.register(t)
+}
+
+// executeArgv is the command line (after the program name) of a child
+// `execute` running o. The git credentials are left out, since any user
+// sees a process's argv: childEnv carries them.
+func executeArgv(g globalOpts, o taskOptions) []string {
+	var enc taskOptions
+	t := newFlagTable("execute")
+	enc.register(t)
+	enc = o
+	argv := append(g.argv(), "execute")
+	// The order children have always had their flags in (docker's logged
+	// command shows it).
+	return append(argv, t.argv(&enc.id, &enc.fullMonitoring, &enc.standalone, &enc.requireQueue, &enc.clone,
+		&enc.cpuOnly, &enc.gpus, &enc.logLevel, &enc.optimization, &enc.disableMonitoring, &enc.logFile, &enc.docker)...)
+}
+
+// childEnv is the part of o a child gets in its environment: the git
+// credentials (gitCredentialsFrom reads them there).
+func (o taskOptions) childEnv() []string {
+	var env []string
+	if o.gitUser != "" {
+		env = append(env, "CLEARML_AGENT_GIT_USER="+o.gitUser)
+	}
+	if o.gitPass != "" {
+		env = append(env, "CLEARML_AGENT_GIT_PASS="+o.gitPass)
+	}
+	return env
+}
