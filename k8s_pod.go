@@ -515,18 +515,19 @@ type k8sInstallCmd struct{ target string }
 
 func (c *k8sInstallCmd) flags(t *flagTable) {
 	t.stringVar(&c.target, "target", "PATH", "Where to copy this binary (the pod's shared emptyDir)")
+	t.require()
 }
 
-func (c *k8sInstallCmd) run(env *runEnv) error {
+func (c *k8sInstallCmd) run(cx *cmdContext) error {
 	if err := k8sInstallBinaryTo(c.target); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(env.stdout, "clearml-agent %s installed at %s\n", agentVersion, c.target)
+	_, err := fmt.Fprintf(cx.stdout, "clearml-agent %s installed at %s\n", agentVersion, c.target)
 	return err
 }
 
 func init() {
-	commands = append(commands, commandInfo{name: k8sInstallBinary, hidden: true, required: []string{"target"},
+	commands = append(commands, commandInfo{name: k8sInstallBinary, hidden: true,
 		description: "Copy this binary to a path (the init container of the Kubernetes glue's task pods).",
 		new:         func() commandImpl { return &k8sInstallCmd{} }})
 }
