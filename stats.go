@@ -221,9 +221,11 @@ func (s *statsSampler) sample(now time.Time) {
 	if used, free, ok := parseMeminfo(s.readProc(pfMeminfo, false)); ok {
 		v.memUsed, v.memFree, v.memOK = used, free, true
 	}
-	rd, wr := s.diskDelta(s.readProc(pfDiskstats, false))
-	rx, tx := s.netDelta(s.readProc(pfNetDev, false))
-	if dt > 0 {
+	disk := s.readProc(pfDiskstats, false)
+	rd, wr := s.diskDelta(disk)
+	net := s.readProc(pfNetDev, false)
+	rx, tx := s.netDelta(net)
+	if dt > 0 && (disk != nil || net != nil) {
 		v.diskRead, v.diskWrite = rd/bytesPerMB/dt, wr/bytesPerMB/dt
 		v.netRx, v.netTx = rx/bytesPerMB/dt, tx/bytesPerMB/dt
 		v.rateOK = true
