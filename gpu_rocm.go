@@ -102,15 +102,17 @@ func parseROCmSMI(out []byte) ([]gpuInfo, []string, error) {
 	}
 	var gpus []gpuInfo
 	var warns []string
+	seen := map[int]bool{}
 	for card, fields := range doc {
 		num, ok := strings.CutPrefix(card, "card")
 		idx, err := strconv.Atoi(num)
-		if !ok || err != nil || idx < 0 {
+		if !ok || err != nil || idx < 0 || seen[idx] || strconv.Itoa(idx) != num {
 			if card != "system" {
 				warns = append(warns, fmt.Sprintf("rocm-smi: skipping unexpected entry %q", card))
 			}
 			continue
 		}
+		seen[idx] = true
 		gpus = append(gpus, rocmGPU(idx, fields))
 	}
 	sortGPUs(gpus)

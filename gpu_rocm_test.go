@@ -288,3 +288,28 @@ func TestROCmDockerArgs(t *testing.T) {
 		t.Errorf("mixed host: %q", args)
 	}
 }
+
+func FuzzParseROCmSMI(f *testing.F) {
+	for _, name := range []string{"rocm-mi250x.json", "rocm-mi300x-cpx.json", "rocm-5.2-navi21.json", "rocm-noise.txt"} {
+		data, err := os.ReadFile(filepath.Join("testdata", "gpu", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte(`{"card1": {"GPU use (%)": 1}, "card01": {}, "card-2": {}}`))
+	f.Fuzz(func(t *testing.T, out []byte) {
+		gpus, _, err := parseROCmSMI(out)
+		if err != nil && gpus != nil {
+			t.Fatalf("GPUs with an error: %+v", gpus)
+		}
+		for i, g := range gpus {
+			if g.Index < 0 || g.MIG != -1 || g.MemTotalMB < 0 || g.MemUsedMB < 0 || (i > 0 && gpus[i-1].Index >= g.Index) {
+				t.Fatalf("bad GPU record %+v in %+v", g, gpus)
+			}
+			if g.UUID != "" && (len(g.UUID) != 20 || !strings.HasPrefix(g.UUID, "GPU-")) {
+				t.Fatalf("bad UUID %q", g.UUID)
+			}
+		}
+	})
+}
