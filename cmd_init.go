@@ -347,9 +347,6 @@ func parsePastedConfig(text string) (pastedConfig, error) {
 // askHosts settles the three server URLs: from the block, else derived
 // from the one given, else asked for; each is confirmed (Enter keeps it).
 func (w *initWizard) askHosts(a *initAnswers) error {
-	if a.web == "" && a.api == "" && a.files == "" {
-		a.web = w.askURL("Web application URL (e.g. https://app.clear.ml or http://myserver:8080)", "https://app.clear.ml")
-	}
 	for _, p := range []*string{&a.web, &a.api, &a.files} {
 		if *p != "" {
 			if u, ok := normalizeServerURL(*p); ok {
@@ -359,6 +356,9 @@ func (w *initWizard) askHosts(a *initAnswers) error {
 				*p = ""
 			}
 		}
+	}
+	if a.web == "" && a.api == "" && a.files == "" {
+		a.web = w.askURL("Web application URL (e.g. https://app.clear.ml or http://myserver:8080)", "https://app.clear.ml")
 	}
 	web, api, files := deriveServers(firstNonEmpty(a.web, a.api, a.files))
 	a.web = w.askURL("Web application URL", firstNonEmpty(a.web, web))
