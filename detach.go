@@ -76,7 +76,7 @@ type detachedAgent struct {
 // in $CLEARML_AGENT_DETACHED_LOG (see takeDetachedMarker), which also tells
 // it not to detach again whatever its arguments say.
 func detach(args []string, log *os.File) (*detachedAgent, error) {
-	return detachExec("/proc/self/exe", os.Args[0], stripDetachedFlag(args), log)
+	return detachExec(selfExe(), os.Args[0], stripDetachedFlag(args), log)
 }
 
 // detachExec runs exe (named argv0) with args in a new session.

@@ -123,7 +123,7 @@ func TestCLIUsageAndExitCodes(t *testing.T) {
 		{[]string{"daemon", "--dynamic-gpus", "--queue", "a=1"}, 2, "", "--gpus"},
 		{[]string{"daemon", "--uptime", "1-2 MON", "--downtime", "3-4 TUE"}, 2, "", "uptime"},
 		{[]string{"build", "--id", "abc"}, 1, "", "no ClearML API server configured"},
-		{[]string{"init"}, 1, "", "not supported"},
+		{[]string{"init"}, 1, "", "no credentials given"}, // stdin is /dev/null
 		{[]string{"build", "--id", "x", "--entry-point", "reuse_task"}, 2, "", "add --docker"},
 	}
 	for _, tt := range tests {

@@ -1,8 +1,9 @@
 package main
 
-// GPUs: the --gpus selection (env vars, worker id, docker flags), GPU
-// detection behind one interface (nvidia-smi by default, NVML with
-// -tags nvml), and the per-task allocator behind --dynamic-gpus.
+// GPUs: the --gpus selection (env vars, worker id, docker flags) and GPU
+// detection behind one interface: nvidia-smi by default, NVML with
+// -tags nvml, rocm-smi on AMD hosts (gpu_rocm.go). The allocator behind
+// --dynamic-gpus is in gpu_alloc.go.
 
 import (
 	"bytes"
@@ -48,6 +49,9 @@ func gpuEnv(env map[string]string, gpus string, cpuOnly bool) {
 		env["NVIDIA_VISIBLE_DEVICES"] = v
 	case env["CUDA_VISIBLE_DEVICES"] != "" && env["NVIDIA_VISIBLE_DEVICES"] == "":
 		env["NVIDIA_VISIBLE_DEVICES"] = env["CUDA_VISIBLE_DEVICES"]
+	}
+	if rocmHost() {
+		rocmEnv(env, gpus, cpuOnly)
 	}
 }
 
@@ -127,11 +131,12 @@ func workerIDDevices(gpus string, cpuOnly bool, env envLookup) string {
 	return gpuIDText(v)
 }
 
-// dockerGPUArgs is the `docker run` GPU flag and the NVIDIA_VISIBLE_DEVICES
+// dockerGPUArgs is the `docker run` GPU flags and the NVIDIA_VISIBLE_DEVICES
 // value for the agent inside the container, from the (already gpuEnv'd)
 // environment. The reference gave the container "all" for a list (agent#47);
 // here it gets exactly the selected devices. skipFlag is
-// CLEARML_DOCKER_SKIP_GPUS_FLAG.
+// CLEARML_DOCKER_SKIP_GPUS_FLAG. On an AMD host the flags are device
+// mounts (rocmDockerArgs) instead of --gpus.
 func dockerGPUArgs(env envLookup, skipFlag bool) (args []string, inner string) {
 	g := firstEnv(env, "NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES")
 	switch {
@@ -141,6 +146,9 @@ func dockerGPUArgs(env envLookup, skipFlag bool) (args []string, inner string) {
 		if skipFlag {
 			return nil, "all"
 		}
+		if rocmHost() {
+			return rocmDockerArgs(""), "all"
+		}
 		return []string{"--gpus", "all"}, "all"
 	}
 	list := g
@@ -149,6 +157,9 @@ func dockerGPUArgs(env envLookup, skipFlag bool) (args []string, inner string) {
 	}
 	if skipFlag {
 		return nil, list
+	}
+	if rocmHost() {
+		return rocmDockerArgs(list), list
 	}
 	// The quotes are part of the argument: docker reads --gpus as CSV, so
 	// an unquoted "device=0,1" would be two fields.
@@ -162,6 +173,7 @@ type gpuInfo struct {
 	UUID       string // GPU-... or MIG-...
 	ParentUUID string // the GPU's UUID for a MIG slice
 	Name       string
+	PCIBus     string // rocm-smi only: "0000:C1:00.0"
 	MemTotalMB float64
 	MemUsedMB  float64
 	Util       float64 // %
@@ -226,7 +238,13 @@ func (b smiBackend) query(ctx context.Context) ([]gpuInfo, []string, error) {
 
 // run runs nvidia-smi with args and returns its stdout.
 func (b smiBackend) run(ctx context.Context, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, b.path, args...)
+	return runGPUTool(ctx, b.path, "nvidia-smi", args...)
+}
+
+// runGPUTool runs a GPU tool (nvidia-smi, rocm-smi) and returns its stdout;
+// an error names the tool (label) and quotes the first line it printed.
+func runGPUTool(ctx context.Context, path, label string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, path, args...)
 	// Own process group, so a wrapper script's children die with it and
 	// cannot keep the pipe open past the timeout.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -236,7 +254,7 @@ func (b smiBackend) run(ctx context.Context, args ...string) ([]byte, error) {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		return nil, fmt.Errorf("nvidia-smi did not answer in time")
+		return nil, fmt.Errorf("%s did not answer in time", label)
 	}
 	if err != nil {
 		msg := strings.TrimSpace(stderr.String())
@@ -247,9 +265,9 @@ func (b smiBackend) run(ctx context.Context, args ...string) ([]byte, error) {
 			msg = msg[:i]
 		}
 		if msg != "" {
-			return nil, fmt.Errorf("nvidia-smi: %w: %s", err, msg)
+			return nil, fmt.Errorf("%s: %w: %s", label, err, msg)
 		}
-		return nil, fmt.Errorf("nvidia-smi: %w", err)
+		return nil, fmt.Errorf("%s: %w", label, err)
 	}
 	return stdout.Bytes(), nil
 }
@@ -387,8 +405,15 @@ func sortGPUs(g []gpuInfo) {
 }
 
 // detectGPUBackend picks NVML (with -tags nvml, when the driver loads),
-// then nvidia-smi on PATH, else nil: no GPUs, quietly.
+// then nvidia-smi on PATH, then rocm-smi, else nil: no GPUs, quietly. On
+// an AMD host (rocmHost: /dev/kfd and no NVIDIA device, the reference's
+// test) rocm-smi comes first.
 func detectGPUBackend(logf func(string, ...any)) gpuBackend {
+	if rocmHost() {
+		if p := findROCmSMI(os.LookupEnv); p != "" {
+			return rocmBackend{path: p}
+		}
+	}
 	if b, err := newNVMLBackend(); err == nil {
 		return b
 	} else if !errors.Is(err, errNoNVML) && logf != nil {
@@ -396,6 +421,11 @@ func detectGPUBackend(logf func(string, ...any)) gpuBackend {
 	}
 	if p, err := exec.LookPath("nvidia-smi"); err == nil {
 		return smiBackend{path: p}
+	}
+	if amd, _ := gpuDevices(); amd {
+		if p := findROCmSMI(os.LookupEnv); p != "" {
+			return rocmBackend{path: p}
+		}
 	}
 	return nil
 }
@@ -427,7 +457,7 @@ func stderrWarn(format string, a ...any) {
 }
 
 // newGPUSet returns the selected GPUs, or nil for CPU mode: --cpu-only,
-// NVIDIA_VISIBLE_DEVICES=none, or neither NVML nor nvidia-smi present.
+// NVIDIA_VISIBLE_DEVICES=none, or no GPU tool (NVML, nvidia-smi, rocm-smi).
 func newGPUSet(gpus string, cpuOnly bool, env envLookup) *gpuSet {
 	v := gpuVisible(gpus, cpuOnly, env)
 	if v == "none" {
@@ -594,184 +624,4 @@ func (g *gpuSet) freeMemMB(id string) (float64, bool) {
 		}
 	}
 	return 0, false
-}
-
-// --- dynamic GPUs (--dynamic-gpus) ---
-
-// gpuQueueSpec is one "--queue name=N|min-max|-max".
-type gpuQueueSpec struct {
-	queue    string
-	min, max int
-}
-
-// parseGPUQueueSpec reads name=N (min=max=N), name=MIN-MAX or name=-MAX
-// (min 1). Fractions (the reference's enterprise fractional GPUs) are
-// rejected.
-func parseGPUQueueSpec(s string) (gpuQueueSpec, error) {
-	i := strings.LastIndexByte(s, '=')
-	if i <= 0 {
-		return gpuQueueSpec{}, fmt.Errorf("--dynamic-gpus: queue %q needs a GPU count, e.g. %s=1 or %s=1-2", s, s, s)
-	}
-	name, spec := s[:i], strings.TrimSpace(s[i+1:])
-	num := func(x string) (int, error) {
-		x = strings.TrimSpace(x)
-		if n, err := strconv.Atoi(x); err == nil {
-			if n <= 0 {
-				return 0, fmt.Errorf("--dynamic-gpus: queue %q: GPU count must be positive", name)
-			}
-			return n, nil
-		}
-		if f, err := strconv.ParseFloat(x, 64); err == nil && f > 0 && f < 1 {
-			return 0, fmt.Errorf("--dynamic-gpus: queue %q: fractional GPUs (%s) are not supported", name, x)
-		}
-		return 0, fmt.Errorf("--dynamic-gpus: queue %q: invalid GPU count %q", name, x)
-	}
-	q := gpuQueueSpec{queue: name}
-	var err error
-	if lo, hi, ok := strings.Cut(spec, "-"); ok {
-		q.min = 1
-		if strings.TrimSpace(lo) != "" {
-			if q.min, err = num(lo); err != nil {
-				return q, err
-			}
-		}
-		if q.max, err = num(hi); err != nil {
-			return q, err
-		}
-		if q.min > q.max {
-			return q, fmt.Errorf("--dynamic-gpus: queue %q: minimum %d is above maximum %d", name, q.min, q.max)
-		}
-		return q, nil
-	}
-	if q.min, err = num(spec); err != nil {
-		return q, err
-	}
-	q.max = q.min
-	return q, nil
-}
-
-// parseGPUPool reads --gpus for --dynamic-gpus: a range or a list (MIG
-// entries allowed; a mix of both is accepted too). Ids are in env-var form.
-func parseGPUPool(gpus string) ([]string, error) {
-	if gpus == "" || strings.EqualFold(gpus, "all") {
-		return nil, errors.New("--dynamic-gpus needs an explicit --gpus list or range, e.g. --gpus 0-7")
-	}
-	ids, err := gpuListItems(gpus)
-	if err != nil {
-		return nil, err
-	}
-	seen := map[string]bool{}
-	for _, id := range ids {
-		if seen[id] {
-			return nil, fmt.Errorf("--gpus: %s is listed twice", id)
-		}
-		seen[id] = true
-	}
-	if len(ids) == 0 {
-		return nil, errors.New("--dynamic-gpus: --gpus lists no GPU")
-	}
-	return ids, nil
-}
-
-// gpuAllocator hands whole GPUs of a fixed pool to tasks, never one GPU to
-// two tasks at once.
-type gpuAllocator struct {
-	mu        sync.Mutex
-	pool      []string // index order
-	owner     map[string]*gpuLease
-	external  map[string]bool // used by other agents (from the server)
-	minFreeMB float64
-	freeMem   func(id string) (float64, bool) // nil: no gate
-}
-
-// gpuLease is the GPUs given to one task. release is idempotent, so every
-// way a task can end may call it.
-type gpuLease struct {
-	a    *gpuAllocator
-	task string
-	ids  []string
-	once sync.Once
-}
-
-// newGPUAllocator: minFreeMB > 0 with freeMem skips GPUs whose known free
-// memory is below it (agent.gpu_free_memory_min_mb); unknown passes.
-func newGPUAllocator(pool []string, minFreeMB float64, freeMem func(string) (float64, bool)) *gpuAllocator {
-	return &gpuAllocator{
-		pool:      append([]string(nil), pool...),
-		owner:     map[string]*gpuLease{},
-		external:  map[string]bool{},
-		minFreeMB: minFreeMB,
-		freeMem:   freeMem,
-	}
-}
-
-// setExternal marks the GPUs other live workers use (replacing the last set).
-func (a *gpuAllocator) setExternal(ids []string) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.external = map[string]bool{}
-	for _, id := range ids {
-		a.external[id] = true
-	}
-}
-
-// eligibleLocked lists free GPUs that pass the memory gate.
-func (a *gpuAllocator) eligibleLocked() []string {
-	var out []string
-	for _, id := range a.pool {
-		if a.owner[id] != nil || a.external[id] {
-			continue
-		}
-		if a.minFreeMB > 0 && a.freeMem != nil {
-			if free, ok := a.freeMem(id); ok && free < a.minFreeMB {
-				continue
-			}
-		}
-		out = append(out, id)
-	}
-	return out
-}
-
-// available is how many GPUs a task could get now, and the pool size.
-func (a *gpuAllocator) available() (free, total int) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.eligibleLocked()), len(a.pool)
-}
-
-// allocate gives task up to max free GPUs in index order, or nil when
-// fewer than min are free.
-func (a *gpuAllocator) allocate(task string, min, max int) *gpuLease {
-	if min < 1 {
-		min = 1
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	free := a.eligibleLocked()
-	if len(free) < min {
-		return nil
-	}
-	if len(free) > max {
-		free = free[:max]
-	}
-	l := &gpuLease{a: a, task: task, ids: free}
-	for _, id := range free {
-		a.owner[id] = l
-	}
-	return l
-}
-
-// visible is the lease as an env-var value ("0,1" or "0:1").
-func (l *gpuLease) visible() string { return strings.Join(l.ids, ",") }
-
-func (l *gpuLease) release() {
-	l.once.Do(func() {
-		l.a.mu.Lock()
-		defer l.a.mu.Unlock()
-		for _, id := range l.ids {
-			if l.a.owner[id] == l {
-				delete(l.a.owner, id)
-			}
-		}
-	})
 }

@@ -2,34 +2,26 @@ package main
 
 // Process control for task processes: each task runs in its own process
 // group; stopping it is SIGTERM to the group, a grace period, then SIGKILL.
-// The agent is a child subreaper, so descendants that escape the group
-// (setsid, double fork) are re-parented to it and killed too: no orphans.
-// Exit codes read as Python's Popen.returncode (negative signal number when
-// killed by a signal); exitCodeOf is the one decoder. /proc/<pid>/stat is
-// read by readProcStat only.
+// On Linux the agent is a child subreaper, so descendants that escape the
+// group (setsid, double fork) are re-parented to it and killed too: no
+// orphans. macOS has no subreaper: there the descendants still attached to
+// the task are found by walking the process table before the group is
+// killed (proc_darwin.go). Exit codes read as Python's Popen.returncode
+// (negative signal number when killed by a signal); exitCodeOf is the one
+// decoder. The per-OS parts (process table, subreaper, parent-death signal)
+// are in proc_linux.go and proc_darwin.go.
 
 import (
 	"errors"
 	"io"
 	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-var subreaperOnce sync.Once
-
-// becomeSubreaper makes orphaned descendants re-parent to this process.
-func becomeSubreaper() {
-	subreaperOnce.Do(func() {
-		unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-	})
-}
 
 // taskProcess is a running task command.
 type taskProcess struct {
@@ -52,8 +44,8 @@ func startTaskProcess(argv []string, dir string, env []string, out io.Writer) (*
 	cmd.Env = env
 	cmd.Stdin = nil
 	cmd.Stdout, cmd.Stderr = w, w
-	// Pdeathsig: if the agent itself is killed, the task does not outlive it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	// If the agent itself is killed, the task does not outlive it (Linux).
+	cmd.SysProcAttr = childSysProcAttr(syscall.SIGKILL)
 	if err := cmd.Start(); err != nil {
 		r.Close()
 		w.Close()
@@ -89,7 +81,9 @@ func (p *taskProcess) pid() int { return p.cmd.Process.Pid }
 // the group and any re-parented descendants.
 func (p *taskProcess) stop(grace time.Duration) {
 	p.stopOnce.Do(func() {
+		escaped := escapedDescendants(p.pid())
 		killGroup(p.pid(), syscall.SIGTERM)
+		killPIDs(escaped, syscall.SIGTERM)
 		t := time.NewTimer(grace)
 		defer t.Stop()
 		select {
@@ -98,6 +92,7 @@ func (p *taskProcess) stop(grace time.Duration) {
 			killGroup(p.pid(), syscall.SIGKILL)
 			reapOrphans()
 		}
+		killPIDs(escaped, syscall.SIGKILL)
 	})
 }
 
@@ -132,9 +127,19 @@ func killGroup(pgid int, sig syscall.Signal) {
 	}
 }
 
+// killPIDs signals each process of pids (from escapedDescendants).
+func killPIDs(pids []int, sig syscall.Signal) {
+	for _, pid := range pids {
+		if pid > 1 {
+			unix.Kill(pid, sig)
+		}
+	}
+}
+
 // reapOrphans SIGKILLs every remaining child of this process that is not
-// the agent's own helper (a task's descendant re-parented to us as
-// subreaper) and reaps it. Children we still track are left to their owners.
+// the agent's own helper (on Linux, a task's descendant re-parented to us
+// as subreaper) and reaps it. Children we still track are left to their
+// owners.
 func reapOrphans() {
 	// Each reaped orphan's own children re-parent to us in turn: repeat.
 	for round := 0; round < 20; round++ {
@@ -161,28 +166,7 @@ func trackChild(pid int)        { trackedPIDs.Store(pid, true) }
 func untrackChild(pid int)      { trackedPIDs.Delete(pid) }
 func trackedChild(pid int) bool { _, ok := trackedPIDs.Load(pid); return ok }
 
-// childPIDs lists the direct children of ppid from /proc.
-func childPIDs(ppid int) []int {
-	var out []int
-	// /proc/<pid>/task/<tid>/children is exact but needs CONFIG_PROC_CHILDREN;
-	// scanning stat files works everywhere.
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if parentOf(pid) == ppid {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-// parentOf reads the parent pid from /proc/<pid>/stat (-1 if unknown).
+// parentOf is the parent pid of pid (-1 if unknown).
 func parentOf(pid int) int {
 	st, ok := readProcStat(pid)
 	if !ok {
@@ -191,37 +175,13 @@ func parentOf(pid int) int {
 	return st.ppid
 }
 
-// procStat is the part of /proc/<pid>/stat the agent uses.
+// procStat is what the agent reads of a process: from /proc/<pid>/stat on
+// Linux, from the kern.proc sysctl on macOS.
 type procStat struct {
 	state   byte // R, S, D, Z (zombie), X (dead), ...
 	ppid    int
 	pgrp    int
 	session int
-}
-
-// readProcStat parses /proc/<pid>/stat. The command name is in parentheses
-// and may hold spaces and ')': the fields start after the last ')'.
-func readProcStat(pid int) (procStat, bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return procStat{}, false
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return procStat{}, false
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 4 || len(f[0]) != 1 {
-		return procStat{}, false
-	}
-	var st procStat
-	st.state = f[0][0]
-	var e1, e2, e3 error
-	st.ppid, e1 = strconv.Atoi(f[1])
-	st.pgrp, e2 = strconv.Atoi(f[2])
-	st.session, e3 = strconv.Atoi(f[3])
-	return st, e1 == nil && e2 == nil && e3 == nil
 }
 
 // processGroupAlive reports whether any process is left in the group.

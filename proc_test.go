@@ -206,3 +206,22 @@ func TestProcStatOddName(t *testing.T) {
 		t.Error("parent of pid -1")
 	}
 }
+
+// TestCrossBuildDarwin: the agent builds for macOS (amd64 and arm64), its
+// tests included (go vet type-checks them).
+func TestCrossBuildDarwin(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no go tool on CI")
+		}
+		t.Skip("no go tool: cannot cross-compile")
+	}
+	for _, arch := range []string{"arm64", "amd64"} {
+		cmd := exec.Command(goBin, "vet", ".")
+		cmd.Env = append(os.Environ(), "GOOS=darwin", "GOARCH="+arch, "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("GOOS=darwin GOARCH=%s go vet .: %v\n%s", arch, err, out)
+		}
+	}
+}

@@ -3,7 +3,8 @@ package main
 // Machine stats for workers.status_report (agent-daemon.md §4.6): sampled
 // from /proc twice a second and averaged per report. Sampling keeps its
 // /proc files open and re-reads them with pread into one buffer, so a
-// sample costs a few syscalls and almost no allocation.
+// sample costs a few syscalls and almost no allocation. macOS has no /proc:
+// there only disk space and GPUs are reported (stats_darwin.go).
 
 import (
 	"context"
@@ -88,7 +89,7 @@ type statsSampler struct {
 // gpus nil means no GPU stats.
 func newStatsSampler(cfg *agentConfig, gpus *gpuSet) *statsSampler {
 	s := &statsSampler{
-		procRoot:       "/proc",
+		procRoot:       statsProcRoot,
 		sysRoot:        "/sys",
 		tempPath:       os.TempDir(),
 		interval:       statsInterval,
@@ -154,8 +155,11 @@ func (s *statsSampler) close() {
 }
 
 // readProc returns the content of one /proc file (only the start when
-// firstLine), reusing s.buf.
+// firstLine), reusing s.buf. nil without /proc (macOS).
 func (s *statsSampler) readProc(which int, firstLine bool) []byte {
+	if s.procRoot == "" {
+		return nil
+	}
 	f := s.files[which]
 	if f == nil {
 		var err error
@@ -217,9 +221,11 @@ func (s *statsSampler) sample(now time.Time) {
 	if used, free, ok := parseMeminfo(s.readProc(pfMeminfo, false)); ok {
 		v.memUsed, v.memFree, v.memOK = used, free, true
 	}
-	rd, wr := s.diskDelta(s.readProc(pfDiskstats, false))
-	rx, tx := s.netDelta(s.readProc(pfNetDev, false))
-	if dt > 0 {
+	disk := s.readProc(pfDiskstats, false)
+	rd, wr := s.diskDelta(disk)
+	net := s.readProc(pfNetDev, false)
+	rx, tx := s.netDelta(net)
+	if dt > 0 && (disk != nil || net != nil) {
 		v.diskRead, v.diskWrite = rd/bytesPerMB/dt, wr/bytesPerMB/dt
 		v.netRx, v.netTx = rx/bytesPerMB/dt, tx/bytesPerMB/dt
 		v.rateOK = true
@@ -623,10 +629,7 @@ func diskFreePercent(path string) (float64, bool) {
 	if path == "" || unix.Statfs(path, &st) != nil {
 		return 0, false
 	}
-	bs := uint64(st.Frsize)
-	if bs == 0 {
-		bs = uint64(st.Bsize)
-	}
+	bs := statfsBlockSize(&st)
 	used := (st.Blocks - st.Bfree) * bs
 	avail := st.Bavail * bs
 	if used+avail == 0 {

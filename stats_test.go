@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -115,6 +116,9 @@ func TestStatsGPULists(t *testing.T) {
 }
 
 func TestStatsRealProc(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("no /proc on " + runtime.GOOS + " (TestStatsWithoutProc covers it)")
+	}
 	s := newStatsSampler(nil, nil)
 	defer s.close()
 	s.sample(time.Now())
@@ -139,6 +143,39 @@ func TestStatsRealProc(t *testing.T) {
 	}
 	if _, err := json.Marshal(m); err != nil {
 		t.Error(err)
+	}
+}
+
+// Without /proc (macOS: statsProcRoot is ""), a worker still reports disk
+// space and GPUs, and nothing fails.
+func TestStatsWithoutProc(t *testing.T) {
+	f := &fakeGPUBackend{gpus: []gpuInfo{{Index: 0, MIG: -1, UUID: "GPU-a", HasUtil: true, Util: 40}}}
+	g := newGPUSetWith(f, "all")
+	s := newStatsSampler(nil, g)
+	s.procRoot = ""
+	s.gpuMaxAge = time.Hour
+	if _, err := g.read(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	s.sample(now)
+	s.sample(now.Add(time.Second))
+	m := s.snapshot()
+	for _, k := range []string{"cpu_usage", "memory_used", "memory_free", "disk_read", "network_rx"} {
+		if v, ok := m[k]; ok {
+			t.Errorf("%s = %v without /proc", k, v)
+		}
+	}
+	if v, ok := m["disk_free_home"].(float64); !ok || v < 0 || v > 100 {
+		t.Errorf("disk_free_home = %v", m["disk_free_home"])
+	}
+	if !reflect.DeepEqual(m["gpu_usage"], []float64{40}) {
+		t.Errorf("gpu_usage = %v", m["gpu_usage"])
+	}
+	for _, f := range s.files {
+		if f != nil {
+			t.Error("a /proc file was opened")
+		}
 	}
 }
 

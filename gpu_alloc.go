@@ -1,0 +1,190 @@
+package main
+
+// The per-task GPU allocator behind --dynamic-gpus: queue specs, the pool
+// from --gpus, and leases that never give one GPU to two tasks.
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// gpuQueueSpec is one "--queue name=N|min-max|-max".
+type gpuQueueSpec struct {
+	queue    string
+	min, max int
+}
+
+// parseGPUQueueSpec reads name=N (min=max=N), name=MIN-MAX or name=-MAX
+// (min 1). Fractions (the reference's enterprise fractional GPUs) are
+// rejected.
+func parseGPUQueueSpec(s string) (gpuQueueSpec, error) {
+	i := strings.LastIndexByte(s, '=')
+	if i <= 0 {
+		return gpuQueueSpec{}, fmt.Errorf("--dynamic-gpus: queue %q needs a GPU count, e.g. %s=1 or %s=1-2", s, s, s)
+	}
+	name, spec := s[:i], strings.TrimSpace(s[i+1:])
+	num := func(x string) (int, error) {
+		x = strings.TrimSpace(x)
+		if n, err := strconv.Atoi(x); err == nil {
+			if n <= 0 {
+				return 0, fmt.Errorf("--dynamic-gpus: queue %q: GPU count must be positive", name)
+			}
+			return n, nil
+		}
+		if f, err := strconv.ParseFloat(x, 64); err == nil && f > 0 && f < 1 {
+			return 0, fmt.Errorf("--dynamic-gpus: queue %q: fractional GPUs (%s) are not supported", name, x)
+		}
+		return 0, fmt.Errorf("--dynamic-gpus: queue %q: invalid GPU count %q", name, x)
+	}
+	q := gpuQueueSpec{queue: name}
+	var err error
+	if lo, hi, ok := strings.Cut(spec, "-"); ok {
+		q.min = 1
+		if strings.TrimSpace(lo) != "" {
+			if q.min, err = num(lo); err != nil {
+				return q, err
+			}
+		}
+		if q.max, err = num(hi); err != nil {
+			return q, err
+		}
+		if q.min > q.max {
+			return q, fmt.Errorf("--dynamic-gpus: queue %q: minimum %d is above maximum %d", name, q.min, q.max)
+		}
+		return q, nil
+	}
+	if q.min, err = num(spec); err != nil {
+		return q, err
+	}
+	q.max = q.min
+	return q, nil
+}
+
+// parseGPUPool reads --gpus for --dynamic-gpus: a range or a list (MIG
+// entries allowed; a mix of both is accepted too). Ids are in env-var form.
+func parseGPUPool(gpus string) ([]string, error) {
+	if gpus == "" || strings.EqualFold(gpus, "all") {
+		return nil, errors.New("--dynamic-gpus needs an explicit --gpus list or range, e.g. --gpus 0-7")
+	}
+	ids, err := gpuListItems(gpus)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		if seen[id] {
+			return nil, fmt.Errorf("--gpus: %s is listed twice", id)
+		}
+		seen[id] = true
+	}
+	if len(ids) == 0 {
+		return nil, errors.New("--dynamic-gpus: --gpus lists no GPU")
+	}
+	return ids, nil
+}
+
+// gpuAllocator hands whole GPUs of a fixed pool to tasks, never one GPU to
+// two tasks at once.
+type gpuAllocator struct {
+	mu        sync.Mutex
+	pool      []string // index order
+	owner     map[string]*gpuLease
+	external  map[string]bool // used by other agents (from the server)
+	minFreeMB float64
+	freeMem   func(id string) (float64, bool) // nil: no gate
+}
+
+// gpuLease is the GPUs given to one task. release is idempotent, so every
+// way a task can end may call it.
+type gpuLease struct {
+	a    *gpuAllocator
+	task string
+	ids  []string
+	once sync.Once
+}
+
+// newGPUAllocator: minFreeMB > 0 with freeMem skips GPUs whose known free
+// memory is below it (agent.gpu_free_memory_min_mb); unknown passes.
+func newGPUAllocator(pool []string, minFreeMB float64, freeMem func(string) (float64, bool)) *gpuAllocator {
+	return &gpuAllocator{
+		pool:      append([]string(nil), pool...),
+		owner:     map[string]*gpuLease{},
+		external:  map[string]bool{},
+		minFreeMB: minFreeMB,
+		freeMem:   freeMem,
+	}
+}
+
+// setExternal marks the GPUs other live workers use (replacing the last set).
+func (a *gpuAllocator) setExternal(ids []string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.external = map[string]bool{}
+	for _, id := range ids {
+		a.external[id] = true
+	}
+}
+
+// eligibleLocked lists free GPUs that pass the memory gate.
+func (a *gpuAllocator) eligibleLocked() []string {
+	var out []string
+	for _, id := range a.pool {
+		if a.owner[id] != nil || a.external[id] {
+			continue
+		}
+		if a.minFreeMB > 0 && a.freeMem != nil {
+			if free, ok := a.freeMem(id); ok && free < a.minFreeMB {
+				continue
+			}
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+// available is how many GPUs a task could get now, and the pool size.
+func (a *gpuAllocator) available() (free, total int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.eligibleLocked()), len(a.pool)
+}
+
+// allocate gives task up to max free GPUs in index order, or nil when
+// fewer than min are free.
+func (a *gpuAllocator) allocate(task string, min, max int) *gpuLease {
+	if min < 1 {
+		min = 1
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	free := a.eligibleLocked()
+	if len(free) < min {
+		return nil
+	}
+	if len(free) > max {
+		free = free[:max]
+	}
+	l := &gpuLease{a: a, task: task, ids: free}
+	for _, id := range free {
+		a.owner[id] = l
+	}
+	return l
+}
+
+// visible is the lease as an env-var value ("0,1" or "0:1").
+func (l *gpuLease) visible() string { return strings.Join(l.ids, ",") }
+
+func (l *gpuLease) release() {
+	l.once.Do(func() {
+		l.a.mu.Lock()
+		defer l.a.mu.Unlock()
+		for _, id := range l.ids {
+			if l.a.owner[id] == l {
+				delete(l.a.owner, id)
+			}
+		}
+	})
+}
