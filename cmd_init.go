@@ -35,19 +35,9 @@ type initWizardCmd struct{}
 
 func (*initWizardCmd) flags(*flagTable) {}
 
-func (*initWizardCmd) run(env *runEnv) error {
-	w := newInitWizard(os.Stdin, env.stdout, os.LookupEnv)
-	return w.run(initTarget(env.global.configFile, os.LookupEnv))
-}
-
-// Until main.go registers initWizardCmd itself, it replaces the stub here.
-func init() {
-	for i := range commands {
-		if commands[i].name == "init" {
-			commands[i].new = func() commandImpl { return &initWizardCmd{} }
-			commands[i].description = "Create ~/clearml.conf: paste the credentials from the web UI, answer a few questions."
-		}
-	}
+func (*initWizardCmd) run(cx *cmdContext) error {
+	w := newInitWizard(os.Stdin, cx.stdout, os.LookupEnv)
+	return w.run(initTarget(cx.global.configFile, os.LookupEnv))
 }
 
 // initTarget is the file init writes: --config-file, else

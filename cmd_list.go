@@ -23,12 +23,3 @@ func (*listCmd) run(cx *cmdContext) error {
 	_, err = io.WriteString(cx.stdout, dumpYAML(data)+"\n")
 	return err
 }
-
-// initCmd stands in for the reference's interactive wizard.
-type initCmd struct{}
-
-func (*initCmd) flags(*flagTable) {}
-
-func (*initCmd) run(*cmdContext) error {
-	return &configError{"init (the interactive wizard) is not supported: copy the credentials block from the ClearML web UI (Settings > Workspace > Create new credentials) into ~/clearml.conf, or set CLEARML_API_HOST, CLEARML_API_ACCESS_KEY and CLEARML_API_SECRET_KEY"}
-}

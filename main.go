@@ -87,8 +87,8 @@ var commands = []commandInfo{
 		new: func() commandImpl { return &daemonCmd{} }},
 	{name: "config", description: "Print the effective configuration, with secrets masked.",
 		new: func() commandImpl { return &configCmd{} }},
-	{name: "init", description: "Interactive configuration wizard (not supported by this agent).", hidden: true,
-		new: func() commandImpl { return &initCmd{} }},
+	{name: "init", description: "Create ~/clearml.conf: paste the credentials from the web UI, answer a few questions.",
+		new: func() commandImpl { return &initWizardCmd{} }},
 }
 
 func main() {

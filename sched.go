@@ -372,7 +372,7 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 	}
 	cmd.Env = s.childEnv(o, wid, inner, ownerToken)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = childSysProcAttr(syscall.SIGTERM)
 	if err := cmd.Start(); err != nil {
 		child.cleanup()
 		return nil, err
