@@ -387,8 +387,9 @@ func podmanLimitsConf() (string, error) {
 	if nofile == 0 || nproc == 0 {
 		return "", fmt.Errorf("cannot read this process's rlimits")
 	}
-	dir, err := os.MkdirTemp("", "clearml-podman-conf")
-	if err != nil {
+	// A fixed name per limits: every test run reuses it, none leaves one behind.
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("clearml-test-podman-conf-%d-%d", nofile, nproc))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
 	p := filepath.Join(dir, "containers.conf")
