@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,6 +57,14 @@ func waitAllGone(pids map[int]string, d time.Duration) map[int]string {
 	}
 }
 
+// needParentDeathSignal skips where a SIGKILLed agent cannot take its
+// children along (no Pdeathsig outside Linux).
+func needParentDeathSignal(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the parent-death signal is Linux-only")
+	}
+}
+
 // killAll SIGKILLs what a failed test left running.
 func killAll(pids map[int]string) {
 	for pid := range pids {
@@ -93,6 +102,7 @@ func TestGitExecuteCloneFailure(t *testing.T) {
 // TestProcSetupGitDiesWithAgent: kill -9 of execute while git clones
 // kills git (here a stand-in that hangs) with it.
 func TestProcSetupGitDiesWithAgent(t *testing.T) {
+	needParentDeathSignal(t)
 	shim := t.TempDir()
 	realGit, err := exec.LookPath("git")
 	if err != nil {
@@ -177,6 +187,7 @@ func (w *slowWheels) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 // into a venv-cache entry leaves no pip behind (it used to go on as an
 // orphan, writing into the entry), and the next run builds a good entry.
 func TestVenvCacheBuildKilledAgent(t *testing.T) {
+	needParentDeathSignal(t)
 	if testing.Short() {
 		t.Skip("builds real venvs")
 	}
