@@ -629,11 +629,16 @@ func (c *apiClient) send(ctx context.Context, r request, deadline time.Time, tok
 
 // postEventBatch sends one json-lines batch of events (events.add_batch,
 // POST, no version, as the reference) in a single attempt: the console
-// shipper owns retries and backoff. It returns errTokenRefused for a 401
-// (the token is marked stale first), a *permanentShipError for a batch the
-// server will never take, and the server's Retry-After with 408, 429, 5xx.
+// shipper owns retries and backoff. Errors, by what the shipper does next:
+//   - errTokenRefused (401; the token is marked stale first): log in again;
+//   - *permanentShipError: the server will never take this batch (413, a 4xx
+//     envelope, a 4xx that is not the API's answer at all): split or drop it;
+//   - *refusedShipError: something answered, but not with a delivery (a 2xx
+//     HTML page or cut-off JSON, a 500): retry, for a bounded time at close;
+//   - anything else (transport, 408, 429, 502-504) is an outage: retry and
+//     spool, with the server's Retry-After.
 func (c *apiClient) postEventBatch(ctx context.Context, body []byte, events int, attemptTimeout time.Duration) (retryAfter time.Duration, err error) {
-	lctx, cancel := context.WithTimeout(ctx, shipLoginTimeout)
+	lctx, cancel := context.WithTimeout(ctx, min(shipLoginTimeout, attemptTimeout))
 	tok, err := c.ensureToken(lctx)
 	cancel()
 	if err != nil {
@@ -646,22 +651,30 @@ func (c *apiClient) postEventBatch(ctx context.Context, body []byte, events int,
 	if err != nil {
 		return 0, fmt.Errorf("events.add_batch: %s", describeNetErr(err))
 	}
-	if status == http.StatusUnauthorized {
+	switch {
+	case status == http.StatusUnauthorized:
 		c.mu.Lock()
 		c.stale = true
 		c.mu.Unlock()
 		return 0, errTokenRefused
-	}
-	if status == http.StatusRequestTimeout || status == http.StatusTooManyRequests || status >= 500 {
+	case status == http.StatusRequestEntityTooLarge:
+		return 0, &permanentShipError{tooLarge: true, err: fmt.Errorf(
+			"events.add_batch: HTTP 413: a request of %d bytes is too large for the server or a proxy in front of it", len(body))}
+	case status == http.StatusRequestTimeout || status == http.StatusTooManyRequests || status == http.StatusBadGateway ||
+		status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout:
 		return retryAfter, fmt.Errorf("events.add_batch: HTTP %d", status)
 	}
 	data, err := decodeEnvelope(r.endpoint, status, resp)
 	if err != nil {
 		var ae *apiError
-		if errors.As(err, &ae) && ae.Code >= 400 && ae.Code < 500 && ae.Code != 401 && ae.Code != 429 {
-			return 0, &permanentShipError{err}
+		errors.As(err, &ae)
+		switch {
+		case status >= 400 && status < 500:
+			return 0, &permanentShipError{err: err} // an envelope's 4xx, or a proxy's page
+		case ae != nil && ae.Code >= 400 && ae.Code < 500 && ae.Code != 401 && ae.Code != 429:
+			return 0, &permanentShipError{err: err}
 		}
-		return 0, err
+		return retryAfter, &refusedShipError{err}
 	}
 	var res struct {
 		Added      int            `json:"added"`

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -162,25 +163,8 @@ func (g *gitCheckout) fetchIntoCache(ctx context.Context, cloneURL string, auth 
 			cacheDir = expandHomeEnv(g.cfg.str("agent.vcs_cache.path"), g.cfg.env)
 		}
 	}
-	clone := func(dir string) error {
-		if g.offline && !gitIsLocalURL(cloneURL) {
-			return fmt.Errorf("clone: standalone mode makes no network calls, and %s is not in the vcs cache (run the task once without --standalone-mode, or enable agent.vcs_cache)", cloneURL)
-		}
-		_ = os.RemoveAll(dir)
-		g.logf("cloning: %s", cloneURL)
-		verbosity := "--quiet"
-		if g.cfg != nil && g.cfg.env != nil {
-			if v, _ := parseBoolText(firstEnv(g.cfg.env, "CLEARML_AGENT_GIT_CLONE_VERBOSE")); v {
-				verbosity = "--verbose"
-			}
-		}
-		if _, err := g.gitExec(ctx, gitCmd{auth: auth, args: []string{"clone", "--recursive", verbosity, "--", cloneURL, dir}}); err != nil {
-			return fmt.Errorf("clone: git clone %s failed: %w (check the URL, that the commit is pushed, and the git credentials: agent.git_user/agent.git_pass or CLEARML_AGENT_GIT_USER/CLEARML_AGENT_GIT_PASS)", cloneURL, err)
-		}
-		return nil
-	}
 	if !cacheOn || cacheDir == "" {
-		return clone(root)
+		return g.cloneTo(ctx, cloneURL, auth, root, root)
 	}
 	key := gitCacheKey(cloneURL)
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
@@ -192,13 +176,14 @@ func (g *gitCheckout) fetchIntoCache(ctx context.Context, cloneURL string, auth 
 			return fmt.Errorf("clone: %w", ctx.Err())
 		}
 		g.logf("Could not lock cache folder %q (%v), cloning without the cache.", name, err)
-		return clone(root)
+		return g.cloneTo(ctx, cloneURL, auth, root, root)
 	}
 	defer unlock()
-	cached := filepath.Join(cacheDir, name+"."+key, name)
+	entry := filepath.Join(cacheDir, name+"."+key)
+	cached := filepath.Join(entry, name)
 	if st, err := os.Stat(filepath.Join(cached, ".git")); err == nil && st.IsDir() {
 		g.logf("Using cached repository in %q", cached)
-	} else if err := clone(cached); err != nil {
+	} else if err := g.cloneTo(ctx, cloneURL, auth, cached, entry); err != nil {
 		return err
 	}
 	fetch := gitCmd{dir: cached, auth: auth, args: append([]string{"fetch"}, fetchArgs...)}
@@ -209,12 +194,34 @@ func (g *gitCheckout) fetchIntoCache(ctx context.Context, cloneURL string, auth 
 			return fmt.Errorf("fetch: git fetch in the vcs cache %s failed: %w (check the git credentials; or set agent.vcs_cache.clone_on_pull_fail to re-clone)", cached, err)
 		}
 		g.logf("pulling git failed, re-cloning: %s", cloneURL)
-		if err := clone(cached); err != nil {
+		if err := g.cloneTo(ctx, cloneURL, auth, cached, entry); err != nil {
 			return err
 		}
 	}
 	if err := gitCopyTree(cached, root); err != nil {
 		return fmt.Errorf("clone: copying the cached repository: %w", err)
+	}
+	return nil
+}
+
+// cloneTo clones cloneURL into dir. A failed clone leaves nothing behind:
+// it removes rm (dir, or the vcs-cache entry holding it, whose lock the
+// caller holds, so no other task is using it).
+func (g *gitCheckout) cloneTo(ctx context.Context, cloneURL string, auth gitCreds, dir, rm string) error {
+	if g.offline && !gitIsLocalURL(cloneURL) {
+		return fmt.Errorf("clone: standalone mode makes no network calls, and %s is not in the vcs cache (run the task once without --standalone-mode, or enable agent.vcs_cache)", cloneURL)
+	}
+	_ = os.RemoveAll(dir)
+	g.logf("cloning: %s", cloneURL)
+	verbosity := "--quiet"
+	if g.cfg != nil && g.cfg.env != nil {
+		if v, _ := parseBoolText(firstEnv(g.cfg.env, "CLEARML_AGENT_GIT_CLONE_VERBOSE")); v {
+			verbosity = "--verbose"
+		}
+	}
+	if _, err := g.gitExec(ctx, gitCmd{auth: auth, args: []string{"clone", "--recursive", verbosity, "--", cloneURL, dir}}); err != nil {
+		_ = os.RemoveAll(rm)
+		return fmt.Errorf("clone: git clone %s failed: %w (check the URL, that the commit is pushed, and the git credentials: agent.git_user/agent.git_pass or CLEARML_AGENT_GIT_USER/CLEARML_AGENT_GIT_PASS)", cloneURL, err)
 	}
 	return nil
 }
@@ -265,7 +272,7 @@ func gitIsLocalURL(u string) bool {
 
 // remoteRefs lists the refs under refs/remotes/origin, in one git call.
 func (g *gitCheckout) remoteRefs(ctx context.Context, root string) map[string]bool {
-	cmd := exec.CommandContext(ctx, gitOr(g.gitBin, "git"), "-c", "safe.directory=*", "for-each-ref", "--format=%(refname)", "refs/remotes/origin")
+	cmd := setupCmd(ctx, gitOr(g.gitBin, "git"), "-c", "safe.directory=*", "for-each-ref", "--format=%(refname)", "refs/remotes/origin")
 	cmd.Dir = root
 	cmd.Env = g.gitEnv(gitCmd{})
 	out, _ := cmd.Output()
@@ -334,13 +341,12 @@ func (g *gitCheckout) gitExec(ctx context.Context, c gitCmd) (string, error) {
 		argv = append(argv, "-c", "credential.helper=")
 	}
 	argv = append(argv, c.args...)
-	cmd := exec.CommandContext(ctx, bin, argv...)
+	cmd := setupCmd(ctx, bin, argv...)
 	cmd.Dir = c.dir
 	cmd.Env = g.gitEnv(c)
 	if c.stdin != "" {
 		cmd.Stdin = strings.NewReader(c.stdin)
 	}
-	cmd.WaitDelay = 5 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -357,17 +363,50 @@ func (g *gitCheckout) gitExec(ctx context.Context, c gitCmd) (string, error) {
 		if errors.Is(err, exec.ErrNotFound) {
 			return text, errors.New("git is not installed (install it, e.g. apt-get install git)")
 		}
-		return text, errors.New(gitLastLine(text, err.Error()))
+		return text, errors.New(gitErrorLine(text, err.Error()))
 	}
 	return text, nil
 }
 
-func gitLastLine(text, def string) string {
-	lines := strings.Split(strings.TrimSpace(text), "\n")
+// gitBoilerplate are lines git adds after the real error.
+var gitBoilerplate = []string{
+	"fatal: Could not read from remote repository.",
+	"Please make sure you have the correct access rights",
+	"and the repository exists.",
+}
+
+// gitErrorLine picks the line of git's output that names the problem: the
+// first "fatal:" line, else the first "error:" line, else the last line;
+// never a hint or the "make sure you have the correct access rights"
+// boilerplate, in whose place the line before it (ssh's "Permission
+// denied (publickey).", "Host key verification failed.") is the error.
+func gitErrorLine(text, def string) string {
+	var lines []string
+	for _, l := range strings.Split(text, "\n") {
+		l = strings.TrimSpace(l)
+		if l != "" && !strings.HasPrefix(l, "hint:") && !strings.HasPrefix(l, "Cloning into ") {
+			lines = append(lines, l)
+		}
+	}
+	generic := -1
+	for _, prefix := range []string{"fatal:", "error:"} {
+		for i, l := range lines {
+			switch {
+			case slices.Contains(gitBoilerplate, l):
+				if generic < 0 {
+					generic = i
+				}
+			case strings.HasPrefix(l, prefix):
+				return l
+			}
+		}
+	}
+	if generic > 0 {
+		return lines[generic-1]
+	}
 	for i := len(lines) - 1; i >= 0; i-- {
-		l := strings.TrimSpace(lines[i])
-		if l != "" && !strings.HasPrefix(l, "hint:") {
-			return l
+		if !slices.Contains(gitBoilerplate, lines[i]) {
+			return lines[i]
 		}
 	}
 	return def

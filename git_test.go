@@ -401,3 +401,58 @@ func TestGitEnv(t *testing.T) {
 		t.Errorf("user settings not kept:\n%s", env)
 	}
 }
+
+func TestGitErrorLine(t *testing.T) {
+	for _, tc := range []struct{ out, want string }{
+		{"fatal: '/etc' does not appear to be a git repository\nfatal: Could not read from remote repository.\n\nPlease make sure you have the correct access rights\nand the repository exists.\n",
+			"fatal: '/etc' does not appear to be a git repository"},
+		{"Host key verification failed.\r\nfatal: Could not read from remote repository.\n\nPlease make sure you have the correct access rights\nand the repository exists.\n",
+			"Host key verification failed."},
+		{"git@github.com: Permission denied (publickey).\nfatal: Could not read from remote repository.\n\nPlease make sure you have the correct access rights\nand the repository exists.\n",
+			"git@github.com: Permission denied (publickey)."},
+		{"remote: Invalid username or password.\nfatal: Authentication failed for 'https://example.com/r.git/'\n",
+			"fatal: Authentication failed for 'https://example.com/r.git/'"},
+		{"error: pathspec 'nope' did not match any file(s) known to git\nhint: maybe\n", "error: pathspec 'nope' did not match any file(s) known to git"},
+		{"Cloning into 'x'...\nwarning: something\nsome last words\n", "some last words"},
+		{"hint: only a hint\n", "exit status 128"},
+		{"", "exit status 128"},
+	} {
+		if got := gitErrorLine(tc.out, "exit status 128"); got != tc.want {
+			t.Errorf("gitErrorLine(%q) = %q, want %q", tc.out, got, tc.want)
+		}
+	}
+}
+
+// TestGitCloneFailureCleanup: a failed clone names git's real error (not
+// "and the repository exists.") and leaves no folder in the vcs cache.
+func TestGitCloneFailureCleanup(t *testing.T) {
+	t.Parallel()
+	env := gitTestEnv(t, "")
+	cache := t.TempDir()
+	missing := filepath.Join(t.TempDir(), "missing.git")
+	for _, tc := range []struct{ repo, want string }{
+		{"file:///etc", "fatal: '/etc' does not appear to be a git repository"},
+		{missing, "fatal: repository '" + missing + "' does not exist"},
+	} {
+		g := &gitCheckout{cfg: gitTestConfig(t, "", nil), cacheDir: cache, environ: env}
+		_, err := g.run(context.Background(), gitSource{repository: tc.repo}, t.TempDir())
+		if err == nil || !strings.Contains(err.Error(), "git clone "+tc.repo+" failed: "+tc.want) || strings.Contains(err.Error(), "repository exists") {
+			t.Errorf("clone %s: %v", tc.repo, err)
+		}
+	}
+	left, _ := os.ReadDir(cache)
+	for _, e := range left {
+		if !strings.HasSuffix(e.Name(), ".lock") {
+			t.Errorf("the failed clone left %s in the vcs cache", e.Name())
+		}
+	}
+	// Without the cache, nothing is left in the task's folder either.
+	dest := t.TempDir()
+	g := &gitCheckout{cfg: gitTestConfig(t, "agent.vcs_cache.enabled: false", nil), environ: env}
+	if _, err := g.run(context.Background(), gitSource{repository: missing}, dest); err == nil {
+		t.Fatal("clone of a missing repository succeeded")
+	}
+	if left, _ := os.ReadDir(dest); len(left) != 0 {
+		t.Errorf("left in the task folder: %v", left)
+	}
+}

@@ -475,6 +475,9 @@ func (p *hoconParser) parseSource(src *hoconSource) error {
 	defer func() { p.src, p.data, p.pos = saveSrc, saveData, savePos }()
 	src.data = bytes.TrimPrefix(src.data, []byte("\xef\xbb\xbf"))
 	p.src, p.data, p.pos = src, src.data, 0
+	if err := hoconCheckText(src); err != nil {
+		return err
+	}
 
 	p.skipAll()
 	if p.eof() {
@@ -500,6 +503,32 @@ func (p *hoconParser) parseSource(src *hoconSource) error {
 		return nil
 	}
 	return p.parseObjectBody(false, 0)
+}
+
+// hoconCheckText refuses a file that is not text: a NUL byte (a binary or
+// UTF-16 file) or bytes that are not UTF-8 would otherwise be read as
+// quietly mangled values. The error points at the first bad byte.
+func hoconCheckText(src *hoconSource) error {
+	d := src.data
+	nul := bytes.IndexByte(d, 0)
+	bad := -1
+	if !utf8.Valid(d) {
+		for i := 0; i < len(d); {
+			r, n := utf8.DecodeRune(d[i:])
+			if r == utf8.RuneError && n <= 1 {
+				bad = i
+				break
+			}
+			i += n
+		}
+	}
+	switch {
+	case nul >= 0 && (bad < 0 || nul < bad):
+		return src.errAt(nul, "the file contains a NUL byte: it is not a text file (save it as UTF-8 text)")
+	case bad >= 0:
+		return src.errAt(bad, "the file is not UTF-8 text (byte 0x%02x): save it as UTF-8", d[bad])
+	}
+	return nil
 }
 
 func (p *hoconParser) enter(off int) error {

@@ -29,6 +29,11 @@ func FuzzParseHOCON(f *testing.F) {
 		"{ \"k\": [ {a: 1}, {b: ${k}} ] }",
 		"include \"testdata/hocon/include_child.conf\"",
 		"a = [[[[{}]]]]",
+		"a = 1\nb = x\x00y",
+		"a = \"caf\xe9\"",
+		"\xff\xfea\x00=\x001\x00",
+		"a = \"\xc3\"\n",
+		"\xef\xbb\xbfa = \"\ufffd\"",
 	} {
 		f.Add([]byte(s))
 	}

@@ -291,6 +291,52 @@ func TestParseHOCONErrors(t *testing.T) {
 	}
 }
 
+// TestHOCONRejectsBinary: NUL bytes and bytes that are not UTF-8 are an
+// error at their line and column, in the file that has them, instead of
+// values quietly read with garbage in them.
+func TestHOCONRejectsBinary(t *testing.T) {
+	tmp := t.TempDir()
+	inc := filepath.Join(tmp, "inc.conf")
+	if err := os.WriteFile(inc, []byte("x = 1\ny = \"caf\xe9\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, src, want string }{
+		{"NUL", "a = 1\nb = x\x00y\n", "test.conf:2:6: the file contains a NUL byte"},
+		{"latin-1", "a = 1\n# caf\xe9\nb = 2", "test.conf:2:6: the file is not UTF-8 text (byte 0xe9)"},
+		{"UTF-16 with BOM", "\xff\xfea\x00 \x00=\x00 \x001\x00", "test.conf:1:1: the file is not UTF-8 text (byte 0xff)"},
+		{"UTF-16 without BOM", "a\x00=\x001\x00", "test.conf:1:2: the file contains a NUL byte"},
+		{"cut rune", "a = \"\xc3\"", "test.conf:1:6: the file is not UTF-8 text (byte 0xc3)"},
+		{"after a UTF-8 BOM", "\xef\xbb\xbfa = \xff", "test.conf:1:5: the file is not UTF-8 text"},
+		{"in an include", "a = 1\ninclude \"" + inc + "\"", inc + ":2:9: the file is not UTF-8 text (byte 0xe9)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseHOCON("test.conf", []byte(tc.src), hoconTestEnv(nil))
+			var he *hoconError
+			if !errors.As(err, &he) || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Errorf("error:\n got %v\nwant %q", err, tc.want)
+			}
+		})
+	}
+	// Valid UTF-8 stays valid, U+FFFD included.
+	obj, err := parseHOCON("test.conf", []byte("a = \"caf\u00e9 \ufffd\""), hoconTestEnv(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := obj.Get("a"); v != "caf\u00e9 \ufffd" {
+		t.Errorf("a = %q", v)
+	}
+	// The agent names the file it could not use.
+	home := t.TempDir()
+	conf := filepath.Join(home, "clearml.conf")
+	if err := os.WriteFile(conf, []byte("api {\n  api_server: \"http://h\x00\"\n}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = loadConfig("", mapEnv(map[string]string{"HOME": home}))
+	if err == nil || !strings.Contains(err.Error(), conf+":2:24: the file contains a NUL byte") {
+		t.Errorf("loadConfig: %v", err)
+	}
+}
+
 func TestParseHOCONErrorFields(t *testing.T) {
 	_, err := parseHOCON("clearml.conf", []byte("api {\n  x = 1\n\n"), nil)
 	var he *hoconError

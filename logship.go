@@ -6,6 +6,7 @@ package main
 // outage or when output outpaces the server), and one goroutine ships them
 // in order, retrying until they are delivered or Close's context ends.
 // The queue is spool.go; one delivery attempt is apiClient.postEventBatch.
+// A server that answers but refuses, and Close's bounds: logship_refuse.go.
 
 import (
 	"bytes"
@@ -31,6 +32,9 @@ const (
 	shipLoginTimeout   = 5 * time.Second
 	shipRetryBase      = 100 * time.Millisecond
 	shipRetryMax       = 5 * time.Second // the first try after an outage comes at most this late
+	shipRefusedWait    = 5 * time.Second // at Close, for a server that answers without taking the lines
+	shipMinCutBytes    = 256             // a line refused as too large is cut down to this, then dropped
+	shipDropNoteEvery  = 10 * time.Second
 )
 
 // lineCutMarker ends a line cut for the server (the local copy keeps it whole).
@@ -49,6 +53,11 @@ type shipperOptions struct {
 	maxLineBytes   int // longer lines are cut for the server
 	memQueueBytes  int
 	secrets        []string
+	// At Close: how long to keep trying a server that answers but does not
+	// take the lines (HTML pages, cut-off JSON, 5xx) before dropping them
+	// (default shipRefusedWait), and one that cannot be reached before
+	// leaving them in the spool file (0: until Close's context ends).
+	refusedWait, outageWait time.Duration
 }
 
 // consoleShipper is an io.Writer for the task's stdout and stderr.
@@ -71,10 +80,14 @@ type consoleShipper struct {
 	lastTS    int64
 	sent      int // lines delivered
 	dropped   int // lines lost: no spool file and memory full
-	rejected  int // lines the server refused for good
+	rejected  int // lines the server refused for good, dropped (the agent's notes not counted)
 	rejectErr error
 	lastErr   error
 	localBuf  []byte
+	closeAt   time.Time // when Close began
+	lastNote  time.Time // when the console was last told about dropped lines
+
+	attemptCancel context.CancelFunc // ends the attempt under way
 
 	localMu   sync.Mutex // keeps local-copy writes in order without holding mu
 	localErr  error
@@ -87,10 +100,13 @@ type consoleShipper struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 
-	body  bytes.Buffer // sender-owned
-	msg   []byte
-	rbuf  []byte
-	event logEvent
+	body       bytes.Buffer // sender-owned
+	msg        []byte
+	rbuf       []byte
+	event      logEvent
+	batchLimit int  // record bytes per batch: halved on each 413
+	headCut    int  // > 0: the head line was refused as too large; send it cut to this
+	refuseAll  bool // a 413 even for a minimal request: drop batches whole until one is taken
 }
 
 type logEvent struct {
@@ -126,17 +142,21 @@ func newConsoleShipper(c *apiClient, opts shipperOptions) *consoleShipper {
 	if opts.spoolDir == "" {
 		opts.spoolDir = os.TempDir()
 	}
+	if opts.refusedWait <= 0 {
+		opts.refusedWait = shipRefusedWait
+	}
 	s := &consoleShipper{
-		c:         c,
-		opts:      opts,
-		red:       newRedactor(opts.secrets...),
-		peekLimit: max(opts.maxBatchBytes, 2*shipMaxEventBytes),
-		retryBase: shipRetryBase,
-		retryMax:  shipRetryMax,
-		wake:      make(chan struct{}, 1),
-		full:      make(chan struct{}, 1),
-		closing:   make(chan struct{}),
-		done:      make(chan struct{}),
+		c:          c,
+		opts:       opts,
+		red:        newRedactor(opts.secrets...),
+		peekLimit:  max(opts.maxBatchBytes, 2*shipMaxEventBytes),
+		retryBase:  shipRetryBase,
+		retryMax:   shipRetryMax,
+		wake:       make(chan struct{}, 1),
+		full:       make(chan struct{}, 1),
+		closing:    make(chan struct{}),
+		done:       make(chan struct{}),
+		batchLimit: opts.maxBatchBytes,
 	}
 	for _, sec := range s.red.secrets {
 		s.maxSecret = max(s.maxSecret, len(sec))
@@ -433,12 +453,12 @@ func (s *consoleShipper) run() {
 
 // drain sends batches until the queue is empty (true) or the shipper is
 // stopped (false). A failed batch is retried with backoff; the queue goes
-// to disk meanwhile.
+// to disk meanwhile. A refused one is split, cut or dropped (settle).
 func (s *consoleShipper) drain() bool {
 	attempt, reauthed := 0, false
 	for {
 		s.mu.Lock()
-		batch, err := s.q.peek(s.peekLimit, &s.rbuf)
+		batch, err := s.q.peek(min(s.peekLimit, s.batchLimit), &s.rbuf)
 		if err != nil {
 			s.lastErr = fmt.Errorf("reading the spool file %s: %w", s.q.path, err)
 		}
@@ -448,26 +468,17 @@ func (s *consoleShipper) drain() bool {
 			if len(batch) == 0 {
 				return true
 			}
-			body, consumed, events, lines, lastTS := s.encode(batch)
-			retryAfter, err = s.c.postEventBatch(s.ctx, body, events, shipAttemptTimeout)
+			b := s.encode(batch)
+			actx, cancel := context.WithCancel(s.ctx)
 			s.mu.Lock()
-			switch {
-			case err == nil:
-				s.q.commit(consumed)
-				s.lastTS, s.sent, s.outage, s.lastErr = lastTS, s.sent+lines, false, nil
-			case isPermanentShip(err):
-				s.q.commit(consumed)
-				s.lastTS, s.rejected, s.rejectErr = lastTS, s.rejected+lines, err
-			default:
-				s.lastErr = err
-				if !s.outage {
-					s.outage = true
-					_ = s.q.spill() // keep what is queued on disk until the server is back
-				}
-				_ = s.q.flush() // a crashed agent leaves its lines in the file
-			}
+			s.attemptCancel = cancel
 			s.mu.Unlock()
-			if err == nil || isPermanentShip(err) {
+			retryAfter, err = s.c.postEventBatch(actx, b.body, b.events, s.attemptTimeout())
+			cancel()
+			if s.settle(b, err) {
+				if err != nil && s.closeExpired(s.opts.refusedWait) {
+					s.dropQueued(err) // refusals that take long: the flush stays bounded
+				}
 				attempt, reauthed = 0, false
 				continue
 			}
@@ -484,11 +495,25 @@ func (s *consoleShipper) drain() bool {
 			wait = min(retryAfter, 4*s.retryMax)
 		}
 		attempt++
+		wait, closing, over := s.closeBound(err, wait)
+		if over {
+			if isShipRefusal(err) {
+				s.dropQueued(err)
+				return true
+			}
+			return false // unreachable: Close leaves the lines in the spool file
+		}
+		wake := s.closing // Close shortens the wait to its bound
+		if closing {
+			wake = nil
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-s.ctx.Done():
 			t.Stop()
 			return false
+		case <-wake:
+			t.Stop()
 		case <-t.C:
 		}
 	}
@@ -502,73 +527,94 @@ func (s *consoleShipper) backoff(attempt int) time.Duration {
 	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }
 
-var levelNames = map[byte]string{'D': "DEBUG", 'I': "INFO", 'W': "WARNING", 'E': "ERROR"}
+// noteLevel marks the agent's own notes about dropped lines in the queue
+// (sent as WARNING): they are not counted as task lines, and dropping one
+// makes no further note.
+const noteLevel = 'w'
+
+var levelNames = map[byte]string{'D': "DEBUG", 'I': "INFO", 'W': "WARNING", 'E': "ERROR", noteLevel: "WARNING"}
+
+// shipBatch is one encoded request.
+type shipBatch struct {
+	body     []byte
+	consumed int // record bytes it covers
+	events   int
+	lines    int // records, notes included
+	notes    int
+	headLen  int // bytes of the first line's text as sent (after any cut)
+	lastTS   int64
+}
 
 // encode turns queued records into json-lines events: consecutive lines
-// of one level share an event of at most 64 KiB, as the reference does.
-// It returns the body, the record bytes it covers, and counts.
-func (s *consoleShipper) encode(batch []byte) (body []byte, consumed, events, lines int, lastTS int64) {
+// of one level share an event of at most 64 KiB, as the reference does,
+// within batchLimit; the head line is cut to headCut when that is set.
+func (s *consoleShipper) encode(batch []byte) shipBatch {
 	s.body.Reset()
 	enc := json.NewEncoder(&s.body)
 	enc.SetEscapeHTML(false)
-	lastTS = s.lastTS
+	maxEvent := min(shipMaxEventBytes, s.batchLimit)
+	b := shipBatch{lastTS: s.lastTS}
 	pos := 0
 	for pos < len(batch) {
 		start := pos
 		var level byte
 		var ts int64
-		n := 0
+		n, notes := 0, 0
 		s.msg = s.msg[:0]
 		for pos < len(batch) {
 			end := pos + bytes.IndexByte(batch[pos:], '\n')
 			rts, rlevel, text := parseRecord(batch[pos:end])
-			if n > 0 && (rlevel != level || len(s.msg)+len(text)+1 > shipMaxEventBytes) {
+			if n > 0 && (rlevel != level || len(s.msg)+len(text)+1 > maxEvent) {
 				break
 			}
 			if n == 0 {
 				level, ts = rlevel, rts
 			}
+			if pos == 0 {
+				if s.headCut > 0 && len(text) > s.headCut {
+					text = []byte(cutUTF8(string(text), s.headCut))
+					b.headLen = len(text)
+					text = fmt.Appendf(text, lineCutMarker, s.headCut)
+				} else {
+					b.headLen = len(text)
+				}
+			}
 			s.msg = append(append(s.msg, text...), '\n')
 			n++
+			if rlevel == noteLevel {
+				notes++
+			}
 			pos = end + 1
 		}
-		if ts <= lastTS { // strictly increasing, so the server keeps the order
-			ts = lastTS + 1
+		if ts <= b.lastTS { // strictly increasing, so the server keeps the order
+			ts = b.lastTS + 1
 		}
 		mark := s.body.Len()
 		s.event = logEvent{Type: "log", Task: s.opts.taskID, Timestamp: ts, Level: levelNames[level], Worker: s.opts.worker, Msg: string(s.msg)}
 		_ = enc.Encode(&s.event) // cannot fail: strings and numbers only
-		if s.body.Len() > s.opts.maxBatchBytes && events > 0 {
+		if s.body.Len() > s.batchLimit && b.events > 0 {
 			s.body.Truncate(mark)
 			pos = start
 			break
 		}
-		lastTS = ts
-		events++
-		lines += n
-		consumed = pos
+		b.lastTS = ts
+		b.events++
+		b.lines += n
+		b.notes += notes
+		b.consumed = pos
 	}
-	return bytes.TrimSuffix(s.body.Bytes(), []byte("\n")), consumed, events, lines, lastTS
+	b.body = bytes.TrimSuffix(s.body.Bytes(), []byte("\n"))
+	return b
 }
 
 // errTokenRefused: events.add_batch answered 401; the client's token is
 // marked stale, so the next try logs in again.
 var errTokenRefused = errors.New("events.add_batch: the server refused the token")
 
-// permanentShipError is a batch the server will never accept (bad task id,
-// malformed request): it is dropped rather than retried.
-type permanentShipError struct{ err error }
-
-func (e *permanentShipError) Error() string { return e.err.Error() }
-func (e *permanentShipError) Unwrap() error { return e.err }
-
-func isPermanentShip(err error) bool {
-	var p *permanentShipError
-	return errors.As(err, &p)
-}
-
-// Close ships what is left and waits for delivery or for ctx to end; then
-// the undelivered lines stay in the spool file, which the error names.
+// Close ships what is left and waits for delivery, for ctx to end or for
+// its bounds (refusedWait, outageWait): lines the server refused are
+// dropped, and the error counts them; undelivered lines stay in the spool
+// file, which the error names. Cancel ctx on a signal: Close returns at once.
 func (s *consoleShipper) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
@@ -580,8 +626,20 @@ func (s *consoleShipper) Close(ctx context.Context) error {
 		s.partial = nil
 	}
 	s.closed = true
+	s.closeAt = time.Now()
 	s.unlockAndFlushLocal()
 	close(s.closing)
+	if s.opts.outageWait > 0 {
+		// An attempt under way when the bound ends is cut short too.
+		t := time.AfterFunc(s.opts.outageWait, func() {
+			s.mu.Lock()
+			if s.attemptCancel != nil {
+				s.attemptCancel()
+			}
+			s.mu.Unlock()
+		})
+		defer t.Stop()
+	}
 	select {
 	case <-s.done:
 	case <-ctx.Done():
@@ -607,7 +665,7 @@ func (s *consoleShipper) Close(ctx context.Context) error {
 		s.q.release()
 	}
 	if s.rejected > 0 {
-		errs = append(errs, fmt.Errorf("console log of task %s: the server refused %d lines: %w", s.opts.taskID, s.rejected, s.rejectErr))
+		errs = append(errs, fmt.Errorf("console log of task %s: %d lines dropped: the server refused them: %w", s.opts.taskID, s.rejected, s.rejectErr))
 	}
 	if s.dropped > 0 {
 		errs = append(errs, fmt.Errorf("console log of task %s: %d lines lost: no spool file (%v) and the memory queue was full", s.opts.taskID, s.dropped, s.q.err))

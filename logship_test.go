@@ -394,7 +394,7 @@ func TestConsoleShipperRejected(t *testing.T) {
 	sh.Write([]byte("one\ntwo\n"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := sh.Close(ctx); err == nil || !strings.Contains(err.Error(), "refused 2 lines") {
+	if err := sh.Close(ctx); err == nil || !strings.Contains(err.Error(), "2 lines dropped") {
 		t.Errorf("Close = %v", err)
 	}
 }

@@ -37,13 +37,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 )
 
 // venvSpec is what a task asks of its environment.
@@ -184,10 +182,9 @@ func (m *venvManager) run(ctx context.Context, dir string, stdout, stderr io.Wri
 	if m.onExec != nil {
 		m.onExec(argv)
 	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd := setupCmd(ctx, argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = stdout, stderr
-	cmd.WaitDelay = 5 * time.Second
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		if k != "PYTHONPATH" && k != "PYTHONHOME" && k != "__PYVENV_LAUNCHER__" {

@@ -2,8 +2,11 @@ package fakeserver
 
 import (
 	"encoding/json"
+	"fmt"
+	"html"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -21,6 +24,18 @@ type Fault struct {
 	Delay      time.Duration // wait this long first
 	Hang       bool          // never answer; returns when the client gives up or on Close
 	Drop       bool          // close the connection without an HTTP answer
+	// HTML answers Status (200 too) with an HTML error page, as nginx or a
+	// load balancer in front of the server does.
+	HTML bool
+	// BodyOver makes the rule match only requests whose body is longer
+	// than this many bytes (0: any body), e.g. a proxy's 413.
+	BodyOver int
+	// Truncate answers normally (the handler runs: a batch is stored) but
+	// sends only the first Truncate bytes of the JSON reply.
+	Truncate int
+	// PadReply answers normally with PadReply bytes of filler added to the
+	// reply's data (field "_padding"): an oversized reply.
+	PadReply int
 }
 
 // FaultRule is an installed Fault.
@@ -93,16 +108,43 @@ func (s *Server) HangNext(endpoint string, n int) *FaultRule {
 	return s.AddFault(Fault{Endpoint: endpoint, Times: n, Hang: true})
 }
 
+// HTMLNext answers the next n calls (0: until removed) with an HTML page
+// and status, as a proxy in front of the server would; status may be 200.
+func (s *Server) HTMLNext(endpoint string, n, status int) *FaultRule {
+	return s.AddFault(Fault{Endpoint: endpoint, Times: n, Status: status, HTML: true})
+}
+
+// RejectBodiesOver answers 413 with an HTML page to every call whose body
+// is longer than limit bytes, as nginx's client_max_body_size does.
+func (s *Server) RejectBodiesOver(endpoint string, limit int) *FaultRule {
+	return s.AddFault(Fault{Endpoint: endpoint, Status: http.StatusRequestEntityTooLarge, HTML: true, BodyOver: limit})
+}
+
+// TruncateNext cuts the JSON reply of the next n calls (0: until removed)
+// to keep bytes; the calls themselves take effect.
+func (s *Server) TruncateNext(endpoint string, n, keep int) *FaultRule {
+	return s.AddFault(Fault{Endpoint: endpoint, Times: n, Truncate: keep})
+}
+
+// PadNext makes the reply of the next n calls (0: until removed) about
+// size bytes larger.
+func (s *Server) PadNext(endpoint string, n, size int) *FaultRule {
+	return s.AddFault(Fault{Endpoint: endpoint, Times: n, PadReply: size})
+}
+
 // DropNext closes the connection of the next n calls without answering.
 func (s *Server) DropNext(endpoint string, n int) *FaultRule {
 	return s.AddFault(Fault{Endpoint: endpoint, Times: n, Drop: true})
 }
 
-func (s *Server) takeFault(name string) *Fault {
+func (s *Server) takeFault(name string, bodyLen int) *Fault {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range s.faults {
 		if r.f.Endpoint != "" && r.f.Endpoint != "*" && r.f.Endpoint != name {
+			continue
+		}
+		if r.f.BodyOver > 0 && bodyLen <= r.f.BodyOver {
 			continue
 		}
 		if r.f.Times > 0 && r.hits >= r.f.Times {
@@ -165,6 +207,13 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, f *Fault, re
 		if msg == "" {
 			msg = http.StatusText(f.Status)
 		}
+		if f.HTML {
+			s.markFault(rec, "html")
+			page := htmlErrorPage(f.Status, f.Message)
+			writePlain(w, f.Status, page, f.RetryAfter)
+			s.finish(rec, f.Status, 0, msg, []byte(page))
+			return true
+		}
 		if f.Plain {
 			s.markFault(rec, "plain")
 			writePlain(w, f.Status, msg, f.RetryAfter)
@@ -191,4 +240,56 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, f *Fault, re
 		return true
 	}
 	return false
+}
+
+// htmlErrorPage is an error page as a web server in front of the API
+// server writes it.
+func htmlErrorPage(status int, msg string) string {
+	title := fmt.Sprintf("%d %s", status, http.StatusText(status))
+	body := "<center><h1>" + html.EscapeString(title) + "</h1></center>\r\n"
+	if msg != "" {
+		body += "<p>" + html.EscapeString(msg) + "</p>\r\n"
+	}
+	return "<html>\r\n<head><title>" + html.EscapeString(title) + "</title></head>\r\n<body>\r\n" +
+		body + "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+}
+
+// afterHandle applies the faults that change a normal answer: padding the
+// data, and cutting the reply short (the returned writer).
+func (s *Server) afterHandle(w http.ResponseWriter, f *Fault, res *result, rec *Request) http.ResponseWriter {
+	if f == nil {
+		return w
+	}
+	if f.PadReply > 0 {
+		s.markFault(rec, "pad")
+		data := make(map[string]any, len(res.data)+1) // the handler's map may be the server's state
+		for k, v := range res.data {
+			data[k] = v
+		}
+		data["_padding"] = strings.Repeat("x", f.PadReply)
+		res.data = data
+	}
+	if f.Truncate > 0 {
+		s.markFault(rec, "truncate")
+		return &truncatingWriter{ResponseWriter: w, left: f.Truncate}
+	}
+	return w
+}
+
+// truncatingWriter passes on the first left bytes and swallows the rest,
+// so the reply is well framed HTTP with a cut-off body.
+type truncatingWriter struct {
+	http.ResponseWriter
+	left int
+}
+
+func (t *truncatingWriter) Write(p []byte) (int, error) {
+	n := min(len(p), t.left)
+	t.left -= n
+	if n > 0 {
+		if _, err := t.ResponseWriter.Write(p[:n]); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
 }

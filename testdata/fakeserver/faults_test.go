@@ -1,6 +1,7 @@
 package fakeserver
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -197,5 +198,75 @@ func TestConcurrentClients(t *testing.T) {
 	}
 	if len(seen) != n {
 		t.Fatalf("popped %d of %d", len(seen), n)
+	}
+}
+
+// rawPost sends body to url with Basic auth.
+func rawPost(hc *http.Client, url, body string) (int, http.Header, string, error) {
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Authorization", basicAuth(TestsAccessKey, TestsSecretKey))
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, nil, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b), nil
+}
+
+// TestFaultHTMLTruncatePad: a proxy's HTML pages (any status, 200 too),
+// a 413 only for large bodies, cut-off JSON and oversized replies.
+func TestFaultHTMLTruncatePad(t *testing.T) {
+	s, c := startServer(t)
+	s.HTMLNext("tasks.get_all", 1, 200)
+	st, h, body, err := rawGet(c.hc, c.base+"/tasks.get_all")
+	if err != nil || st != 200 || !strings.HasPrefix(body, "<html>") || !strings.Contains(body, "200 OK") ||
+		!strings.HasPrefix(h.Get("Content-Type"), "text/html") {
+		t.Fatalf("HTML 200: %d %q %v %v", st, body, h, err)
+	}
+	if rec := s.RequestsTo("tasks.get_all"); rec[0].Fault != "html" || rec[0].Code != 200 {
+		t.Errorf("record: %+v", rec[0])
+	}
+	c.ok("/tasks.get_all", nil)
+
+	// 413 for bodies over 100 bytes only, until removed; other endpoints pass
+	rule := s.RejectBodiesOver("tasks.get_all", 100)
+	if st, _, _, _ := rawPost(c.hc, c.base+"/tasks.get_all", "{}"); st != 200 {
+		t.Errorf("small body: %d", st)
+	}
+	big := `{"only_fields": ["` + strings.Repeat("n", 200) + `"]}`
+	for i := 0; i < 2; i++ {
+		st, _, body, _ := rawPost(c.hc, c.base+"/tasks.get_all", big)
+		if st != 413 || !strings.Contains(body, "413 Request Entity Too Large") {
+			t.Fatalf("big body %d: %d %q", i, st, body)
+		}
+	}
+	if st, _, _, _ := rawPost(c.hc, c.base+"/queues.get_all", big); st != 200 {
+		t.Errorf("other endpoint: %d", st)
+	}
+	if rule.Hits() != 2 {
+		t.Errorf("hits %d", rule.Hits())
+	}
+	s.RemoveFault(rule)
+
+	// truncated JSON: well framed, cut short, and the call took effect
+	s.TruncateNext("queues.create", 1, 40)
+	st, _, body, err = rawPost(c.hc, c.base+"/queues.create", `{"name": "cut-short"}`)
+	var v any
+	if err != nil || st != 200 || len(body) != 40 || json.Unmarshal([]byte(body), &v) == nil {
+		t.Fatalf("truncated: %d %q %v", st, body, err)
+	}
+	if _, ok := s.Queue("cut-short"); !ok {
+		t.Error("the truncated call did not take effect")
+	}
+
+	// padded: a valid envelope, size bytes larger
+	s.PadNext("tasks.get_all", 1, 3<<20)
+	r := c.get("/tasks.get_all", nil)
+	if r.Status != 200 || len(r.Raw) < 3<<20 || len(asString(r.Data["_padding"])) != 3<<20 {
+		t.Fatalf("padded reply: %d, %d bytes", r.Status, len(r.Raw))
+	}
+	if r := c.get("/tasks.get_all", nil); len(r.Raw) > 1<<20 {
+		t.Error("padding not limited to one call")
 	}
 }

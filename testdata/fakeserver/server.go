@@ -403,13 +403,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if m != nil {
 		name = m[3]
 	}
-	if f := s.takeFault(name); f != nil {
-		if s.applyFault(w, r, f, rec) {
-			return
-		}
+	f := s.takeFault(name, len(body))
+	if f != nil && s.applyFault(w, r, f, rec) {
+		return
 	}
 	res := s.handle(r, body, m, rec)
-	s.writeEnvelope(w, r, res, rec)
+	s.writeEnvelope(s.afterHandle(w, f, res, rec), r, res, rec)
 }
 
 func writePlain(w http.ResponseWriter, status int, msg, retryAfter string) {
