@@ -136,6 +136,9 @@ func takeDetachedMarker() (logPath string, ok bool) {
 	return logPath, ok && logPath != ""
 }
 
+// detachableCommands take -d/--detached.
+var detachableCommands = map[string]bool{"daemon": true, "slurm": true}
+
 // stripDetachedFlag drops --detached (and its unambiguous prefixes) and the
 // -d letter of short clusters after the "daemon" word; "-d" before it is
 // --debug and stays.
@@ -145,7 +148,7 @@ func stripDetachedFlag(args []string) []string {
 	for i, a := range args {
 		switch {
 		case !inDaemon:
-			inDaemon = a == "daemon"
+			inDaemon = detachableCommands[a]
 		case a == "--":
 			return append(out, args[i:]...)
 		case strings.HasPrefix(a, "--"):

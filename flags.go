@@ -421,3 +421,45 @@ func splitUsageWords(s string) []string {
 	}
 	return words
 }
+
+// Flags of the commands that serve queues: daemon and the glues (slurm).
+
+func registerForeground(t *flagTable, p *bool) {
+	t.boolVar(p, "foreground", "", "Pipe the full log to stdout/stderr; do not use when running in the background")
+}
+
+func registerQueues(t *flagTable, l *listFlag) {
+	l.min = 1
+	t.add(l, "queue", "", "QUEUES", "Queues to serve, by name or id, in priority order (default: the queue tagged 'default')")
+}
+
+func registerOrderFairness(t *flagTable, p *bool) {
+	t.boolVar(p, "order-fairness", "", "Pull from the queues round-robin instead of in priority order")
+}
+
+func registerCreateQueue(t *flagTable, p *bool) {
+	t.boolVar(p, "create-queue", "", "Create the queues given with --queue if they do not exist")
+}
+
+func registerDetached(t *flagTable, p *bool) {
+	t.boolVar(p, "detached", "d", "Run in the background; the command returns at once")
+}
+
+func registerStop(t *flagTable, l *listFlag) {
+	t.add(l, "stop", "", "WORKER_ID", "Stop a running agent with the same arguments, or the given worker ids")
+}
+
+// registerSchedule adds --uptime and --downtime.
+func registerSchedule(t *flagTable, up, down *listFlag) {
+	t.add(up, "uptime", "", "UPTIME", `Hours and days the agent serves queues, e.g. "17-20 TUE"`)
+	t.add(down, "downtime", "", "DOWNTIME", `Hours and days the agent does not serve queues, e.g. "09-13 TUE"`)
+}
+
+func registerStatus(t *flagTable, p *bool) {
+	t.boolVar(p, "status", "", "Print the worker's schedule and queues (a glue: and its jobs), then exit")
+}
+
+func registerPollingInterval(t *flagTable, p *intFlag) {
+	*p = intFlag{n: 5}
+	t.add(p, "polling-interval", "", "POLLING_INTERVAL", "Seconds between queue polls (default: 5)")
+}

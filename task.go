@@ -314,3 +314,54 @@ func (w statusWriter) settleUnfinished(ctx context.Context, taskID string, claim
 	}
 	return action, w.set(ctx, action, taskID, reason, true)
 }
+
+// Status changes of a glue (slurm), which hands tasks to a batch system.
+
+// toPending moves a task the glue pulled into its pending queue, still
+// queued, so the UI shows it waiting while its job waits (the reference's
+// k8s_scheduler queue); message says so. A stale entry there is removed
+// first. execution.queue follows the task only where the reference lets
+// it (the basic, open-source, feature set), so an abort in the UI finds
+// the entry there.
+func (w statusWriter) toPending(ctx context.Context, taskID, pendingID, reason, message string, updateExecQueue bool) error {
+	w.removeFromQueue(ctx, pendingID, taskID)
+	return w.api.call(ctx, "tasks.enqueue", "", map[string]any{"task": taskID, "queue": pendingID, "status_reason": reason,
+		"status_message": message, "update_execution_queue": updateExecQueue}, nil)
+}
+
+// requeueFront puts a task the glue could not submit back at the head of
+// the queue it came from.
+func (w statusWriter) requeueFront(ctx context.Context, queueID, taskID, reason string) error {
+	err := w.api.call(ctx, "tasks.enqueue", "", map[string]any{"task": taskID, "queue": queueID, "status_reason": reason,
+		"status_message": w.changedBy()}, nil)
+	if err == nil {
+		err = w.api.call(ctx, "queues.move_task_to_front", "2.4", map[string]any{"queue": queueID, "task": taskID}, nil)
+	}
+	return err
+}
+
+// removeFromQueue takes a task's entry out of a queue, leaving its status;
+// no entry there is no error.
+func (w statusWriter) removeFromQueue(ctx context.Context, queueID, taskID string) error {
+	err := w.api.call(ctx, "queues.remove_task", "2.4", map[string]any{"queue": queueID, "task": taskID}, nil)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.is(400, 703) {
+		return nil
+	}
+	return err
+}
+
+// setMessage shows where a task's job stands (e.g. "SLURM job 12: PENDING
+// (Priority)") without changing its status. It must never say "stopping",
+// the abort request.
+func (w statusWriter) setMessage(ctx context.Context, taskID, message string) error {
+	message = strings.ReplaceAll(message, "stopping", "stop pending")
+	return w.api.call(ctx, "tasks.update", "", map[string]any{"task": taskID, "status_message": message}, nil)
+}
+
+// jobEnded fails a task whose job ended (or could not start) before the
+// task had a final status; reason is the batch system's, e.g. "SLURM job
+// 12 ended TIMEOUT (TimeLimit)".
+func (w statusWriter) jobEnded(ctx context.Context, taskID, reason string) error {
+	return w.set(ctx, "failed", taskID, reason, true)
+}
