@@ -10,10 +10,10 @@ package main
 // *metricCounter) and one atomic add. Nothing here runs a goroutine.
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"runtime"
 	"slices"
 	"sort"
@@ -72,6 +72,7 @@ type metricFamily struct {
 
 	mu     sync.RWMutex
 	series map[string]*metricSeries
+	sorted []*metricSeries // by label values, for the writer
 }
 
 // metricRegistry holds the families that one /metrics page shows.
@@ -133,7 +134,7 @@ func (r *metricRegistry) register(f *metricFamily) *metricFamily {
 	}
 	f.series = map[string]*metricSeries{}
 	i := sort.Search(len(r.families), func(i int) bool { return r.families[i].name > f.name })
-	r.families = slices.Insert(r.families, i, f)
+	r.families = slices.Insert(slices.Clip(r.families), i, f) // a new array: writers hold the old one
 	if len(f.labels) == 0 && f.collect == nil {
 		f.get(nil) // a family without labels shows 0 from the start
 	}
@@ -209,6 +210,8 @@ func (f *metricFamily) get(values []string) *metricSeries {
 			s.counts = make([]atomic.Uint64, len(f.buckets)+1)
 		}
 		f.series[string(key)] = s
+		i, _ := slices.BinarySearchFunc(f.sorted, s, func(a, b *metricSeries) int { return slices.Compare(a.labelValues, b.labelValues) })
+		f.sorted = slices.Insert(f.sorted, i, s)
 	}
 	return s
 }
@@ -281,13 +284,14 @@ type collected struct {
 	v      float64
 }
 
-// write renders every family: HELP and TYPE once per family, families by
-// name, series by label values, so two scrapes of the same state are equal.
-func (r *metricRegistry) write(w io.Writer) error {
+// appendText renders every family onto b: HELP and TYPE once per family,
+// families by name, series by label values, so two scrapes of the same
+// state are equal. A scrape allocates little (an idle agent's heap only
+// shrinks at a GC, which may be minutes away): pass the last page's buffer.
+func (r *metricRegistry) appendText(b []byte) []byte {
 	r.mu.Lock()
-	fams := slices.Clone(r.families)
+	fams := r.families // only ever replaced, never changed in place
 	r.mu.Unlock()
-	var b []byte
 	for _, f := range fams {
 		b = append(b, "# HELP "...)
 		b = append(b, f.name...)
@@ -302,22 +306,32 @@ func (r *metricRegistry) write(w io.Writer) error {
 			b = f.writeCollected(b)
 			continue
 		}
+		// Loops never wait here: they take the read lock too, and a new
+		// label set waits at most for this family's lines.
 		f.mu.RLock()
-		series := make([]*metricSeries, 0, len(f.series))
-		for _, s := range f.series {
-			series = append(series, s)
-		}
-		f.mu.RUnlock()
-		slices.SortFunc(series, func(a, b *metricSeries) int { return slices.Compare(a.labelValues, b.labelValues) })
-		for _, s := range series {
+		for _, s := range f.sorted {
 			b = f.writeSeries(b, s)
 		}
+		f.mu.RUnlock()
 	}
-	_, err := w.Write(b)
+	return b
+}
+
+func (r *metricRegistry) write(w io.Writer) error {
+	_, err := w.Write(r.appendText(nil))
 	return err
 }
 
 func (f *metricFamily) writeCollected(b []byte) []byte {
+	if len(f.labels) == 0 { // one value: written as it comes
+		done := false
+		f.collect(func(v float64, _ ...string) {
+			if !done && (f.kind != kindCounter || v >= 0) {
+				b, done = f.appendSample(b, "", nil, "", v), true
+			}
+		})
+		return b
+	}
 	var got []collected
 	f.collect(func(v float64, values ...string) {
 		if len(values) == len(f.labels) {
@@ -623,14 +637,21 @@ func (o *outageClock) collectSeconds(emit func(float64, ...string)) {
 	emit(d.Seconds())
 }
 
-// collectRSS reads the resident pages from /proc/self/statm, at scrape time.
+// collectRSS reads the resident pages from /proc/self/statm, at scrape
+// time, into a buffer on the stack (os.ReadFile would allocate 2 KiB).
 func collectRSS(emit func(float64, ...string)) {
-	data, err := os.ReadFile("/proc/self/statm")
-	f := strings.Fields(string(data))
-	if err != nil || len(f) < 2 {
+	var buf [96]byte
+	fd, err := syscall.Open("/proc/self/statm", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
 		return
 	}
-	if pages, err := strconv.ParseUint(f[1], 10, 64); err == nil {
+	n, _ := syscall.Read(fd, buf[:])
+	syscall.Close(fd)
+	// size resident shared ...: the second field.
+	f := buf[:max(n, 0)]
+	_, rest, _ := bytes.Cut(f, []byte{' '})
+	resident, _, _ := bytes.Cut(rest, []byte{' '})
+	if pages, err := strconv.ParseUint(string(resident), 10, 64); err == nil {
 		emit(float64(pages) * float64(syscall.Getpagesize()))
 	}
 }

@@ -137,15 +137,20 @@ func (h *healthState) isReady() bool {
 // newMetricsHandler serves /metrics, /healthz and /readyz.
 func newMetricsHandler(reg *metricRegistry, h *healthState) http.Handler {
 	mux := http.NewServeMux()
+	var page struct {
+		sync.Mutex
+		buf []byte // the last page's, reused: scrapes allocate little
+	}
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
 		if !getOrHead(w, r) {
 			return
 		}
-		var b strings.Builder
-		reg.write(&b)
+		page.Lock()
+		defer page.Unlock()
+		page.buf = reg.appendText(page.buf[:0])
 		w.Header().Set("Content-Type", metricsContentType)
-		w.Header().Set("Content-Length", strconv.Itoa(b.Len()))
-		io.WriteString(w, b.String())
+		w.Header().Set("Content-Length", strconv.Itoa(len(page.buf)))
+		w.Write(page.buf)
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if getOrHead(w, r) {
