@@ -39,6 +39,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	stopSlurmTestCluster()
+	stopSharedPrometheus()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
