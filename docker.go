@@ -594,11 +594,8 @@ func dockerMounts(cfg *agentConfig, img dockerImage, o dockerRunOptions, tmp, bi
 	argv = append(argv, "--name", o.name)
 
 	confPath := filepath.Join(tmp, "clearml.conf")
-	data, err := json.MarshalIndent(dockerContainerConfig(cfg), "", "  ")
-	if err != nil {
-		return nil, false, err
-	}
-	if err := os.WriteFile(confPath, data, 0o600); err != nil {
+	// HOCON, not JSON: Go's JSON escapes <, > and & (see hoconText).
+	if err := os.WriteFile(confPath, hoconText(dockerContainerConfig(cfg)), 0o600); err != nil {
 		return nil, false, err
 	}
 	argv = append(argv, "-v", confPath+":"+dockerConfigPath+":ro", "-e", "CLEARML_CONFIG_FILE="+dockerConfigPath,

@@ -384,6 +384,9 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 	return child, nil
 }
 
+// daemonChildEnv tells a child execute that the daemon reports its worker.
+const daemonChildEnv = "CLEARML_AGENT_DAEMON_CHILD"
+
 // childOptions are the options of the execute that runs taskID, the
 // worker it runs as, and the variables only that execute gets.
 func (s *scheduler) childOptions(taskID string, lease *gpuLease) (o taskOptions, workerID string, inner map[string]string) {
@@ -398,7 +401,7 @@ func (s *scheduler) childOptions(taskID string, lease *gpuLease) (o taskOptions,
 	case s.maxRun == 1:
 		// The daemon reports for this worker; the child must not clear
 		// the worker's queue with reports of its own.
-		inner = map[string]string{"CLEARML_AGENT_DAEMON_CHILD": "1"}
+		inner = map[string]string{daemonChildEnv: "1"}
 	default:
 		workerID = s.workerID + ":service:" + taskID
 	}
