@@ -3,8 +3,7 @@ package main
 // End-to-end tests with the real ClearML Python SDK inside the task
 // (issue 11): the built agent runs a task that calls Task.init(),
 // connect(), reports, uploads an artifact, and is aborted, against the
-// stand-in server and files server. Tests that pin fixes not made yet are
-// skipped with the issue item they wait for; see sdkPending.
+// stand-in server and files server.
 
 import (
 	"crypto/sha256"
@@ -302,7 +301,6 @@ func TestSDKTaskEnvironmentSecrets(t *testing.T) {
 // server, and its whole process tree must be gone within
 // agent.abort_grace_period_sec (default 10 s) of the abort.
 func TestSDKAbortKeepsReports(t *testing.T) {
-	sdkPending(t, "CLEARML_TEST_SDK_ABORT", "issue 11 §3: SIGTERM to the process group kills the SDK's reporter subprocess first while the main process ignores SIGTERM, so the task lives until SIGKILL and loses what it reported meanwhile")
 	const grace = 10 * time.Second // agent.abort_grace_period_sec default
 	rig := newSDKRig(t)
 	countFile := filepath.Join(t.TempDir(), "count")
