@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // daemonCmd serves queues as a registered worker.
@@ -36,6 +38,7 @@ type daemonCmd struct {
 	downtime            listFlag
 	status              bool
 	useOwnerToken       bool
+	drain               bool
 
 	pool     []string       // --dynamic-gpus: the GPUs to hand out (--gpus)
 	gpuSpecs []gpuQueueSpec // --dynamic-gpus: what each queue's task takes
@@ -53,6 +56,7 @@ func (d *daemonCmd) flags(t *flagTable) {
 	registerCreateQueue(t, &d.createQueue)
 	registerDetached(t, &d.detached)
 	registerStop(t, &d.stop)
+	t.boolVar(&d.drain, "drain", "", "With --stop: let the running tasks finish first and take no new one (SIGQUIT; bounded by agent.shutdown_grace_sec when set)")
 	t.boolVar(&d.dynamicGPUs, "dynamic-gpus", "", "Allocate GPUs per task from the queue's need: --queue name=N")
 	registerSchedule(t, &d.uptime, &d.downtime)
 	registerStatus(t, &d.status)
@@ -87,8 +91,19 @@ func (d *daemonCmd) run(cx *cmdContext) error {
 	if err != nil {
 		return err
 	}
+	if d.drain && !d.stop.set {
+		return usagef("--drain goes with --stop: clearml-agent daemon --stop --drain [WORKER_ID ...]")
+	}
 	if d.stop.set {
-		found, err := reg.stop(d.stop.vals, ident, cx.stdout, defaultStopTimeout)
+		sig, timeout := unix.SIGTERM, defaultStopTimeout
+		if d.drain {
+			// Unbounded without agent.shutdown_grace_sec: the tasks decide.
+			sig, timeout = sigDrain, 0
+			if grace := shutdownGrace(cfg); grace > 0 {
+				timeout = grace + defaultStopTimeout
+			}
+		}
+		found, err := reg.stopWith(d.stop.vals, ident, cx.stdout, timeout, sig)
 		if err == nil && !found {
 			err = &exitError{code: 1}
 		}
@@ -105,7 +120,7 @@ func (d *daemonCmd) run(cx *cmdContext) error {
 // connects, claims the worker id and serves the queues until a signal.
 func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry, ident workerIdentity, uptime *activitySchedule, detachedChild bool) error {
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, sigDrain)
 	defer signal.Stop(sigs)
 	log := cx.stdout
 	if !d.foreground && !d.status && !detachedChild {
@@ -260,12 +275,8 @@ func (d *daemonCmd) serve(cx *cmdContext, s *scheduler, inst *agentInstance, sig
 	if d.dynamicGPUs {
 		publishAvailableGPUs(c, workerID, d.pool, s.logf, cx.global.debug)
 	}
-	// Exactly one unregister, on every way out.
-	defer func() {
-		if err := c.call(withBudget(context.Background(), 30*time.Second), "workers.unregister", "", map[string]any{"worker": workerID, "queues": ids}, nil); err != nil {
-			s.logf("Worker failed unregistering itself: %v", err)
-		}
-	}()
+	// Exactly one unregister, on every way out, and no report after it.
+	defer s.unregister(ids)
 	if d.docker.set {
 		// Containers a previous run of this worker left behind.
 		cleanupStaleContainers(context.Background(), workerID, s.log)
@@ -282,15 +293,41 @@ func (d *daemonCmd) serve(cx *cmdContext, s *scheduler, inst *agentInstance, sig
 	loopDone := make(chan struct{})
 	go func() { s.run(runCtx); close(loopDone) }()
 
-	sig := <-sigs
-	s.logf("clearml-agent received %s: draining (a second signal stops the running task now)", sig)
-	notify.stopping()
-	grace := time.Duration(s.cfg.float("agent.shutdown_grace_sec", 60) * float64(time.Second))
-	s.drain(grace, sigs)
+	s.shutdown(<-sigs, sigs, notify)
 	stopRun()
-	<-loopDone
+	select {
+	case <-loopDone:
+	case <-time.After(5 * time.Second): // a poll cut short by stopRun ends at once
+	}
+	// The report loop is done before the deferred unregister.
 	bg.Wait()
 	return nil
+}
+
+// shutdown is the daemon's way out (stop.go): SIGQUIT drains, then stops
+// what still runs when the grace period (agent.shutdown_grace_sec, when
+// set) passes or a SIGTERM or SIGINT comes; SIGTERM and SIGINT stop the
+// running tasks at once.
+func (s *scheduler) shutdown(sig os.Signal, sigs <-chan os.Signal, notify *sdNotifier) {
+	notify.stopping()
+	if sig == sigDrain {
+		bound := "no time limit"
+		if grace := shutdownGrace(s.cfg); grace > 0 {
+			bound = "at most agent.shutdown_grace_sec=" + grace.String()
+		}
+		s.logf("clearml-agent received SIGQUIT: draining: no new task, exit when the running task(s) end (%s; SIGTERM or SIGINT stops them now)", bound)
+		if s.drain(shutdownGrace(s.cfg), sigs) {
+			return
+		}
+	} else {
+		s.logf("clearml-agent received %s: stopping the running task(s) now (SIGQUIT drains instead)", sig)
+	}
+	s.stopNow()
+}
+
+// shutdownGrace bounds a drain: agent.shutdown_grace_sec, 0 when unset.
+func shutdownGrace(cfg *agentConfig) time.Duration {
+	return time.Duration(cfg.float("agent.shutdown_grace_sec", 0) * float64(time.Second))
 }
 
 // publishAvailableGPUs tells the server which GPUs a --dynamic-gpus worker

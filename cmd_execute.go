@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -30,17 +29,21 @@ func (e *executeCmd) run(cx *cmdContext) error {
 	if err != nil {
 		return err
 	}
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	// The stop protocol (stop.go): from here on a signal stops the run
+	// with a final status instead of killing the agent.
+	sigs := make(chan os.Signal, 4)
+	notifyStopSignals(sigs)
 	defer signal.Stop(sigs)
+	stop := watchStopSignals(sigs, os.Getppid())
+	defer stop.close()
 	if e.docker.set {
-		return e.taskExit(cx, cfg, e.runDocker(cx, cfg, c, workerID, sigs), func() bool { return true })
+		return e.taskExit(cx, cfg, e.runDocker(cx, cfg, c, workerID, stop), func() bool { return true })
 	}
 	x := &execution{opts: &e.taskOptions, cfg: cfg, api: c, status: statusWriter{c, workerID}, workerID: workerID,
-		stdout: cx.stdout, debug: cx.global.debug, rank: taskRank(cfg.env), sigs: sigs}
+		stdout: cx.stdout, debug: cx.global.debug, rank: taskRank(cfg.env), stop: stop, budget: 5 * time.Minute}
 	// Under a daemon, the daemon reports the worker (with its queue): the
 	// child only pings its task and watches for an abort.
-	x.underDaemon, _ = parseBoolText(firstEnv(cfg.env, "CLEARML_AGENT_DAEMON_CHILD"))
+	x.underDaemon, _ = parseBoolText(firstEnv(cfg.env, daemonChildEnv))
 	if !e.fullMonitoring {
 		return x.run()
 	}
@@ -76,7 +79,8 @@ type execution struct {
 	stdout      io.Writer
 	debug       bool
 	rank        int // RANK / SLURM_PROCID: only rank 0 writes the task's status and packages
-	sigs        <-chan os.Signal
+	stop        *stopRequest
+	budget      time.Duration // for the final status and console: short when the agent shuts down
 
 	task     *taskDoc
 	log      io.Writer // setup and task output: stdout, the server, --log-file
@@ -121,42 +125,71 @@ func (x *execution) run() (err error) {
 	}
 	abort, stopMonitor := x.startMonitor(ctx)
 	defer func() {
+		// The monitor's last report has returned before the unregister: a
+		// report after it would register the worker again.
 		stopMonitor()
 		x.closeLog()
 		if !x.opts.disableMonitoring && !x.underDaemon {
-			x.api.call(withBudget(context.Background(), 30*time.Second), "workers.unregister", "", map[string]any{"worker": x.workerID}, nil)
+			x.api.call(withBudget(context.Background(), min(x.budget, 30*time.Second)), "workers.unregister", "", map[string]any{"worker": x.workerID}, nil)
 		}
 	}()
 
 	p := &preparer{opts: x.opts, cfg: x.cfg, api: x.api, workerID: x.workerID, task: x.task, log: x.log, tmpDir: tmpDir, rank: x.rank}
-	argv, dir, taskEnv, setupErr := p.prepare(ctx)
+	setupCtx, cancelSetup := context.WithCancel(ctx)
+	defer cancelSetup()
+	go func() {
+		select {
+		case <-x.stop.requested():
+			cancelSetup() // a stop during setup ends git, pip and the rest now
+		case <-setupCtx.Done():
+		}
+	}()
+	argv, dir, taskEnv, setupErr := p.prepare(setupCtx)
 	defer p.removeTaskDir(x.debug, x.stdout)
 	defer p.venv.release()
+	finalized = true
+	if cause, sig := x.stop.get(); cause != stopNone {
+		// Stopped before the task started: that, not the setup, is what ended it.
+		fmt.Fprintf(x.log, "\n%s: the task's setup was stopped\n", cause.logLine(sig))
+		stopMonitor()
+		if !x.opts.disableMonitoring {
+			x.finish(-1, "", cause)
+		}
+		return cause.exit()
+	}
 	if setupErr != nil {
-		finalized = true
 		return x.setupFailed(setupErr, stopMonitor)
 	}
+	return x.runTask(argv, dir, taskEnv, stopMonitor, abort, p.task.Script.Binary)
+}
 
+// runTask starts the prepared task, supervises it and sets its final status.
+func (x *execution) runTask(argv []string, dir string, taskEnv []string, stopMonitor func(), abort <-chan string, binary string) error {
 	if !x.opts.disableMonitoring {
-		x.setStatus(ctx, "started", "worker starting task execution", true)
+		x.setStatus(context.Background(), "started", "worker starting task execution", true)
 	}
 	fmt.Fprintf(x.log, "Starting Task Execution:\n\n")
 	proc, err := startTaskProcess(argv, dir, taskEnv, x.log)
 	if err != nil {
-		finalized = true
 		x.fail("cannot start the task process: " + err.Error())
 		return &exitError{code: 1, msg: fmt.Sprintf("cannot start %s: %v", argv[0], err)}
 	}
 	grace := abortGrace(x.cfg)
-	code, stopReason, userAbort := supervise(proc, abort, x.sigs, x.log, "the task", func() { proc.stop(grace) })
-	finalized = true
+	python := taskShell(binary, x.cfg.env) == ""
+	code, stopReason, cause := supervise(proc, abort, x.stop, x.log, "the task", func(c stopCause) {
+		if python {
+			proc.stopPython(c.taskGrace(grace))
+		} else {
+			proc.stop(c.taskGrace(grace))
+		}
+	})
 	stopMonitor()
 	if x.opts.disableMonitoring {
 		return exitStatus(code)
 	}
-	x.finish(code, stopReason, userAbort)
-	if userAbort {
-		return &exitError{code: 254}
+	x.finish(code, stopReason, cause)
+	if stopReason == "" && cause != stopNone {
+		return cause.exit()
 	}
 	return exitStatus(code)
 }
@@ -177,31 +210,36 @@ func (x *execution) setupFailed(setupErr error, stopMonitor func()) error {
 }
 
 // supervise waits for a task's process (the task, or the docker client
-// running it). An abort from the monitor or a signal to the agent stops
-// it with stop; what names it in the log.
-func supervise(proc *taskProcess, abort <-chan string, sigs <-chan os.Signal, log io.Writer, what string, stop func()) (code int, stopReason string, userAbort bool) {
+// running it). An abort from the monitor or a stop request (a signal to
+// the agent) stops it with stop; what names it in the log.
+func supervise(proc *taskProcess, abort <-chan string, req *stopRequest, log io.Writer, what string, stop func(stopCause)) (code int, stopReason string, cause stopCause) {
 	exited := make(chan int, 1)
 	go func() { exited <- proc.wait() }()
+	stopping := req.requested()
 	for {
 		select {
 		case code = <-exited:
-			return code, stopReason, userAbort
+			return code, stopReason, cause
 		case stopReason = <-abort:
+			abort = nil
 			fmt.Fprintf(log, "\nUser aborted: stopping task (%s)\n", stopReason)
-			go stop()
-		case s := <-sigs:
-			userAbort = true
-			fmt.Fprintf(log, "\nclearml-agent received %s: stopping %s\n", s, what)
-			go stop()
+			go stop(stopNone)
+		case <-stopping:
+			stopping = nil
+			var sig os.Signal
+			cause, sig = req.get()
+			fmt.Fprintf(log, "\n%s: stopping %s\n", cause.logLine(sig), what)
+			go stop(cause)
 		}
 	}
 }
 
 // runDocker is `execute --docker`: the task runs in a container where
 // this binary runs `execute`, which claims the task, runs it and sets its
-// status. Here we only watch: signals become `docker stop`, and a
-// container that ends without a final status fails the task.
-func (e *executeCmd) runDocker(cx *cmdContext, cfg *agentConfig, c *apiClient, workerID string, sigs <-chan os.Signal) error {
+// status. Here we only watch: a stop signal is passed on to the agent in
+// the container (docker kill --signal), which stops the task and sets its
+// status; a container that ends without a final status fails the task.
+func (e *executeCmd) runDocker(cx *cmdContext, cfg *agentConfig, c *apiClient, workerID string, req *stopRequest) error {
 	ctx := context.Background()
 	task, err := findTask(ctx, c, e.id)
 	if err != nil {
@@ -231,19 +269,21 @@ func (e *executeCmd) runDocker(cx *cmdContext, cfg *agentConfig, c *apiClient, w
 		return fmt.Errorf("cannot run docker: %w", err)
 	}
 	grace := abortGrace(cfg)
-	code, _, userAbort := supervise(proc, nil, sigs, out, "container "+name, func() { dockerStop(context.Background(), name, grace) })
+	code, _, cause := supervise(proc, nil, req, out, "container "+name, func(c stopCause) {
+		dockerStopTask(name, c, c.taskGrace(grace)+shutdownFlushBudget+time.Second, proc.done)
+	})
 	if !o.debug {
 		dockerRemove(context.Background(), name)
 	}
 	if !e.clone && !e.disableMonitoring {
 		// The execute inside claims the task: queued or created, it never ran.
 		reason := fmt.Sprintf("docker container exited with code %d before the task had a final status", code)
-		if action, _ := (statusWriter{c, workerID}).settleUnfinished(withBudget(ctx, time.Minute), task.ID, false, userAbort, reason); action == "failed" {
+		if action, _ := (statusWriter{c, workerID}).settleUnfinished(withBudget(ctx, time.Minute), task.ID, false, cause, reason); action == "failed" {
 			fmt.Fprintf(out, "clearml_agent: ERROR: %s\n", reason)
 		}
 	}
-	if userAbort {
-		return &exitError{code: 254}
+	if cause != stopNone {
+		return cause.exit()
 	}
 	return exitStatus(code)
 }
@@ -311,7 +351,7 @@ func (x *execution) setStatus(ctx context.Context, action, reason string, force 
 	if x.rank > 0 {
 		return
 	}
-	if err := x.status.set(withBudget(ctx, 5*time.Minute), action, x.task.ID, reason, force); err != nil {
+	if err := x.status.set(withBudget(ctx, x.budget), action, x.task.ID, reason, force); err != nil {
 		fmt.Fprintf(x.log, "clearml_agent: Warning: could not update task id %s status: %v\n", x.task.ID, err)
 	}
 }
@@ -321,7 +361,7 @@ func (x *execution) fail(reason string) {
 	if x.task == nil || x.opts.disableMonitoring || x.rank > 0 {
 		return
 	}
-	ctx := withBudget(context.Background(), 5*time.Minute)
+	ctx := withBudget(context.Background(), x.budget)
 	if err := x.status.set(ctx, "failed", x.task.ID, reason, true); err != nil && x.log != nil {
 		fmt.Fprintf(x.log, "clearml_agent: Warning: could not mark task %s failed: %v\n", x.task.ID, err)
 	}
@@ -330,8 +370,13 @@ func (x *execution) fail(reason string) {
 // finish sets the final status from the exit code and stop reason. The
 // console is delivered first, so that a task the server shows as ended
 // has its whole log.
-func (x *execution) finish(code int, stopReason string, userAbort bool) {
-	msg, action, reason, force := finalStatus(code, stopReason, userAbort)
+func (x *execution) finish(code int, stopReason string, cause stopCause) {
+	msg, action, reason, force := finalStatus(code, stopReason, cause)
+	if cause == stopShutdown {
+		// The agent's supervisor (docker stop, Kubernetes, systemd, the
+		// daemon) gives it seconds, not minutes.
+		x.budget = shutdownFlushBudget
+	}
 	fmt.Fprintln(x.log, msg)
 	x.closeLog()
 	if action != "" {
@@ -374,7 +419,7 @@ func (x *execution) closeLog() {
 	if x.shipper == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), x.budget)
 	defer cancel()
 	if err := x.shipper.Close(ctx); err != nil {
 		fmt.Fprintf(x.stdout, "clearml_agent: Warning: %v\n", err)
@@ -396,6 +441,7 @@ func (x *execution) secrets() []string {
 
 // Timings of the run phase. Variables so tests can shorten them.
 var (
+	reportBudget     = 5 * time.Second // a status report's retries: a stop waits for one in flight
 	abortPollEvery   = 2 * time.Second
 	statusReportEach = 30 * time.Second
 	statsFirstReport = 3 * time.Second
@@ -432,7 +478,9 @@ func (x *execution) monitor(ctx context.Context, abort chan<- string) {
 		if ms := stats.snapshot(); ms != nil {
 			body["machine_stats"] = ms
 		}
-		x.api.call(withBudget(ctx, 10*time.Second), "workers.status_report", "", body, nil)
+		// Not cancelled with ctx: stopping the monitor waits for a report in
+		// flight, so that none reaches the server after the unregister.
+		x.api.call(withBudget(context.WithoutCancel(ctx), reportBudget), "workers.status_report", "", body, nil)
 	}
 	// agent.task_ping_interval_sec: 0 disables the ping.
 	pingEvery := time.Duration(x.cfg.float("agent.task_ping_interval_sec", 60) * float64(time.Second))

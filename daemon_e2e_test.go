@@ -248,40 +248,6 @@ func TestDaemonAbortAndStats(t *testing.T) {
 	p.stop(t)
 }
 
-func TestDaemonDrainOnSIGTERM(t *testing.T) {
-	s := startServer(t)
-	repo, _ := makeTaskRepo(t, map[string]string{
-		"short.py": "import time\ntime.sleep(2)\nprint('finished', flush=True)\n",
-		"long.py":  "import time\nwhile True:\n    time.sleep(0.1)\n",
-	})
-	env := executeEnv(t, s)
-	env["CLEARML_AGENT__AGENT__SHUTDOWN_GRACE_SEC"] = "20"
-	short := enqueueScript(t, s, repo, "short.py", "default")
-	p := startDaemon(t, env, "--queue", "default")
-	waitStatus(t, s, p, short, "in_progress", 60*time.Second)
-	p.stop(t) // drain: the running task finishes
-	if task, _ := s.Task(short); task.Status != "completed" {
-		t.Errorf("drained task is %s (%s):\n%s", task.Status, task.StatusReason, p.out.String())
-	}
-	if n := len(s.RequestsTo("workers.unregister")); n != 1 {
-		t.Errorf("unregister sent %d times", n)
-	}
-
-	// A task longer than the grace period is stopped with a correct status.
-	env["CLEARML_AGENT__AGENT__SHUTDOWN_GRACE_SEC"] = "1"
-	long := enqueueScript(t, s, repo, "long.py", "default")
-	p = startDaemon(t, env, "--queue", "default")
-	waitStatus(t, s, p, long, "in_progress", 60*time.Second)
-	time.Sleep(time.Second)
-	p.stop(t)
-	if task, _ := s.Task(long); task.Status != "stopped" {
-		t.Errorf("task over the grace period is %s (%s):\n%s", task.Status, task.StatusReason, p.out.String())
-	}
-	if ee, ok := p.err.(*exec.ExitError); p.err != nil && (!ok || ee.ExitCode() != 0) {
-		t.Errorf("daemon exit after drain: %v", p.err)
-	}
-}
-
 // Outside its uptime the daemon keeps reporting but takes no task.
 func TestDaemonUptimeWindow(t *testing.T) {
 	s := startServer(t)

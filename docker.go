@@ -594,11 +594,8 @@ func dockerMounts(cfg *agentConfig, img dockerImage, o dockerRunOptions, tmp, bi
 	argv = append(argv, "--name", o.name)
 
 	confPath := filepath.Join(tmp, "clearml.conf")
-	data, err := json.MarshalIndent(dockerContainerConfig(cfg), "", "  ")
-	if err != nil {
-		return nil, false, err
-	}
-	if err := os.WriteFile(confPath, data, 0o600); err != nil {
+	// HOCON, not JSON: Go's JSON escapes <, > and & (see hoconText).
+	if err := os.WriteFile(confPath, hoconText(dockerContainerConfig(cfg)), 0o600); err != nil {
 		return nil, false, err
 	}
 	argv = append(argv, "-v", confPath+":"+dockerConfigPath+":ro", "-e", "CLEARML_CONFIG_FILE="+dockerConfigPath,
@@ -719,12 +716,27 @@ func dockerPull(ctx context.Context, image string, out io.Writer) {
 	pull.Run()
 }
 
-// dockerStop stops a container: SIGTERM, grace, then SIGKILL (docker
-// stop -t), then kills it outright should stop have failed.
-func dockerStop(ctx context.Context, name string, grace time.Duration) {
-	secs := int(grace / time.Second)
-	if _, err := dockerCmd(ctx, "stop", "-t", fmt.Sprint(secs), name); err != nil {
-		dockerCmd(ctx, "kill", name)
+// dockerStopTask passes a stop on to the agent in a container (docker kill
+// --signal: the image's STOPSIGNAL plays no part), which stops its task and
+// sets its status; a container still running after wait is killed. done
+// is closed when the container's client has exited.
+func dockerStopTask(name string, cause stopCause, wait time.Duration, done <-chan struct{}) {
+	kill := func(args ...string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := dockerCmd(ctx, append([]string{"kill"}, append(args, name)...)...)
+		return err
+	}
+	if err := kill("--signal", cause.signalFor()); err != nil {
+		kill()
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		kill()
 	}
 }
 

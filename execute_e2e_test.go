@@ -596,10 +596,13 @@ func TestExecuteVenvCacheAndStandalone(t *testing.T) {
 	}
 }
 
-// SIGTERM to the agent stops the task, sets its status and leaves nothing.
+// A signal to execute stops the task, sets the status that says why (the
+// stop protocol, stop.go) and leaves nothing: SIGINT is a user's abort,
+// SIGTERM (docker stop, Kubernetes) and SIGUSR1 (the daemon) the agent's
+// shutdown, during the run and during the setup. A parent-death signal
+// while the parent is alive is ignored.
 func TestExecuteAgentSignal(t *testing.T) {
 	s := startServer(t)
-	pidFile := filepath.Join(t.TempDir(), "pid")
 	repo, _ := makeTaskRepo(t, map[string]string{"loop.py": `import os, time
 with open(os.environ["PIDFILE"] + ".tmp", "w") as f:
     f.write("%d\n" % os.getpid())
@@ -607,27 +610,59 @@ os.rename(os.environ["PIDFILE"] + ".tmp", os.environ["PIDFILE"])
 while True:
     time.sleep(0.1)
 `})
-	id := addScriptTask(s, repo, "loop.py")
-	env := executeEnv(t, s)
-	env["PIDFILE"] = pidFile
-	cmd := exec.Command(agentBin, "execute", "--id", id)
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+	setupScript := filepath.Join(t.TempDir(), "build.sh")
+	writeFile(t, setupScript, "#!/bin/sh\necho $$ > \"$PIDFILE\"\nexec sleep 60\n")
+	os.Chmod(setupScript, 0o755)
+	for _, tc := range []struct {
+		name    string
+		sig     syscall.Signal
+		inSetup bool
+		reason  string
+	}{
+		{"SIGINT", syscall.SIGINT, false, "user abort"},
+		{"SIGTERM", syscall.SIGTERM, false, shutdownReason},
+		{"SIGUSR1", sigShutdown, false, shutdownReason},
+		{"SIGTERM during setup", syscall.SIGTERM, true, shutdownReason},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := addScriptTask(s, repo, "loop.py")
+			env := executeEnv(t, s)
+			pidFile := filepath.Join(t.TempDir(), "pid")
+			env["PIDFILE"] = pidFile
+			if tc.inSetup {
+				env["CLEARML_AGENT_CUSTOM_BUILD_SCRIPT"] = setupScript
+			}
+			cmd := exec.Command(agentBin, "execute", "--id", id)
+			for k, v := range env {
+				cmd.Env = append(cmd.Env, k+"="+v)
+			}
+			cmd.Env = append(cmd.Env, "PATH="+os.Getenv("PATH"))
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			waitForFile(t, pidFile, time.Minute) // the first run builds the venv
+			pid := readPID(t, pidFile)
+			if !tc.inSetup {
+				// A parent-death signal while our parent lives is spurious.
+				cmd.Process.Signal(sigParentDied)
+				time.Sleep(500 * time.Millisecond)
+				if !pidAlive(pid) || taskStatus(t, s, id).Status != "in_progress" {
+					t.Fatalf("a spurious parent-death signal stopped the task")
+				}
+			}
+			start := time.Now()
+			cmd.Process.Signal(tc.sig)
+			err := cmd.Wait()
+			t.Logf("%s -> exit in %v", tc.name, time.Since(start).Round(time.Millisecond))
+			if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 254 {
+				t.Errorf("agent exit: %v, want 254", err)
+			}
+			if task := taskStatus(t, s, id); task.Status != "stopped" || task.StatusReason != tc.reason {
+				t.Errorf("status = %s (%s), want stopped (%s)", task.Status, task.StatusReason, tc.reason)
+			}
+			waitGone(t, pid)
+		})
 	}
-	cmd.Env = append(cmd.Env, "PATH="+os.Getenv("PATH"))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := readPID(t, pidFile)
-	cmd.Process.Signal(syscall.SIGTERM)
-	err := cmd.Wait()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 254 {
-		t.Errorf("agent exit: %v, want 254", err)
-	}
-	if task := taskStatus(t, s, id); task.Status != "stopped" || task.StatusReason != "user abort" {
-		t.Errorf("status = %s (%s)", task.Status, task.StatusReason)
-	}
-	waitGone(t, pid)
 }
 
 // tinyBuildBackend is an in-tree PEP 517 backend that needs nothing from an

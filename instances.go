@@ -498,6 +498,12 @@ func (w workerIdentity) matches(id string) bool {
 // not found (the exit status is then 1, as the reference); err reports an
 // agent that could not be stopped.
 func (r *instanceRegistry) stop(ids []string, ident workerIdentity, out io.Writer, timeout time.Duration) (found bool, err error) {
+	return r.stopWith(ids, ident, out, timeout, unix.SIGTERM)
+}
+
+// stopWith is stop with the signal to send: SIGTERM (stop at once) or
+// sigDrain (let the running tasks finish). timeout 0 waits without limit.
+func (r *instanceRegistry) stopWith(ids []string, ident workerIdentity, out io.Writer, timeout time.Duration, sig unix.Signal) (found bool, err error) {
 	live, err := r.list()
 	if err != nil {
 		return false, err
@@ -512,7 +518,7 @@ func (r *instanceRegistry) stop(ids []string, ident workerIdentity, out io.Write
 			fmt.Fprintf(out, "Could not find a running clearml-agent instance with worker_name=%s worker_id=%s\n", ident.name, idText)
 			return false, nil
 		}
-		return true, terminateInstance(live[i], out, timeout)
+		return true, terminateInstance(live[i], out, timeout, sig)
 	}
 	found = true
 	var errs []error
@@ -523,7 +529,7 @@ func (r *instanceRegistry) stop(ids []string, ident workerIdentity, out io.Write
 			fmt.Fprintf(out, "Could not find a running clearml-agent instance with worker_name=%s worker_id=%s\n", id, id)
 			continue
 		}
-		if err := terminateInstance(live[i], out, timeout); err != nil {
+		if err := terminateInstance(live[i], out, timeout, sig); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -539,10 +545,15 @@ func indexInstance(list []agentInstance, match func(agentInstance) bool) int {
 	return -1
 }
 
-// terminateInstance sends SIGTERM and waits until the agent has released
-// its pid file or its process is gone; after timeout it sends SIGKILL.
-func terminateInstance(in agentInstance, out io.Writer, timeout time.Duration) error {
-	fmt.Fprintf(out, "Terminating clearml-agent worker_id=%s pid=%d\n", in.WorkerID, in.PID)
+// terminateInstance sends sig and waits until the agent has released its
+// pid file or its process is gone; after timeout (if positive) it sends
+// SIGKILL.
+func terminateInstance(in agentInstance, out io.Writer, timeout time.Duration, sig unix.Signal) error {
+	if sig == sigDrain {
+		fmt.Fprintf(out, "Draining clearml-agent worker_id=%s pid=%d: it exits when its running tasks end\n", in.WorkerID, in.PID)
+	} else {
+		fmt.Fprintf(out, "Terminating clearml-agent worker_id=%s pid=%d\n", in.WorkerID, in.PID)
+	}
 	fail := func(why string) error {
 		fmt.Fprintf(out, "Could not terminate process pid=%d\n", in.PID)
 		return fmt.Errorf("could not stop worker %s (pid %d): %s", in.WorkerID, in.PID, why)
@@ -555,13 +566,13 @@ func terminateInstance(in agentInstance, out io.Writer, timeout time.Duration) e
 		return fail("it runs in another pid namespace (container)")
 	}
 	gone := func() bool { return !fileLocked(in.path) || !instancePIDAlive(in.PID) }
-	if err := unix.Kill(in.PID, unix.SIGTERM); err != nil && !errors.Is(err, unix.ESRCH) {
+	if err := unix.Kill(in.PID, sig); err != nil && !errors.Is(err, unix.ESRCH) {
 		return fail(err.Error())
 	}
 	if waitUntil(gone, timeout) {
 		return nil
 	}
-	fmt.Fprintf(out, "clearml_agent: Warning: pid=%d did not exit within %s of SIGTERM, sending SIGKILL\n", in.PID, timeout)
+	fmt.Fprintf(out, "clearml_agent: Warning: pid=%d did not exit within %s of %s, sending SIGKILL\n", in.PID, timeout, unix.SignalName(sig))
 	unix.Kill(in.PID, unix.SIGKILL)
 	if waitUntil(func() bool { return !instancePIDAlive(in.PID) }, 5*time.Second) {
 		return nil
@@ -572,7 +583,7 @@ func terminateInstance(in agentInstance, out io.Writer, timeout time.Duration) e
 func waitUntil(cond func() bool, timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
-		if time.Now().After(deadline) {
+		if timeout > 0 && time.Now().After(deadline) {
 			return false
 		}
 		time.Sleep(50 * time.Millisecond)

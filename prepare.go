@@ -317,21 +317,12 @@ func findRequirementsTxt(codeDir, entryDir string) []string {
 
 // taskEnv is the environment of the task process (agent-execute.md §5).
 func (p *preparer) taskEnv(workDir string, entryArgs []string) ([]string, error) {
-	env := map[string]string{}
-	for _, kv := range os.Environ() {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			env[k] = v
-		}
-	}
-	for k, v := range configEnvironment(p.cfg) {
-		env[k] = v
-	}
-	for k, v := range p.taskVars {
-		env[k] = v
-	}
-	accessKey, secretKey, token := p.api.credentials()
+	env := inheritedTaskEnv(p.cfg)
+	accessKey, _, token := p.api.credentials()
 	confPath := filepath.Join(p.tmpDir, "clearml.conf")
-	if err := writePrivateConfig(p.cfg, confPath, accessKey == ""); err != nil {
+	// The SDK logs in from this 0600 file: the keys are not in the task's
+	// environment, where every process the task starts would inherit them.
+	if err := writeTaskConfig(p.cfg, confPath, accessKey != ""); err != nil {
 		return nil, err
 	}
 	env["CLEARML_TASK_ID"] = p.task.ID
@@ -346,18 +337,17 @@ func (p *preparer) taskEnv(workDir string, entryArgs []string) ([]string, error)
 	if fs := p.cfg.str("api.files_server"); fs != "" {
 		env["CLEARML_FILES_HOST"] = fs
 	}
-	if accessKey != "" {
-		env["CLEARML_API_ACCESS_KEY"] = accessKey
-		env["CLEARML_API_SECRET_KEY"] = secretKey
-	} else {
+	if accessKey == "" {
 		// A token (e.g. the owner's, --use-owner-token): the task gets it,
 		// and no key of the agent's.
-		for _, k := range []string{"CLEARML_API_ACCESS_KEY", "CLEARML_API_SECRET_KEY", "TRAINS_API_ACCESS_KEY", "TRAINS_API_SECRET_KEY"} {
-			delete(env, k)
-		}
 		env["CLEARML_AUTH_TOKEN"] = token
 	}
 	gpuEnv(env, p.opts.gpus, p.opts.cpuOnly)
+	// The task's own Environment parameters come after the agent's
+	// variables, as in the reference, so that a task can override them.
+	for k, v := range p.taskVars {
+		env[k] = v
+	}
 	if p.venv != nil && p.venv.dir != "" {
 		// As if activated: subprocesses that call python or pip get the venv.
 		env["VIRTUAL_ENV"] = p.venv.dir
@@ -377,6 +367,9 @@ func (p *preparer) taskEnv(workDir string, entryArgs []string) ([]string, error)
 		pyPath = append(pyPath, extra)
 	}
 	env["PYTHONPATH"] = strings.Join(pyPath, string(os.PathListSeparator))
+	if _, set := env["PYTHONIOENCODING"]; !set && asciiLocale(env) {
+		env["PYTHONIOENCODING"] = "utf-8"
+	}
 	// Legacy SDKs read TRAINS_* names.
 	for k, v := range env {
 		if rest, ok := strings.CutPrefix(k, "CLEARML_"); ok {
@@ -404,20 +397,6 @@ func taskShell(binary string, env envLookup) string {
 		return "/bin/bash"
 	}
 	return ""
-}
-
-// writePrivateConfig writes the effective configuration, credentials
-// included, as a 0600 JSON file (JSON is HOCON) for the SDK in the task.
-func writePrivateConfig(cfg *agentConfig, path string, stripCredentials bool) error {
-	plain := hoconToPlain(cfg.root).(map[string]any)
-	if api, ok := plain["api"].(map[string]any); ok && stripCredentials {
-		delete(api, "credentials")
-	}
-	data, err := json.MarshalIndent(plain, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, data, 0o600)
 }
 
 func sanitizeDirName(s string) string {

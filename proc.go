@@ -1,7 +1,8 @@
 package main
 
 // Process control for task processes: each task runs in its own process
-// group; stopping it is SIGTERM to the group, a grace period, then SIGKILL.
+// group; stopping it is SIGINT to a Python task's main process or SIGTERM
+// to a shell task's group, a grace period, then SIGKILL.
 // On Linux the agent is a child subreaper, so descendants that escape the
 // group (setsid, double fork) are re-parented to it and killed too: no
 // orphans. macOS has no subreaper: there the descendants still attached to
@@ -78,21 +79,50 @@ func startTaskProcess(argv []string, dir string, env []string, out io.Writer) (*
 func (p *taskProcess) pid() int { return p.cmd.Process.Pid }
 
 // stop asks the group to end (SIGTERM), waits up to grace, then SIGKILLs
-// the group and any re-parented descendants.
-func (p *taskProcess) stop(grace time.Duration) {
+// the group and any re-parented descendants: shell tasks and containers.
+func (p *taskProcess) stop(grace time.Duration) { p.stopWith(false, grace) }
+
+// interruptAfter is how long a Python task has to exit on SIGINT before
+// its main process also gets SIGTERM (a script that swallows
+// KeyboardInterrupt). A variable so tests can shorten it.
+var interruptAfter = 2 * time.Second
+
+// stopPython stops a Python task the way that lets the ClearML SDK keep
+// what the task reported: SIGINT to the main process only (a
+// KeyboardInterrupt: the SDK's exit hooks flush its events while its
+// reporter subprocess is still alive), SIGTERM to the main process after
+// interruptAfter, SIGKILL to the whole tree at grace. A SIGTERM to the
+// group would kill the reporter first while the SDK's main process ignores
+// SIGTERM. When the main process exits the rest of the group is killed
+// (startTaskProcess), so a plain script stops as fast as with SIGTERM.
+func (p *taskProcess) stopPython(grace time.Duration) { p.stopWith(true, grace) }
+
+func (p *taskProcess) stopWith(interrupt bool, grace time.Duration) {
 	p.stopOnce.Do(func() {
 		escaped := escapedDescendants(p.pid())
-		killGroup(p.pid(), syscall.SIGTERM)
-		killPIDs(escaped, syscall.SIGTERM)
-		t := time.NewTimer(grace)
-		defer t.Stop()
+		defer killPIDs(escaped, syscall.SIGKILL)
+		kill := time.NewTimer(grace)
+		defer kill.Stop()
+		if interrupt {
+			unix.Kill(p.pid(), unix.SIGINT)
+			term := time.NewTimer(min(interruptAfter, grace))
+			defer term.Stop()
+			select {
+			case <-p.done:
+				return
+			case <-term.C:
+				unix.Kill(p.pid(), unix.SIGTERM)
+			}
+		} else {
+			killGroup(p.pid(), syscall.SIGTERM)
+			killPIDs(escaped, syscall.SIGTERM)
+		}
 		select {
 		case <-p.done:
-		case <-t.C:
+		case <-kill.C:
 			killGroup(p.pid(), syscall.SIGKILL)
 			reapOrphans()
 		}
-		killPIDs(escaped, syscall.SIGKILL)
 	})
 }
 

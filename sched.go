@@ -30,6 +30,9 @@ type childTask struct {
 	container string
 	cleanup   func()
 	lease     *gpuLease // --dynamic-gpus: the task's GPUs
+	workerID  string    // the worker it runs as (services mode, --dynamic-gpus: not the daemon's)
+	signalled bool      // sent the shutdown (stopNow)
+	killed    bool      // killed after shutdownChildWait
 }
 
 // schedOptions are the daemon's options the scheduler acts on.
@@ -68,7 +71,12 @@ type scheduler struct {
 	current   map[string]any // task/queue of the running task, for reports
 	slotFree  chan struct{}  // a child ended
 	nextQueue int            // round-robin position (--order-fairness)
-	draining  bool
+	draining  bool           // take no new task
+	stopping  bool           // stop the running tasks at once (SIGTERM, SIGINT)
+	launching int            // polls that may turn into a running task
+
+	reportMu     sync.Mutex // a report and the unregister never overlap
+	unregistered bool       // nothing reaches the server for the worker after it
 }
 
 func (s *scheduler) logf(format string, args ...any) {
@@ -85,7 +93,7 @@ func (s *scheduler) status() statusWriter { return statusWriter{s.api, s.workerI
 func (s *scheduler) run(ctx context.Context) {
 	lastMeta := s.now()
 	var nextPoll, lastExternal time.Time
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !s.isDraining() {
 		if !s.hasFreeSlot() {
 			select {
 			case <-ctx.Done():
@@ -178,18 +186,25 @@ func (s *scheduler) pollRound(ctx context.Context, nextPoll *time.Time) (polled,
 			return polled, gpuWait, false, false
 		}
 		*nextPoll = time.Now().Add(s.pace)
+		if !s.beginPull() {
+			break // draining: a stop or drain came during the wait
+		}
 		taskID, err := s.nextTask(ctx, q)
 		if err == nil && taskID != "" {
 			s.launch(ctx, taskID, q)
+			s.endPull()
 			*nextPoll = time.Time{} // after a task, look again at once
 			if s.opts.orderFairness {
 				s.mu.Lock()
 				s.nextQueue = (s.indexOf(q) + 1) % len(s.queues)
 				s.mu.Unlock()
 			}
-			s.refreshQueues(ctx)
+			if !s.isDraining() {
+				s.refreshQueues(ctx)
+			}
 			return polled, gpuWait, true, true
 		}
+		s.endPull()
 		if err != nil && ctx.Err() == nil {
 			s.logf("Warning: Could not access task queue [%s], error: %v", q.ID, err)
 		} else if s.opts.foreground || s.opts.global.debug {
@@ -253,6 +268,43 @@ func (s *scheduler) allocateGPUs(specs []gpuQueueSpec, pool []string, gset *gpuS
 	s.maxRun = 0 // bounded by free GPUs
 }
 
+// beginPull counts a poll that may start a task, unless the daemon drains;
+// endPull ends it. A drain or stop waits for the polls counted.
+func (s *scheduler) beginPull() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.launching++
+	return true
+}
+
+func (s *scheduler) endPull() {
+	s.mu.Lock()
+	s.launching--
+	s.mu.Unlock()
+}
+
+func (s *scheduler) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+func (s *scheduler) isStopping() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopping
+}
+
+// idle: no task runs and none is being started.
+func (s *scheduler) idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.running) == 0 && s.launching == 0
+}
+
 func (s *scheduler) hasFreeSlot() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -269,7 +321,15 @@ func (s *scheduler) hasFreeSlot() bool {
 // launch does the daemon's side of starting a task (agent-daemon.md §4.9)
 // and starts the child execute. In the default mode it waits for the task.
 func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
+	// A stop must not cut the status calls of a task already pulled.
+	ctx = context.WithoutCancel(ctx)
 	c := withBudget(ctx, 30*time.Second)
+	if s.isStopping() {
+		// Pulled as the daemon stops: still queued on the server, put it back.
+		s.logf("Stopping: returning task %s to queue %s", taskID, q.Name)
+		s.status().requeue(c, q.ID, taskID)
+		return
+	}
 	if s.alloc != nil {
 		lease := s.alloc.allocate(taskID, q.gpuMin, q.gpuMax)
 		if lease == nil {
@@ -315,6 +375,11 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 		}
 		ownerToken = tok
 	}
+	if s.isStopping() {
+		s.status().set(c, "stopped", taskID, shutdownReason, true)
+		s.clearCurrent(ctx)
+		return
+	}
 	s.logf("Running task '%s'", taskID)
 	child, err := s.startChild(ctx, taskID, q.ID, ownerToken)
 	if err != nil {
@@ -345,7 +410,7 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 		return nil, err
 	}
 	o, wid, inner := s.childOptions(taskID, lease)
-	child = &childTask{taskID: taskID, queueID: queueID, done: make(chan struct{}), cleanup: func() {}, lease: lease}
+	child = &childTask{taskID: taskID, queueID: queueID, done: make(chan struct{}), cleanup: func() {}, lease: lease, workerID: wid}
 	var cmd *exec.Cmd
 	switch {
 	case s.childCommand != nil:
@@ -372,7 +437,9 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 	}
 	cmd.Env = s.childEnv(o, wid, inner, ownerToken)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
-	cmd.SysProcAttr = childSysProcAttr(syscall.SIGTERM)
+	// Should the daemon die, the child learns it (stop.go); the docker
+	// client passes the signal on to the agent in the container.
+	cmd.SysProcAttr = childSysProcAttr(sigParentDied)
 	if err := cmd.Start(); err != nil {
 		child.cleanup()
 		return nil, err
@@ -383,6 +450,9 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 	s.mu.Unlock()
 	return child, nil
 }
+
+// daemonChildEnv tells a child execute that the daemon reports its worker.
+const daemonChildEnv = "CLEARML_AGENT_DAEMON_CHILD"
 
 // childOptions are the options of the execute that runs taskID, the
 // worker it runs as, and the variables only that execute gets.
@@ -398,7 +468,7 @@ func (s *scheduler) childOptions(taskID string, lease *gpuLease) (o taskOptions,
 	case s.maxRun == 1:
 		// The daemon reports for this worker; the child must not clear
 		// the worker's queue with reports of its own.
-		inner = map[string]string{"CLEARML_AGENT_DAEMON_CHILD": "1"}
+		inner = map[string]string{daemonChildEnv: "1"}
 	default:
 		workerID = s.workerID + ":service:" + taskID
 	}
@@ -456,10 +526,19 @@ func (s *scheduler) watchChild(ctx context.Context, child *childTask) {
 		child.cleanup()
 	}
 	// execute sets the final status itself: a task it left without one
-	// means it died first (a crash of ours must not leave the task running).
-	bg := withBudget(context.Background(), 5*time.Minute)
-	if action, err := s.status().settleUnfinished(bg, child.taskID, true, false, exitCodeReason(child.code)); action != "" && err != nil {
+	// means it died first (a crash of ours must not leave the task running),
+	// or the daemon killed it while stopping.
+	budget, cause := 5*time.Minute, stopNone
+	if s.isStopping() {
+		budget, cause = shutdownFlushBudget, stopShutdown
+	}
+	bg := withBudget(context.Background(), budget)
+	if action, err := s.status().settleUnfinished(bg, child.taskID, true, cause, exitCodeReason(child.code)); action != "" && err != nil {
 		s.logf("Warning: could not update task id '%s' status. Task exit code %d", child.taskID, child.code)
+	}
+	if child.workerID != s.workerID && (child.killed || child.code < 0 || child.container != "" && child.code > 128) {
+		// Killed before its execute could unregister its own worker.
+		s.api.call(withBudget(context.Background(), budget), "workers.unregister", "", map[string]any{"worker": child.workerID}, nil)
 	}
 	s.mu.Lock()
 	delete(s.running, child.taskID)
@@ -531,8 +610,29 @@ func (s *scheduler) report(ctx context.Context) {
 	if s.stats != nil {
 		body["machine_stats"] = s.stats.snapshot()
 	}
-	if err := s.api.call(withBudget(ctx, 10*time.Second), "workers.status_report", "", body, nil); err != nil && ctx.Err() == nil {
+	// A report after the unregister would register the worker again (a
+	// ghost in the UI until the server times it out): none is sent after
+	// it, and one in flight is not cancelled but waited for.
+	s.reportMu.Lock()
+	defer s.reportMu.Unlock()
+	if s.unregistered {
+		return
+	}
+	if err := s.api.call(withBudget(context.WithoutCancel(ctx), reportBudget), "workers.status_report", "", body, nil); err != nil && ctx.Err() == nil {
 		s.logf("Warning: status report failed: %v", err)
+	}
+}
+
+// unregister removes the worker from the server, once, after the last report.
+func (s *scheduler) unregister(queueIDs []string) {
+	s.reportMu.Lock()
+	defer s.reportMu.Unlock()
+	if s.unregistered {
+		return
+	}
+	s.unregistered = true
+	if err := s.api.call(withBudget(context.Background(), 30*time.Second), "workers.unregister", "", map[string]any{"worker": s.workerID, "queues": queueIDs}, nil); err != nil {
+		s.logf("Worker failed unregistering itself: %v", err)
 	}
 }
 
@@ -554,49 +654,102 @@ func (s *scheduler) reportLoop(ctx context.Context, every time.Duration, inst *a
 	}
 }
 
-// drain stops taking tasks and waits for the running ones up to grace;
-// then (or on a second signal) stops them. Their execute children set the
-// final status ("user abort").
-func (s *scheduler) drain(grace time.Duration, again <-chan os.Signal) {
+// drain takes no new task and waits until the running ones end, at most
+// grace when it is positive. It returns false when it ended otherwise: the
+// grace period passed, or a stop signal (SIGTERM, SIGINT) came on sigs;
+// the caller then stops the tasks at once (stopNow).
+func (s *scheduler) drain(grace time.Duration, sigs <-chan os.Signal) bool {
 	s.mu.Lock()
 	s.draining = true
-	children := make([]*childTask, 0, len(s.running))
+	n := len(s.running)
+	s.mu.Unlock()
+	if n > 0 {
+		s.logf("Draining: waiting for %d running task(s) to finish", n)
+	}
+	var deadline <-chan time.Time
+	if grace > 0 {
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		deadline = t.C
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !s.idle() {
+		select {
+		case <-deadline:
+			s.logf("Grace period (agent.shutdown_grace_sec) over: stopping the running task(s)")
+			return false
+		case sig := <-sigs:
+			if sig == sigDrain {
+				s.logf("Already draining (SIGTERM or SIGINT stops the running task(s) now)")
+				continue
+			}
+			s.logf("clearml-agent received %s while draining: stopping the running task(s) now", sig)
+			return false
+		case <-tick.C:
+		}
+	}
+	return true
+}
+
+// stopNow stops every running task at once: each child execute gets
+// sigShutdown (in a container, through docker kill --signal), stops its
+// task, delivers its console and sets the status "agent shutdown"; what
+// still runs after shutdownChildWait is killed, and its watcher settles
+// its task. A task being started is stopped as soon as it runs.
+func (s *scheduler) stopNow() {
+	s.mu.Lock()
+	s.draining, s.stopping = true, true
+	s.mu.Unlock()
+	deadline := time.Now().Add(shutdownChildWait)
+	for !s.idle() && time.Now().Before(deadline) {
+		s.signalChildren(false)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s.idle() {
+		return
+	}
+	s.logf("Warning: task(s) still running %s after the shutdown signal: killing them", shutdownChildWait)
+	s.signalChildren(true)
+	end := time.Now().Add(1500 * time.Millisecond)
+	for !s.idle() && time.Now().Before(end) {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// signalChildren sends each running child the shutdown once (kill false),
+// or kills each once (kill true).
+func (s *scheduler) signalChildren(kill bool) {
+	s.mu.Lock()
+	var todo []*childTask
 	for _, c := range s.running {
-		children = append(children, c)
+		if kill && !c.killed {
+			c.killed = true
+			todo = append(todo, c)
+		} else if !kill && !c.signalled {
+			c.signalled = true
+			todo = append(todo, c)
+		}
 	}
 	s.mu.Unlock()
-	if len(children) == 0 {
-		return
+	docker := func(args ...string) {
+		ctx, cancel := context.WithTimeout(context.Background(), shutdownChildWait)
+		defer cancel()
+		dockerCmd(ctx, args...)
 	}
-	s.logf("Draining: waiting up to %s for %d running task(s) to finish", grace, len(children))
-	deadline := time.NewTimer(grace)
-	defer deadline.Stop()
-	allDone := make(chan struct{})
-	go func() {
-		for _, c := range children {
-			<-c.done
-		}
-		close(allDone)
-	}()
-	select {
-	case <-allDone:
-		return
-	case <-deadline.C:
-		s.logf("Grace period over: stopping the running task(s)")
-	case <-again:
-		s.logf("Second signal: stopping the running task(s) now")
-	}
-	stopGrace := 10 * time.Second
-	if s.cfg != nil {
-		stopGrace = abortGrace(s.cfg)
-	}
-	for _, c := range children {
-		if c.container != "" {
-			// Signalling the docker client would leave the container running.
-			go dockerStop(context.Background(), c.container, stopGrace)
-		} else {
-			c.cmd.Process.Signal(syscall.SIGTERM)
+	for _, c := range todo {
+		switch {
+		case kill:
+			if c.container != "" {
+				go docker("kill", c.container)
+			}
+			killGroup(c.cmd.Process.Pid, syscall.SIGKILL)
+		case c.container != "":
+			// Signalling the docker client reaches the agent inside only
+			// through its signal proxy (off with a tty); docker kill always.
+			go docker("kill", "--signal", stopShutdown.signalFor(), c.container)
+		default:
+			c.cmd.Process.Signal(sigShutdown)
 		}
 	}
-	<-allDone
 }

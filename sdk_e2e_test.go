@@ -3,8 +3,7 @@ package main
 // End-to-end tests with the real ClearML Python SDK inside the task
 // (issue 11): the built agent runs a task that calls Task.init(),
 // connect(), reports, uploads an artifact, and is aborted, against the
-// stand-in server and files server. Tests that pin fixes not made yet are
-// skipped with the issue item they wait for; see sdkPending.
+// stand-in server and files server.
 
 import (
 	"crypto/sha256"
@@ -232,7 +231,6 @@ func checkSDKArtifact(t *testing.T, run *sdkRun, task fakeserver.Task) {
 // agent writes for the task, read back by the SDK's own configuration
 // loader, holds exactly the values of the agent's configuration.
 func TestSDKConfigFileRoundTrip(t *testing.T) {
-	sdkPending(t, "CLEARML_TEST_SDK_CONFIG", "issue 11 §4: the task's config file is JSON written with HTML escaping, so the SDK reads <, > and & as \\u003c, \\u003e, \\u0026")
 	run := sharedSDKRun(t)
 	if run.report.ConfigFile == "" {
 		t.Fatal("the task has no CLEARML_CONFIG_FILE")
@@ -259,7 +257,6 @@ var sdkForbiddenEnv = regexp.MustCompile(`^(CLEARML|TRAINS)_(API_ACCESS_KEY|API_
 // variables and no agent-internal ones, and the SDK still logs in (with
 // the config file only).
 func TestSDKTaskEnvironmentSecrets(t *testing.T) {
-	sdkPending(t, "CLEARML_TEST_SDK_SECRETS", "issue 11 §5: the task's environment carries CLEARML_API_ACCESS_KEY/SECRET_KEY, their TRAINS_ twins and CLEARML_AGENT_DAEMON_CHILD")
 	rig := newSDKRig(t)
 	// The agent's credentials and host come from its clearml.conf only.
 	rig.appendConf(t, fmt.Sprintf("api { api_server: %s, credentials { access_key: %s, secret_key: %s } }",
@@ -304,7 +301,6 @@ func TestSDKTaskEnvironmentSecrets(t *testing.T) {
 // server, and its whole process tree must be gone within
 // agent.abort_grace_period_sec (default 10 s) of the abort.
 func TestSDKAbortKeepsReports(t *testing.T) {
-	sdkPending(t, "CLEARML_TEST_SDK_ABORT", "issue 11 §3: SIGTERM to the process group kills the SDK's reporter subprocess first while the main process ignores SIGTERM, so the task lives until SIGKILL and loses what it reported meanwhile")
 	const grace = 10 * time.Second // agent.abort_grace_period_sec default
 	rig := newSDKRig(t)
 	countFile := filepath.Join(t.TempDir(), "count")

@@ -265,15 +265,6 @@ func sdkScalars(s *fakeserver.Server, id, metric, variant string) map[int64]floa
 	return out
 }
 
-// sdkPending skips a test that pins a fix not made yet, unless the named
-// variable is set to 1: then it runs (and is expected to fail until then).
-func sdkPending(t *testing.T, envVar, reason string) {
-	t.Helper()
-	if os.Getenv(envVar) != "1" {
-		t.Skipf("%s (run it with %s=1)", reason, envVar)
-	}
-}
-
 // taskProcs lists the live (non-zombie) processes whose environment holds
 // CLEARML_TASK_ID=id: the task's whole tree, even processes that left its
 // process group.

@@ -249,20 +249,31 @@ func (w statusWriter) requeue(ctx context.Context, queueID, taskID string) error
 // finalStatus is what a task gets when its process exited with code:
 // the console's last line, and the status action ("" for none: the task
 // was stopped because a user changed its status), reason and force.
-// stopReason is why the monitor stopped it; userAbort, a signal to us.
-func finalStatus(code int, stopReason string, userAbort bool) (msg, action, reason string, force bool) {
+// stopReason is why the monitor stopped it; cause, why the agent did.
+func finalStatus(code int, stopReason string, cause stopCause) (msg, action, reason string, force bool) {
 	switch {
 	case stopReason == "stopped":
 		return "Process aborted by user", "stopped", "task was stopped by tasks.stop", false
 	case stopReason != "":
 		return "Process stopped: task " + stopReason, "", "", false
-	case userAbort || code == -2 || code == 254:
+	case cause == stopShutdown:
+		return "Process terminated: the agent was shut down", "stopped", shutdownReason, true
+	case cause == stopDaemonDied:
+		return "Process terminated: the agent daemon died", "failed", daemonDiedReason, true
+	case cause == stopUser || code == -2 || code == 254:
 		return "Process terminated by user", "stopped", "user abort", true
 	case code == 0:
 		return "Process completed successfully", "completed", "worker execution done", false
 	}
 	return fmt.Sprintf("Process failed, exit code %d", code), "failed", exitCodeReason(code), false
 }
+
+// The status reasons of a task the agent ended without a user asking:
+// distinct from "user abort", so that the UI says what happened.
+const (
+	shutdownReason   = "agent shutdown: the clearml-agent running the task was stopped"
+	daemonDiedReason = "the agent daemon died (killed or crashed) while the task ran; the task was ended with it"
+)
 
 // exitCodeReason is the status reason of a task whose process failed.
 func exitCodeReason(code int) string { return fmt.Sprintf("worker execution exit code %d", code) }
@@ -295,10 +306,10 @@ func leftUnfinished(status string, claimedBefore bool) bool {
 }
 
 // settleUnfinished gives a task the process left unfinished its final
-// status: stopped ("user abort") when the run was aborted by a signal to
-// the agent, else failed with reason. It returns the action taken ("" for
-// none) and the error of setting it.
-func (w statusWriter) settleUnfinished(ctx context.Context, taskID string, claimedBefore, userAbort bool, reason string) (string, error) {
+// status: by cause when the agent stopped the run (see finalStatus), else
+// failed with reason. It returns the action taken ("" for none) and the
+// error of setting it.
+func (w statusWriter) settleUnfinished(ctx context.Context, taskID string, claimedBefore bool, cause stopCause, reason string) (string, error) {
 	var r struct {
 		Tasks []struct {
 			Status string `json:"status"`
@@ -309,8 +320,8 @@ func (w statusWriter) settleUnfinished(ctx context.Context, taskID string, claim
 		return "", nil
 	}
 	action := "failed"
-	if userAbort {
-		action, reason = "stopped", "user abort"
+	if cause != stopNone {
+		_, action, reason, _ = finalStatus(-1, "", cause)
 	}
 	return action, w.set(ctx, action, taskID, reason, true)
 }
