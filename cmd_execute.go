@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -421,6 +422,10 @@ func (x *execution) closeLog() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), x.budget)
 	defer cancel()
+	// A signal during the final flush ends the wait: the lines left stay in
+	// the spool file (a signal that stopped the task was taken already).
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	if err := x.shipper.Close(ctx); err != nil {
 		fmt.Fprintf(x.stdout, "clearml_agent: Warning: %v\n", err)
 	}

@@ -106,7 +106,6 @@ func TestExecuteConsoleRefused413(t *testing.T) {
 // deliver the last console lines (events.add_batch hangs) ends the wait at
 // once; the task still gets its final status.
 func TestExecuteSignalDuringConsoleFlush(t *testing.T) {
-	t.Skip("needs cmd_execute change: closeLog's context must be cancelled on SIGTERM/SIGINT (see the i-12a report)")
 	s := startServer(t)
 	marker := filepath.Join(t.TempDir(), "done")
 	repo, _ := makeTaskRepo(t, map[string]string{"train.py": twentyEightLines})
