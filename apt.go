@@ -38,7 +38,7 @@ func newContainerApt(env envLookup, log io.Writer) *containerApt {
 func (a *containerApt) install(ctx context.Context, why string, pkgs ...string) error {
 	fmt.Fprintf(a.log, "clearml-agent: the image lacks %s; installing %s with apt-get\n", why, strings.Join(pkgs, " "))
 	run := func(args ...string) error {
-		cmd := exec.CommandContext(ctx, "apt-get", args...)
+		cmd := setupCmd(ctx, "apt-get", args...)
 		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
 		cmd.Stdout, cmd.Stderr = a.log, a.log
 		cmd.WaitDelay = 5 * time.Second

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -134,7 +133,7 @@ func (b *buildCmd) installGlobal(ctx context.Context, cfg *agentConfig, task *ta
 	f.WriteString(strings.Join(reqs, "\n") + "\n")
 	f.Close()
 	fmt.Fprintf(cx.stdout, "Installing the task's packages globally into %s\n", in.real)
-	cmd := exec.CommandContext(ctx, in.real, "-m", "pip", "install", "-r", f.Name())
+	cmd := setupCmd(ctx, in.real, "-m", "pip", "install", "-r", f.Name())
 	cmd.Env = append(os.Environ(), "PIP_BREAK_SYSTEM_PACKAGES=1")
 	cmd.Stdout, cmd.Stderr = cx.stdout, cx.stdout
 	if err := cmd.Run(); err != nil {

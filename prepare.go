@@ -241,7 +241,7 @@ func (p *preparer) customBuild(ctx context.Context, root string, src gitSource, 
 		argv = []string{"bash", script}
 	}
 	fmt.Fprintf(p.log, "Running the custom build script %s\n", script)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd := setupCmd(ctx, argv[0], argv[1:]...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CLEARML_CUSTOM_BUILD_TASK_CONFIG_JSON="+taskJSON, "CLEARML_TASK_SCRIPT_ENTRY="+src.entryPoint,
 		"CLEARML_TASK_WORKING_DIR="+src.workingDir, "CLEARML_VENV_PATH="+venvDir, "CLEARML_GIT_ROOT="+root, "CLEARML_CUSTOM_BUILD_OUTPUT="+output)

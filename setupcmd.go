@@ -3,7 +3,7 @@ package main
 // Setup subprocesses: what the agent runs to prepare a task (git, python
 // and pip for venvs, the docker CLI, build scripts) starts through
 // setupCmd. Each runs in its own process group and, on Linux, gets SIGKILL
-// from the kernel when the agent dies (setupcmd_linux.go), so a killed
+// from the kernel when the agent dies (childSysProcAttr), so a killed
 // agent leaves no pip writing into a venv-cache entry that the next run
 // rebuilds. Cancelling the context kills the whole group, not just the
 // leader: pip building an sdist, or git running ssh, has children of its own.
@@ -24,7 +24,7 @@ const setupWaitDelay = 5 * time.Second
 // setupCmd is exec.CommandContext for a setup subprocess.
 func setupCmd(ctx context.Context, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.SysProcAttr = setupSysProcAttr()
+	cmd.SysProcAttr = childSysProcAttr(syscall.SIGKILL)
 	cmd.Cancel = func() error { return killSetupGroup(cmd) }
 	cmd.WaitDelay = setupWaitDelay
 	return cmd
