@@ -26,6 +26,9 @@ type executeCmd struct{ taskOptions }
 func (e *executeCmd) flags(t *flagTable) { e.taskOptions.register(t) }
 
 func (e *executeCmd) run(cx *cmdContext) error {
+	if err := dockerEngineFlags(&e.docker, &e.podman); err != nil {
+		return err
+	}
 	cfg, c, workerID, err := cx.connect(clientOptions{interactive: true}, true)
 	if err != nil {
 		return err
@@ -203,13 +206,23 @@ func supervise(proc *taskProcess, abort <-chan string, sigs <-chan os.Signal, lo
 // container that ends without a final status fails the task.
 func (e *executeCmd) runDocker(cx *cmdContext, cfg *agentConfig, c *apiClient, workerID string, sigs <-chan os.Signal) error {
 	ctx := context.Background()
+	noGPU, err := dockerCheckGPUs(e.workerFlags, cx.stdout)
+	if err != nil {
+		return err
+	}
+	e.cpuOnly = e.cpuOnly || noGPU
 	task, err := findTask(ctx, c, e.id)
 	if err != nil {
 		return err
 	}
-	o := dockerRunOptions{task: e.taskOptions, workerID: workerID, debug: cx.global.debug}
+	o := dockerRunOptions{task: e.taskOptions, workerID: workerID, debug: cx.global.debug, api: c, queueID: task.Execution.Queue}
 	run, err := dockerTaskArgv(cfg, task, o)
 	if err != nil {
+		// Nothing started: the task fails with the reason in its log.
+		dockerTaskLog(c, task.ID, workerID, cx.stdout, "clearml_agent: ERROR: "+err.Error())
+		if !e.clone && !e.disableMonitoring {
+			(statusWriter{c, workerID}).settleUnfinished(withBudget(ctx, time.Minute), task.ID, false, false, oneLine(err.Error()))
+		}
 		return err
 	}
 	defer run.cleanup()
@@ -218,22 +231,23 @@ func (e *executeCmd) runDocker(cx *cmdContext, cfg *agentConfig, c *apiClient, w
 	if img.isDefault {
 		def = "default "
 	}
-	fmt.Fprintf(out, "Running Task %s inside %sdocker: %s arguments: %s\n", task.ID, def, img.image, dockerPythonList(img.args))
+	fmt.Fprintf(out, "Running Task %s inside %sdocker: %s arguments: %s\n", task.ID, def, img.image, dockerPythonList(dockerMaskArgs(img.args, dockerHiddenNames(cfg), dockerEmbeddedURLs(cfg), nil)))
 	if s := strings.TrimSpace(img.setupScript); s != "" {
 		fmt.Fprintf(out, "custom_setup_bash_script:\n%s\n", s)
 	}
+	run.announce(c, task.ID, workerID, out)
 	if cfg.boolean("agent.docker_force_pull", false) {
-		dockerPull(ctx, img.image, out)
+		dockerPull(ctx, run.engine, img.image, out)
 	}
 	fmt.Fprintf(out, "Executing: %s\n", dockerLoggedCommand(cfg, run.argv))
-	proc, err := startTaskProcess(run.argv, "", os.Environ(), out)
+	proc, err := startTaskProcess(run.argv, "", run.environ(os.Environ()), out)
 	if err != nil {
-		return fmt.Errorf("cannot run docker: %w", err)
+		return fmt.Errorf("cannot run %s: %w", run.engine, err)
 	}
 	grace := abortGrace(cfg)
-	code, _, userAbort := supervise(proc, nil, sigs, out, "container "+name, func() { dockerStop(context.Background(), name, grace) })
-	if !o.debug {
-		dockerRemove(context.Background(), name)
+	code, _, userAbort := supervise(proc, nil, sigs, out, "container "+name, func() { dockerStop(context.Background(), run.engine, name, grace) })
+	if !o.debug && !run.keep {
+		dockerRemove(context.Background(), run.engine, name)
 	}
 	if !e.clone && !e.disableMonitoring {
 		// The execute inside claims the task: queued or created, it never ran.

@@ -145,7 +145,7 @@ func TestDockerCleanupStaleContainers(t *testing.T) {
 		t.Fatalf("docker create: %v %s", err, out)
 	}
 	var log strings.Builder
-	cleanupStaleContainers(context.Background(), wid, &log)
+	cleanupStaleContainers(context.Background(), "docker", wid, &log)
 	left, _ := exec.Command("docker", "ps", "-a", "-q", "--filter", "label="+dockerLabelParent+"="+wid).Output()
 	if strings.TrimSpace(string(left)) != "" || !strings.Contains(log.String(), "removing container") {
 		t.Errorf("left %q; log %q", left, log.String())

@@ -29,6 +29,8 @@ type childTask struct {
 	// removes its temp files.
 	container string
 	cleanup   func()
+	engine    string    // the container's CLI (docker, podman)
+	keep      bool      // the container has a restart policy: not removed
 	lease     *gpuLease // --dynamic-gpus: the task's GPUs
 }
 
@@ -347,6 +349,7 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 	o, wid, inner := s.childOptions(taskID, lease)
 	child = &childTask{taskID: taskID, queueID: queueID, done: make(chan struct{}), cleanup: func() {}, lease: lease}
 	var cmd *exec.Cmd
+	var cliEnv []string // docker mode: the secrets, for the CLI's environment
 	switch {
 	case s.childCommand != nil:
 		cmd = s.childCommand(taskID)
@@ -356,21 +359,24 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 			return nil, err
 		}
 		run, err := dockerTaskArgv(s.cfg, task, dockerRunOptions{task: o, workerID: wid, parentWorkerID: s.workerID,
-			servicesMode: s.maxRun != 1, workerTags: shellJoin(s.tags), env: inner, debug: s.opts.global.debug})
+			servicesMode: s.maxRun != 1, workerTags: shellJoin(s.tags), env: inner, debug: s.opts.global.debug, api: s.api, queueID: queueID})
 		if err != nil {
+			dockerTaskLog(s.api, taskID, wid, s.log, "clearml_agent: ERROR: "+err.Error())
 			return nil, err
 		}
+		run.announce(s.api, taskID, wid, s.log)
 		s.logf("Executing: %s", dockerLoggedCommand(s.cfg, run.argv))
 		cmd = exec.Command(run.argv[0], run.argv[1:]...)
-		child.container, child.cleanup = run.name, run.cleanup
+		child.container, child.cleanup, child.engine, child.keep = run.name, run.cleanup, run.engine, run.keep
+		cliEnv = run.cliEnv
 	default:
 		if o.cpuOnly {
 			o.gpus = ""
 		}
-		o.docker = listFlag{}
+		o.docker, o.podman = listFlag{}, listFlag{}
 		cmd = exec.Command(self, executeArgv(s.opts.global, o)...)
 	}
-	cmd.Env = s.childEnv(o, wid, inner, ownerToken)
+	cmd.Env = append(s.childEnv(o, wid, inner, ownerToken), cliEnv...)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	cmd.SysProcAttr = childSysProcAttr(syscall.SIGTERM)
 	if err := cmd.Start(); err != nil {
@@ -450,8 +456,8 @@ func (s *scheduler) watchChild(ctx context.Context, child *childTask) {
 		child.lease.release()
 	}
 	if child.container != "" {
-		if !s.opts.global.debug {
-			dockerRemove(context.Background(), child.container)
+		if !s.opts.global.debug && !child.keep {
+			dockerRemove(context.Background(), child.engine, child.container)
 		}
 		child.cleanup()
 	}
@@ -593,7 +599,7 @@ func (s *scheduler) drain(grace time.Duration, again <-chan os.Signal) {
 	for _, c := range children {
 		if c.container != "" {
 			// Signalling the docker client would leave the container running.
-			go dockerStop(context.Background(), c.container, stopGrace)
+			go dockerStop(context.Background(), c.engine, c.container, stopGrace)
 		} else {
 			c.cmd.Process.Signal(syscall.SIGTERM)
 		}
