@@ -59,9 +59,10 @@ type dockerRunOptions struct {
 
 	// api reads what the templates and the restart selector need from the
 	// server, only when they need it; nil: taskInfo only (tests).
-	api      *apiClient
-	queueID  string         // the queue the task came from ("" : the task's execution.queue)
-	taskInfo map[string]any // the task's document, when the caller has it
+	api       *apiClient
+	queueID   string         // the queue the task came from ("" : the task's execution.queue)
+	queueName string         // its name, when the caller knows it ("": asked of the server when a template needs it)
+	taskInfo  map[string]any // the task's document, when the caller has it
 	// imageUser is who the image runs as, when known (tests); nil: asked of the engine.
 	imageUser *dockerImageUser
 }
@@ -399,6 +400,9 @@ func dockerTaskArgv(cfg *agentConfig, task *taskDoc, o dockerRunOptions) (*docke
 	}
 	b := &dockerBuild{cfg: cfg, task: task, o: o, img: img, bin: bin,
 		vars: &dockerTaskVars{api: o.api, cfg: cfg, task: task, queueID: o.queueID, workerID: o.workerID, doc: o.taskInfo}}
+	if o.queueID != "" && o.queueName != "" {
+		b.vars.names = map[string]string{"queues" + o.queueID: o.queueName}
+	}
 	parent := tempDirFor(cfg)
 	if inContainer {
 		// The engine runs on the host: the run's files must be in the shared folder.
