@@ -29,6 +29,13 @@ func (e *executeCmd) run(cx *cmdContext) error {
 	if err := dockerEngineFlags(&e.docker, &e.podman); err != nil {
 		return err
 	}
+	if e.docker.set {
+		noGPU, err := dockerCheckGPUs(e.workerFlags, cx.stdout)
+		if err != nil {
+			return err
+		}
+		e.cpuOnly = e.cpuOnly || noGPU
+	}
 	cfg, c, workerID, err := cx.connect(clientOptions{interactive: true}, true)
 	if err != nil {
 		return err
@@ -206,11 +213,6 @@ func supervise(proc *taskProcess, abort <-chan string, sigs <-chan os.Signal, lo
 // container that ends without a final status fails the task.
 func (e *executeCmd) runDocker(cx *cmdContext, cfg *agentConfig, c *apiClient, workerID string, sigs <-chan os.Signal) error {
 	ctx := context.Background()
-	noGPU, err := dockerCheckGPUs(e.workerFlags, cx.stdout)
-	if err != nil {
-		return err
-	}
-	e.cpuOnly = e.cpuOnly || noGPU
 	task, err := findTask(ctx, c, e.id)
 	if err != nil {
 		return err

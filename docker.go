@@ -72,8 +72,9 @@ type dockerImage struct {
 	image       string
 	args        []string
 	setupScript string
-	isDefault   bool // the agent's image, not the task's
-	fromTask    bool // args are the task's: the policy checks them
+	isDefault   bool   // the agent's image, not the task's
+	fromTask    bool   // args are the task's: the policy checks them
+	argsText    string // the task's arguments as it wrote them
 	// writeBack: the task named no image, so the one it runs in is written
 	// back to it (agent.default_docker.update_back_task).
 	writeBack bool
@@ -164,7 +165,7 @@ func dockerChooseImage(cfg *agentConfig, task *taskDoc, o dockerRunOptions) (doc
 	d.image, d.args = dockerAgentDefault(cfg, o)
 	d.isDefault = true
 	if len(taskArgs) > 0 {
-		d.args, d.fromTask = taskArgs, true
+		d.args, d.fromTask, d.argsText = taskArgs, true, strings.TrimSpace(targs)
 	}
 	d.writeBack = ti == "" && !override
 	if d.image == "" {
@@ -452,7 +453,7 @@ func (b *dockerBuild) build() error {
 	}
 	argv = append(append(argv, b.img.image), b.entry(sshCopied)...)
 	if b.img.writeBack && b.cfg.boolean("agent.default_docker.update_back_task", true) {
-		b.run.writeBack = map[string]string{"image": b.img.image, "arguments": shellJoin(b.img.args), "setup_shell_script": b.img.setupScript}
+		b.run.writeBack = map[string]string{"image": b.img.image, "arguments": cmp.Or(b.img.argsText, shellJoin(b.img.args)), "setup_shell_script": b.img.setupScript}
 	}
 	return b.secretsOff(argv)
 }
