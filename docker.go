@@ -34,6 +34,9 @@ const (
 	dockerLabelWorker = "clearml-worker-id"
 	dockerLabelParent = "clearml-parent-worker-id"
 	dockerLabelTask   = "clearml-task-id"
+	// dockerLabelRestart marks a container with a restart policy
+	// (CLEARML_AGENT_SERVICES_DOCKER_RESTART): it outlives the agent.
+	dockerLabelRestart = "clearml-restart-policy"
 )
 
 // dockerRunOptions are the caller's choices for one container.
@@ -465,8 +468,9 @@ func (b *dockerBuild) build() error {
 func (b *dockerBuild) runArgs(imageUser dockerImageUser) (argv []string, innerNV string, err error) {
 	env, o := b.cfg.env, b.o
 	argv = []string{b.run.engine, "run"}
-	if pol := b.restartPolicy(); pol != "" {
-		argv = append(argv, "--restart", pol)
+	restart := b.restartPolicy()
+	if restart != "" {
+		argv = append(argv, "--restart", restart)
 		b.run.keep = true
 	}
 	gpuFlag, inner := dockerGPUs(env, o.task.gpus, o.task.cpuOnly, b.run.engine)
@@ -480,6 +484,9 @@ func (b *dockerBuild) runArgs(imageUser dockerImageUser) (argv []string, innerNV
 	}
 	argv = append(argv, args...)
 	argv = append(argv, "-l", dockerLabelWorker+"="+o.workerID, "-l", dockerLabelParent+"="+o.parentWorkerID, "-l", dockerLabelTask+"="+b.task.ID)
+	if restart != "" {
+		argv = append(argv, "-l", dockerLabelRestart+"="+restart)
+	}
 	for _, l := range strings.Fields(firstEnv(env, "CLEARML_AGENT_EXTRA_DOCKER_LABELS")) {
 		argv = append(argv, "-l", l)
 	}

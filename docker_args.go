@@ -186,7 +186,9 @@ func (b *dockerBuild) containerArgs(imageUser dockerImageUser) ([]string, error)
 	b.apt = slices.ContainsFunc(parseDockerOpts(merged), func(o dockerOpt) bool {
 		return o.Name == "env" && (strings.HasPrefix(o.Value, "CLEARML_APT_INSTALL=") || strings.HasPrefix(o.Value, "TRAINS_APT_INSTALL="))
 	})
-	if b.host != nil {
+	// In a container (the host mount, or a Kubernetes pod, as the reference
+	// decides) the task container joins the agent's network.
+	if b.host != nil || firstEnv(env, "KUBERNETES_SERVICE_HOST") != "" && firstEnv(env, "KUBERNETES_PORT") != "" {
 		if nw := dockerJoinNetwork(parseDockerOpts(merged), dockerOwnNetworkMode(b.run.engine)); nw != "" {
 			merged = append(merged, "--network", nw)
 		}

@@ -283,7 +283,8 @@ func TestDockerRestartSelector(t *testing.T) {
 		if i := slices.Index(r.argv, "--restart"); i > 0 {
 			restart = r.argv[i+1]
 		}
-		if restart != tt.restart || rm == (tt.restart != "") || r.keep != (tt.restart != "") || !strings.Contains(r.notesText(), tt.note) {
+		labelled := strings.Contains(r.text(), "-l clearml-restart-policy="+tt.restart+" ")
+		if restart != tt.restart || rm == (tt.restart != "") || r.keep != (tt.restart != "") || labelled != (tt.restart != "") || !strings.Contains(r.notesText(), tt.note) {
 			t.Errorf("%s: --restart %q, --rm %v, keep %v\n%s", tt.value, restart, rm, r.keep, r.notesText())
 		}
 	}

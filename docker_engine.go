@@ -109,16 +109,18 @@ func dockerRemove(ctx context.Context, engine, name string) {
 }
 
 // cleanupStaleContainers removes the containers a previous run of this
-// worker left behind (found by label), so a restart starts clean.
+// worker left behind (found by label), so a restart starts clean; those
+// with a restart policy are meant to outlive it and stay.
 func cleanupStaleContainers(ctx context.Context, engine, workerID string, log io.Writer) {
-	out, err := engineCmd(ctx, engine, "ps", "-a", "-q", "--filter", "label="+dockerLabelParent+"="+workerID)
+	out, err := engineCmd(ctx, engine, "ps", "-a", "--filter", "label="+dockerLabelParent+"="+workerID,
+		"--format", `{{.ID}} {{.Label "`+dockerLabelRestart+`"}}`)
 	if err != nil {
 		return
 	}
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
-		id := strings.TrimSpace(sc.Text())
-		if id == "" {
+		id, restart, _ := strings.Cut(strings.TrimSpace(sc.Text()), " ")
+		if id == "" || strings.TrimSpace(restart) != "" {
 			continue
 		}
 		if log != nil {
