@@ -282,6 +282,8 @@ func (r dockerRefusal) String() string {
 	s := fmt.Sprintf("clearml-agent: refused the task's docker argument %q: %s", strings.Join(r.Opt.Tokens, " "), r.Reason)
 	if r.Allow != "" {
 		s += fmt.Sprintf(`; to allow it add %q to agent.docker_args_allow`, r.Allow)
+	} else {
+		s += " (agent.docker_args_allow cannot allow it: fix the task's container arguments)"
 	}
 	return s
 }
