@@ -163,9 +163,9 @@ func (b *buildCmd) buildImage(ctx context.Context, cx *cmdContext, cfg *agentCon
 		return err
 	}
 	defer run.cleanup()
-	defer dockerRemove(context.Background(), run.name)
+	defer dockerRemove(context.Background(), run.engine, run.name)
 	fmt.Fprintf(cx.stdout, "Building docker image %s for task %s from %s\nExecuting: %s\n", target, task.ID, run.img.image, dockerLoggedCommand(cfg, run.argv))
-	proc, err := startTaskProcess(run.argv, "", os.Environ(), cx.stdout)
+	proc, err := startTaskProcess(run.argv, "", run.environ(os.Environ()), cx.stdout)
 	if err != nil {
 		return fmt.Errorf("cannot run docker: %w", err)
 	}
@@ -185,7 +185,7 @@ func (b *buildCmd) buildImage(ctx context.Context, cx *cmdContext, cfg *agentCon
 	// -e values are kept by commit: blank the secret ones.
 	for _, k := range []string{"CLEARML_AGENT_GIT_USER", "CLEARML_AGENT_GIT_PASS", "CLEARML_AUTH_TOKEN"} {
 		for _, a := range run.argv {
-			if strings.HasPrefix(a, k+"=") {
+			if strings.HasPrefix(a, k+"=") || a == k { // -e NAME: its value is in the CLI's environment
 				commit = append(commit, "--change", "ENV "+k+"=")
 				break
 			}

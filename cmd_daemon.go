@@ -39,6 +39,8 @@ type daemonCmd struct {
 	status              bool
 	useOwnerToken       bool
 	drain               bool
+	podman              listFlag // --podman: docker mode with the podman CLI
+	noGPUHost           bool     // docker mode on a host without a GPU: containers without GPU flags
 
 	pool     []string       // --dynamic-gpus: the GPUs to hand out (--gpus)
 	gpuSpecs []gpuQueueSpec // --dynamic-gpus: what each queue's task takes
@@ -64,6 +66,7 @@ func (d *daemonCmd) flags(t *flagTable) {
 	registerPollingInterval(t, &d.pollingInterval)
 	d.workerFlags.register(t)
 	registerDocker(t, &d.docker)
+	registerPodman(t, &d.podman)
 	t.boolVar(&d.forceCurrentVersion, "force-current-version", "", "Use this agent's version inside Docker (always true: the running binary is mounted)")
 }
 
@@ -75,10 +78,17 @@ func (d *daemonCmd) run(cx *cmdContext) error {
 	if err != nil {
 		return err
 	}
+	if err := dockerEngineFlags(&d.docker, &d.podman); err != nil {
+		return err
+	}
 	if d.docker.set && !d.stop.set && !d.status {
 		// Else every task pulled would fail to start: refuse now, as the reference.
-		if _, err := exec.LookPath("docker"); err != nil {
-			return &exitError{code: 1, msg: "--docker: the docker command is not on PATH; install Docker (or its CLI), or run the daemon without --docker"}
+		engine := (taskOptions{podman: d.podman}).engine()
+		if _, err := exec.LookPath(engine); err != nil {
+			return &exitError{code: 1, msg: fmt.Sprintf("--%s: the %s command is not on PATH; install it (or its CLI), or run the daemon without --%s", engine, engine, engine)}
+		}
+		if d.noGPUHost, err = dockerCheckGPUs(d.workerFlags, cx.stdout); err != nil {
+			return err
 		}
 	}
 	uptime, err := daemonSchedule(d.uptime.vals, d.downtime.vals, cfg, cx.stderr)
@@ -232,8 +242,8 @@ func (d *daemonCmd) startDetached(cx *cmdContext, cfg *agentConfig, reg *instanc
 // newScheduler sets up the poll loop for the worker's queues.
 func (d *daemonCmd) newScheduler(cx *cmdContext, cfg *agentConfig, c *apiClient, workerID string, log io.Writer,
 	queues []queueRef, uptime *activitySchedule) *scheduler {
-	child := taskOptions{workerFlags: d.workerFlags, standalone: d.standalone, docker: d.docker}
-	child.cpuOnly = d.cpuOnly || d.servicesMode.set // services mode implies CPU only
+	child := taskOptions{workerFlags: d.workerFlags, standalone: d.standalone, docker: d.docker, podman: d.podman}
+	child.cpuOnly = d.cpuOnly || d.servicesMode.set || d.noGPUHost // services mode implies CPU only
 	tags := d.childReportTags.vals
 	if len(tags) == 0 {
 		tags = shellSplitLoose(firstEnv(cfg.env, "CLEARML_WORKER_TAGS"))
@@ -279,7 +289,7 @@ func (d *daemonCmd) serve(cx *cmdContext, s *scheduler, inst *agentInstance, sig
 	defer s.unregister(ids)
 	if d.docker.set {
 		// Containers a previous run of this worker left behind.
-		cleanupStaleContainers(context.Background(), workerID, s.log)
+		cleanupStaleContainers(context.Background(), s.opts.child.engine(), workerID, s.log)
 	}
 	notify := takeSDNotifier()
 	notify.ready()

@@ -26,6 +26,16 @@ type executeCmd struct{ taskOptions }
 func (e *executeCmd) flags(t *flagTable) { e.taskOptions.register(t) }
 
 func (e *executeCmd) run(cx *cmdContext) error {
+	if err := dockerEngineFlags(&e.docker, &e.podman); err != nil {
+		return err
+	}
+	if e.docker.set {
+		noGPU, err := dockerCheckGPUs(e.workerFlags, cx.stdout)
+		if err != nil {
+			return err
+		}
+		e.cpuOnly = e.cpuOnly || noGPU
+	}
 	cfg, c, workerID, err := cx.connect(clientOptions{interactive: true}, true)
 	if err != nil {
 		return err
@@ -246,9 +256,14 @@ func (e *executeCmd) runDocker(cx *cmdContext, cfg *agentConfig, c *apiClient, w
 	if err != nil {
 		return err
 	}
-	o := dockerRunOptions{task: e.taskOptions, workerID: workerID, debug: cx.global.debug}
+	o := dockerRunOptions{task: e.taskOptions, workerID: workerID, debug: cx.global.debug, api: c, queueID: task.Execution.Queue}
 	run, err := dockerTaskArgv(cfg, task, o)
 	if err != nil {
+		// Nothing started: the task fails with the reason in its log.
+		dockerTaskLog(c, task.ID, workerID, cx.stdout, "clearml_agent: ERROR: "+err.Error())
+		if !e.clone && !e.disableMonitoring {
+			(statusWriter{c, workerID}).settleUnfinished(withBudget(ctx, time.Minute), task.ID, false, stopNone, oneLine(err.Error()))
+		}
 		return err
 	}
 	defer run.cleanup()
@@ -257,24 +272,25 @@ func (e *executeCmd) runDocker(cx *cmdContext, cfg *agentConfig, c *apiClient, w
 	if img.isDefault {
 		def = "default "
 	}
-	fmt.Fprintf(out, "Running Task %s inside %sdocker: %s arguments: %s\n", task.ID, def, img.image, dockerPythonList(img.args))
+	fmt.Fprintf(out, "Running Task %s inside %sdocker: %s arguments: %s\n", task.ID, def, img.image, dockerPythonList(dockerMaskArgs(img.args, dockerHiddenNames(cfg), dockerEmbeddedURLs(cfg), nil)))
 	if s := strings.TrimSpace(img.setupScript); s != "" {
 		fmt.Fprintf(out, "custom_setup_bash_script:\n%s\n", s)
 	}
+	run.announce(c, task.ID, workerID, out)
 	if cfg.boolean("agent.docker_force_pull", false) {
-		dockerPull(ctx, img.image, out)
+		dockerPull(ctx, run.engine, img.image, out)
 	}
 	fmt.Fprintf(out, "Executing: %s\n", dockerLoggedCommand(cfg, run.argv))
-	proc, err := startTaskProcess(run.argv, "", os.Environ(), out)
+	proc, err := startTaskProcess(run.argv, "", run.environ(os.Environ()), out)
 	if err != nil {
-		return fmt.Errorf("cannot run docker: %w", err)
+		return fmt.Errorf("cannot run %s: %w", run.engine, err)
 	}
 	grace := abortGrace(cfg)
 	code, _, cause := supervise(proc, nil, req, out, "container "+name, func(c stopCause) {
-		dockerStopTask(name, c, c.taskGrace(grace)+shutdownFlushBudget+time.Second, proc.done)
+		dockerStopTask(run.engine, name, c, c.taskGrace(grace)+shutdownFlushBudget+time.Second, proc.done)
 	})
-	if !o.debug {
-		dockerRemove(context.Background(), name)
+	if !o.debug && !run.keep {
+		dockerRemove(context.Background(), run.engine, name)
 	}
 	if !e.clone && !e.disableMonitoring {
 		// The execute inside claims the task: queued or created, it never ran.

@@ -6,26 +6,18 @@ package main
 // container's python builds the venv, as on the host.
 
 import (
-	"bufio"
-	"bytes"
 	"cmp"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
+	"path"
 	"path/filepath"
-	"regexp"
-	"slices"
 	"sort"
 	"strings"
-	"time"
 )
 
 // Paths inside the container.
@@ -41,12 +33,15 @@ const (
 	dockerLabelWorker = "clearml-worker-id"
 	dockerLabelParent = "clearml-parent-worker-id"
 	dockerLabelTask   = "clearml-task-id"
+	// dockerLabelRestart marks a container with a restart policy
+	// (CLEARML_AGENT_SERVICES_DOCKER_RESTART): it outlives the agent.
+	dockerLabelRestart = "clearml-restart-policy"
 )
 
 // dockerRunOptions are the caller's choices for one container.
 type dockerRunOptions struct {
 	// task are the options of the execute inside; their --docker values
-	// pick the image, their GPUs the container's.
+	// pick the image, their GPUs the container's, --podman the engine.
 	task           taskOptions
 	forceDocker    bool              // the agent's image wins over the task's
 	workerID       string            // the worker running the task (CLEARML_WORKER_ID inside)
@@ -63,6 +58,15 @@ type dockerRunOptions struct {
 	noCacheMounts bool
 	// agentMount is where the binary is mounted; default dockerAgentPath.
 	agentMount string
+
+	// api reads what the templates and the restart selector need from the
+	// server, only when they need it; nil: taskInfo only (tests).
+	api       *apiClient
+	queueID   string         // the queue the task came from ("" : the task's execution.queue)
+	queueName string         // its name, when the caller knows it ("": asked of the server when a template needs it)
+	taskInfo  map[string]any // the task's document, when the caller has it
+	// imageUser is who the image runs as, when known (tests); nil: asked of the engine.
+	imageUser *dockerImageUser
 }
 
 // dockerImage is the chosen image with its arguments.
@@ -70,7 +74,12 @@ type dockerImage struct {
 	image       string
 	args        []string
 	setupScript string
-	isDefault   bool // the agent's image, not the task's
+	isDefault   bool   // the agent's image, not the task's
+	fromTask    bool   // args are the task's: the policy checks them
+	argsText    string // the task's arguments as it wrote them
+	// writeBack: the task named no image, so the one it runs in is written
+	// back to it (agent.default_docker.update_back_task).
+	writeBack bool
 }
 
 // dockerSplit splits a --docker value list: one value with spaces is
@@ -124,162 +133,48 @@ func dockerAgentDefault(cfg *agentConfig, o dockerRunOptions) (string, []string)
 
 // dockerChooseImage applies the precedence: the task's container, then
 // --docker, then agent.default_docker; --force-docker and
-// agent.disable_task_docker_override make the agent's choice win.
+// agent.disable_task_docker_override make the agent's choice win. The
+// task's image field is one image reference, nothing else; a task that
+// names arguments but no image keeps its arguments (issue 14: the
+// reference uses its default arguments then).
 func dockerChooseImage(cfg *agentConfig, task *taskDoc, o dockerRunOptions) (dockerImage, error) {
-	ti, targs := task.Container.Image, task.Container.Arguments
-	if ti == "" && task.Execution.DockerCmd != "" {
-		var rest []string
-		ti, rest = dockerSplit([]string{task.Execution.DockerCmd})
-		targs = strings.Join(rest, " ")
+	ti, targs := strings.TrimSpace(task.Container.Image), task.Container.Arguments
+	if ti == "" && strings.TrimSpace(task.Execution.DockerCmd) != "" {
+		// The old API's "image args" in one field.
+		f, err := shlexSplit(task.Execution.DockerCmd)
+		if err != nil {
+			return dockerImage{}, fmt.Errorf("execution.docker_cmd of the task: %v", err)
+		}
+		ti, targs = f[0], shellJoin(f[1:])
 	}
 	d := dockerImage{setupScript: task.Container.SetupShellScript}
 	override := o.forceDocker || cfg.boolean("agent.disable_task_docker_override", false)
+	var taskArgs []string
+	if strings.TrimSpace(targs) != "" && !override {
+		a, err := shlexSplit(targs)
+		if err != nil {
+			return d, fmt.Errorf("container arguments of the task: %v", err)
+		}
+		taskArgs = a
+	}
 	if ti != "" && !override {
-		d.image = strings.TrimSpace(ti)
-		if f := strings.Fields(d.image); len(f) > 1 { // "image args" in the image field
-			d.image, d.args = f[0], f[1:]
+		if why := dockerImageRefError(ti); why != "" {
+			return d, fmt.Errorf("the task's container image: %s", why)
 		}
-		if strings.TrimSpace(targs) != "" {
-			a, err := shlexSplit(targs)
-			if err != nil {
-				return d, fmt.Errorf("container arguments of the task: %v", err)
-			}
-			d.args = append(d.args, a...)
-		}
+		d.image, d.args, d.fromTask = ti, taskArgs, true
 		return d, nil
 	}
 	d.image, d.args = dockerAgentDefault(cfg, o)
 	d.isDefault = true
+	if len(taskArgs) > 0 {
+		d.args, d.fromTask, d.argsText = taskArgs, true, strings.TrimSpace(targs)
+	}
+	d.writeBack = ti == "" && !override
 	if d.image == "" {
 		return d, errors.New("no docker image: set the task's container image, pass --docker IMAGE or set agent.default_docker.image")
 	}
 	return d, nil
 }
-
-// dockerFilterArgs keeps only the switches matching one of the regexes
-// (agent.docker_args_filters), with their value when it is a separate token.
-func dockerFilterArgs(args []string, filters []string) []string {
-	if len(filters) == 0 {
-		return args
-	}
-	var res []*regexp.Regexp
-	for _, f := range filters {
-		if re, err := regexp.Compile(f); err == nil {
-			res = append(res, re)
-		}
-	}
-	out := []string{}
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if !strings.HasPrefix(a, "-") {
-			continue
-		}
-		ok := false
-		for _, re := range res {
-			if re.MatchString(a) {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			continue
-		}
-		out = append(out, a)
-		if i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
-			i++
-			out = append(out, args[i])
-		}
-	}
-	return out
-}
-
-// dockerResolveEnv expands $VAR and ${VAR} in -e/--env values from env;
-// unknown variables are left as written.
-func dockerResolveEnv(args []string, env envLookup) []string {
-	out := append([]string(nil), args...)
-	for i := 0; i+1 < len(out); i++ {
-		if out[i] == "-e" || out[i] == "--env" {
-			i++
-			out[i] = dockerEnvVarPattern().ReplaceAllStringFunc(out[i], func(m string) string {
-				k := strings.Trim(m, "${}")
-				if v, ok := env(k); ok {
-					return v
-				}
-				return m
-			})
-		}
-	}
-	return out
-}
-
-// dockerSwitch is the name of a switch token ("--ipc=host" -> "ipc").
-func dockerSwitch(a string) string {
-	a = strings.TrimLeft(a, "-")
-	n, _, _ := strings.Cut(a, "=")
-	return n
-}
-
-// dockerArgGroups splits args into switch groups: a switch with its
-// separate value, or a lone token.
-func dockerArgGroups(args []string) [][]string {
-	var g [][]string
-	for i := 0; i < len(args); i++ {
-		grp := []string{args[i]}
-		if strings.HasPrefix(args[i], "-") && !strings.Contains(args[i], "=") && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
-			i++
-			grp = append(grp, args[i])
-		}
-		g = append(g, grp)
-	}
-	return g
-}
-
-// dockerMergeArgs combines task (or default) arguments with the agent's
-// extra arguments. The first list wins for the protected switches.
-func dockerMergeArgs(task, extra []string, extraFirst bool, protected []string) []string {
-	first, second := extra, task
-	if !extraFirst {
-		first, second = task, extra
-	}
-	prot := map[string]bool{}
-	for _, p := range protected {
-		prot[strings.TrimLeft(p, "-")] = true
-	}
-	seen := map[string]bool{}
-	for _, grp := range dockerArgGroups(first) {
-		if strings.HasPrefix(grp[0], "-") {
-			seen[dockerSwitch(grp[0])] = true
-		}
-	}
-	out := append([]string{}, first...)
-	for _, grp := range dockerArgGroups(second) {
-		if s := dockerSwitch(grp[0]); strings.HasPrefix(grp[0], "-") && prot[s] && seen[s] {
-			continue
-		}
-		out = append(out, grp...)
-	}
-	return out
-}
-
-// dockerGPUs is the --gpus flag and, when there is none (CPU only, or
-// CLEARML_DOCKER_SKIP_GPUS_FLAG), the NVIDIA_VISIBLE_DEVICES to pass with -e.
-func dockerGPUs(env envLookup, gpus string, cpuOnly bool) ([]string, string) {
-	m := map[string]string{}
-	for _, k := range []string{"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "KUBERNETES_SERVICE_HOST", "KUBERNETES_PORT"} {
-		if v := firstEnv(env, k); v != "" {
-			m[k] = v
-		}
-	}
-	gpuEnv(m, gpus, cpuOnly)
-	skip := firstEnv(env, "CLEARML_DOCKER_SKIP_GPUS_FLAG", "TRAINS_DOCKER_SKIP_GPUS_FLAG") != ""
-	flag, inner := dockerGPUArgs(func(k string) (string, bool) { v, ok := m[k]; return v, ok }, skip)
-	if flag != nil {
-		return flag, ""
-	}
-	return nil, inner
-}
-
-var dockerEnvVarPattern = lazyRegexp(`\$\{[A-Za-z_][A-Za-z0-9_]*\}|\$[A-Za-z_][A-Za-z0-9_]*`)
 
 var dockerNamePattern = lazyRegexp(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
 
@@ -338,8 +233,9 @@ var lazyFieldPattern = lazyRegexp(`\{[A-Za-z_][A-Za-z0-9_]*(:[^}]*)?\}`)
 
 // dockerContainerConfig is the configuration the inner agent reads: the
 // api (credentials) and sdk sections, the agent section without git
-// credentials (they go as env), and cache paths moved to the container's.
-func dockerContainerConfig(cfg *agentConfig) map[string]any {
+// credentials (they go as env), and cache paths moved to the container's
+// (in: docker_internal_mounts for the image's user).
+func dockerContainerConfig(cfg *agentConfig, in dockerInside) map[string]any {
 	plain, _ := hoconToPlain(cfg.root).(map[string]any)
 	out := map[string]any{}
 	for _, k := range []string{"api", "sdk", "agent", "environment", "files"} {
@@ -367,11 +263,11 @@ func dockerContainerConfig(cfg *agentConfig) map[string]any {
 		}
 		m[parts[len(parts)-1]] = v
 	}
-	set(out, "agent.venvs_dir", dockerRoot+"/.clearml/venvs-builds")
-	set(out, "agent.vcs_cache.path", dockerRoot+"/.clearml/vcs-cache")
-	set(out, "agent.pip_download_cache.path", dockerRoot+"/.clearml/pip-download-cache")
-	set(out, "agent.venvs_cache.path", dockerRoot+"/.clearml/venvs-cache")
-	set(out, "sdk.storage.cache.default_base_dir", "/clearml_agent_cache")
+	set(out, "agent.venvs_dir", in.venvBuild)
+	set(out, "agent.vcs_cache.path", in.vcsCache)
+	set(out, "agent.pip_download_cache.path", in.pipDownload)
+	set(out, "agent.venvs_cache.path", in.venvsCache)
+	set(out, "sdk.storage.cache.default_base_dir", in.sdkCache)
 	ssp := true
 	if v := firstEnv(cfg.env, "CLEARML_AGENT_FORCE_SYSTEM_SITE_PACKAGES"); v != "" {
 		ssp, _ = parseBoolText(v)
@@ -437,7 +333,7 @@ func dockerScriptLines(s string) []string {
 // GPUs are the container's, the log file the host's).
 func dockerInnerExecute(taskID string, o dockerRunOptions) []string {
 	in := o.task
-	in.id, in.docker, in.gpus, in.logFile = taskID, listFlag{}, "", ""
+	in.id, in.docker, in.podman, in.gpus, in.logFile = taskID, listFlag{}, listFlag{}, "", ""
 	in.fullMonitoring = in.fullMonitoring || o.servicesMode
 	in.optimization = min(in.optimization, 2)
 	return executeArgv(globalOpts{}, in)
@@ -445,21 +341,56 @@ func dockerInnerExecute(taskID string, o dockerRunOptions) []string {
 
 // dockerRun is one container to start.
 type dockerRun struct {
-	argv    []string // docker run ...
+	argv    []string // docker run ... (or podman run ...)
+	engine  string   // the CLI: "docker" or "podman"
+	cliEnv  []string // NAME=VALUE for the CLI's environment: the secrets, off the argv
 	img     dockerImage
 	name    string // the container's
+	keep    bool   // a restart policy: the container outlives the run (no --rm, not removed)
 	cleanup func() // removes its temp files (the config and ssh copies), once it ended
+
+	notes       []string          // lines for the task log: refused arguments, dropped mounts...
+	portMapping string            // host:container,... (the runtime's _external_host_tcp_port_mapping)
+	writeBack   map[string]string // the container to write back to the task (update_back_task); nil: none
 }
+
+// environ is the CLI's environment: the agent's, and the secret values
+// the argv names with `-e NAME`.
+func (r *dockerRun) environ(base []string) []string {
+	return append(append([]string(nil), base...), r.cliEnv...)
+}
+
+// dockerBuild is the state of preparing one container.
+type dockerBuild struct {
+	cfg  *agentConfig
+	task *taskDoc
+	o    dockerRunOptions
+	img  dockerImage
+	run  *dockerRun
+	tmp  string           // the run's private folder: config, ssh copy, env file
+	host *dockerHostMount // the agent runs in a container: the folder it shares with the host
+	bin  string           // the agent binary, as the agent sees it
+	user dockerImageUser  // who the container runs as
+	in   dockerInside     // paths inside the container
+	vars *dockerTaskVars  // the template variables
+	apt  bool             // the arguments set CLEARML_APT_INSTALL
+}
+
+func (b *dockerBuild) note(lines ...string) { b.run.notes = append(b.run.notes, lines...) }
 
 // dockerTaskArgv prepares the `docker run ...` that runs the agent's
 // `execute --id <task>` inside the container: run arguments, environment,
-// mounts, image, entry script.
+// mounts, image, entry script; the secrets go to the CLI's environment.
 func dockerTaskArgv(cfg *agentConfig, task *taskDoc, o dockerRunOptions) (*dockerRun, error) {
 	img, err := dockerChooseImage(cfg, task, o)
 	if err != nil {
 		return nil, err
 	}
 	bin, err := dockerHostAgent(cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	hm, inContainer, err := parseDockerHostMount(cfg.env)
 	if err != nil {
 		return nil, err
 	}
@@ -470,90 +401,106 @@ func dockerTaskArgv(cfg *agentConfig, task *taskDoc, o dockerRunOptions) (*docke
 			return nil, err
 		}
 	}
-	tmp, err := os.MkdirTemp(tempDirFor(cfg), "clearml-agent-docker-")
-	if err != nil {
+	b := &dockerBuild{cfg: cfg, task: task, o: o, img: img, bin: bin,
+		vars: &dockerTaskVars{api: o.api, cfg: cfg, task: task, queueID: o.queueID, workerID: o.workerID, doc: o.taskInfo}}
+	if o.queueID != "" && o.queueName != "" {
+		b.vars.names = map[string]string{"queues" + o.queueID: o.queueName}
+	}
+	parent := tempDirFor(cfg)
+	if inContainer {
+		// The engine runs on the host: the run's files must be in the shared folder.
+		b.host = &hm
+		parent = filepath.Join(hm.Local, ".clearml-agent", "tasks")
+		if err := os.MkdirAll(parent, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	if b.tmp, err = os.MkdirTemp(parent, "clearml-agent-docker-"); err != nil {
 		return nil, err
 	}
-	run := &dockerRun{img: img, name: o.name, cleanup: func() { os.RemoveAll(tmp) }}
-	argv, innerNV, err := dockerRunArgs(cfg, img, task.ID, o)
-	var mounts []string
-	var sshCopied bool
-	if err == nil {
-		mounts, sshCopied, err = dockerMounts(cfg, img, o, tmp, bin)
-	}
-	if err != nil {
-		run.cleanup()
+	b.run = &dockerRun{img: img, name: o.name, engine: o.task.engine(), cleanup: func() { os.RemoveAll(b.tmp) }}
+	if err := b.build(); err != nil {
+		b.run.cleanup()
 		return nil, err
 	}
-	argv = append(append(argv, dockerEnvArgs(cfg, img, task.ID, o, innerNV)...), mounts...)
-	if !o.debug && !slices.Contains(argv, "--restart") {
-		argv = append(argv, "--rm")
+	if b.run.keep {
+		// A restarted container mounts its config again.
+		b.run.cleanup = func() {}
 	}
-	run.argv = append(append(argv, img.image), dockerEntry(cfg, img, task, o, sshCopied)...)
-	return run, nil
+	return b.run, nil
 }
 
-// dockerRunArgs is `docker run` with the container's arguments: the
-// restart policy, the GPUs, the task's (or default) arguments merged with
-// the agent's extra ones, and the labels. innerNV is the
-// NVIDIA_VISIBLE_DEVICES to pass when there is no --gpus flag.
-func dockerRunArgs(cfg *agentConfig, img dockerImage, taskID string, o dockerRunOptions) (argv []string, innerNV string, err error) {
-	env := cfg.env
-	argv = []string{"docker", "run"}
-	if r := firstEnv(env, "CLEARML_AGENT_SERVICES_DOCKER_RESTART"); r != "" {
-		pol, _, _ := strings.Cut(r, ";")
-		argv = append(argv, "--restart", pol)
+// build assembles the command line.
+func (b *dockerBuild) build() error {
+	imageUser, err := b.imageUser()
+	if err != nil {
+		return err
 	}
-	gpuFlag, innerNV := dockerGPUs(env, o.task.gpus, o.task.cpuOnly)
+	argv, innerNV, err := b.runArgs(imageUser)
+	if err != nil {
+		return err
+	}
+	if b.user, err = b.effectiveUser(imageUser, argv[2:]); err != nil {
+		return err
+	}
+	b.in = dockerInsidePaths(b.cfg, b.user)
+	argv = append(argv, b.envArgs(innerNV)...)
+	mounts, sshCopied, err := b.mounts()
+	if err != nil {
+		return err
+	}
+	argv = append(argv, mounts...)
+	if !b.o.debug && !b.run.keep {
+		argv = append(argv, "--rm")
+	}
+	argv = append(append(argv, b.img.image), b.entry(sshCopied)...)
+	if b.img.writeBack && b.cfg.boolean("agent.default_docker.update_back_task", true) {
+		b.run.writeBack = map[string]string{"image": b.img.image, "arguments": cmp.Or(b.img.argsText, shellJoin(b.img.args)), "setup_shell_script": b.img.setupScript}
+	}
+	return b.secretsOff(argv)
+}
+
+// runArgs is `docker run` with the container's arguments: the restart
+// policy, the GPUs, the task's (or default) arguments merged with the
+// agent's extra ones, and the labels. innerNV is the
+// NVIDIA_VISIBLE_DEVICES to pass with -e ("" for none).
+func (b *dockerBuild) runArgs(imageUser dockerImageUser) (argv []string, innerNV string, err error) {
+	env, o := b.cfg.env, b.o
+	argv = []string{b.run.engine, "run"}
+	restart := b.restartPolicy()
+	if restart != "" {
+		argv = append(argv, "--restart", restart)
+		b.run.keep = true
+	}
+	gpuFlag, inner := dockerGPUs(env, o.task.gpus, o.task.cpuOnly, b.run.engine)
 	argv = append(argv, gpuFlag...)
-
-	// Task/default arguments, filtered, then merged with the agent's extras.
-	args := dockerFilterArgs(img.args, cfg.strList("agent.docker_args_filters"))
-	if f := firstEnv(env, "CLEARML_AGENT_DOCKER_ARGS_FILTERS"); f != "" {
-		args = dockerFilterArgs(args, strings.Fields(f))
+	if gpuFlag == nil || b.run.engine == "podman" || b.host != nil {
+		innerNV = inner
 	}
-	if cfg.boolean("agent.docker_allow_host_environ", false) {
-		args = dockerResolveEnv(args, env)
+	args, err := b.containerArgs(imageUser)
+	if err != nil {
+		return nil, "", err
 	}
-	var extra []string
-	if v := firstEnv(env, "CLEARML_AGENT_EXTRA_DOCKER_ARGS"); v != "" {
-		if extra, err = shlexSplit(v); err != nil {
-			return nil, "", fmt.Errorf("CLEARML_AGENT_EXTRA_DOCKER_ARGS: %w", err)
-		}
-	} else {
-		for _, a := range cfg.strList("agent.extra_docker_arguments") {
-			f, err := shlexSplit(a)
-			if err != nil {
-				return nil, "", fmt.Errorf("agent.extra_docker_arguments: %w", err)
-			}
-			extra = append(extra, f...)
-		}
+	argv = append(argv, args...)
+	argv = append(argv, "-l", dockerLabelWorker+"="+o.workerID, "-l", dockerLabelParent+"="+o.parentWorkerID, "-l", dockerLabelTask+"="+b.task.ID)
+	if restart != "" {
+		argv = append(argv, "-l", dockerLabelRestart+"="+restart)
 	}
-	if sock := firstEnv(env, "SSH_AUTH_SOCK"); sock != "" && !dockerSSHDisabled(cfg) {
-		extra = append(extra, "-v", sock+":"+sock, "-e", "SSH_AUTH_SOCK="+sock)
-	}
-	extra = dockerResolveEnv(extra, env)
-	protected := cfg.strList("agent.protected_docker_extra_args")
-	if _, ok := cfg.lookup("agent.protected_docker_extra_args"); !ok {
-		protected = []string{"privileged", "security-opt", "network", "ipc"}
-	}
-	argv = append(argv, dockerMergeArgs(args, extra, cfg.boolean("agent.docker_args_extra_precedes_task", true), protected)...)
-
-	argv = append(argv, "-l", dockerLabelWorker+"="+o.workerID, "-l", dockerLabelParent+"="+o.parentWorkerID, "-l", dockerLabelTask+"="+taskID)
 	for _, l := range strings.Fields(firstEnv(env, "CLEARML_AGENT_EXTRA_DOCKER_LABELS")) {
 		argv = append(argv, "-l", l)
 	}
 	return argv, innerNV, nil
 }
 
-// dockerEnvArgs are the container's -e variables.
-func dockerEnvArgs(cfg *agentConfig, img dockerImage, taskID string, o dockerRunOptions, innerNV string) []string {
-	env := cfg.env
+// envArgs are the container's -e variables. Secret values are moved off
+// the argv afterwards (secretsOff).
+func (b *dockerBuild) envArgs(innerNV string) []string {
+	env, o, taskID := b.cfg.env, b.o, b.task.ID
 	var argv []string
 	if innerNV != "" {
 		argv = append(argv, "-e", "NVIDIA_VISIBLE_DEVICES="+innerNV)
 	}
-	argv = append(argv, "-e", "CLEARML_WORKER_ID="+o.workerID, "-e", "CLEARML_DOCKER_IMAGE="+img.image, "-e", "CLEARML_TASK_ID="+taskID)
+	argv = append(argv, "-e", "CLEARML_WORKER_ID="+o.workerID, "-e", "CLEARML_DOCKER_IMAGE="+b.img.image, "-e", "CLEARML_TASK_ID="+taskID)
 	if v := firstEnv(env, "CLEARML_AUTH_TOKEN"); v != "" {
 		argv = append(argv, "-e", "CLEARML_AUTH_TOKEN="+v)
 	}
@@ -566,7 +513,7 @@ func dockerEnvArgs(cfg *agentConfig, img dockerImage, taskID string, o dockerRun
 	if o.servicesMode {
 		argv = append(argv, "-e", "CLEARML_AGENT_SERVICE_TASK=1")
 	}
-	creds := gitCredentialsFrom(cfg, o.task.gitUser, o.task.gitPass)
+	creds := gitCredentialsFrom(b.cfg, o.task.gitUser, o.task.gitPass)
 	for _, kv := range (taskOptions{workerFlags: workerFlags{gitUser: creds.user, gitPass: creds.pass}}).childEnv() {
 		argv = append(argv, "-e", kv)
 	}
@@ -581,62 +528,86 @@ func dockerEnvArgs(cfg *agentConfig, img dockerImage, taskID string, o dockerRun
 	return argv
 }
 
-// dockerMounts are the container's name and mounts: the git files, the
-// configuration (written to tmp) and the agent binary (bin), the ssh
-// folder (copied to tmp) and the caches.
-func dockerMounts(cfg *agentConfig, img dockerImage, o dockerRunOptions, tmp, bin string) (argv []string, sshCopied bool, err error) {
+// mounts are the container's name and mounts: the git files, the
+// configuration (written to tmp) and the agent binary, the ssh folder
+// (copied to tmp) and the caches. Every source is a host path (hostPath).
+func (b *dockerBuild) mounts() (argv []string, sshCopied bool, err error) {
+	cfg, in := b.cfg, b.in
 	home := homeDir(cfg.env)
 	for _, f := range []string{".git-credentials", ".gitconfig"} {
-		if p := filepath.Join(home, f); fileExists(p) {
-			argv = append(argv, "-v", p+":"+dockerRoot+"/"+f)
+		if p, ok := b.privateCopy(filepath.Join(home, f), f); ok {
+			argv = append(argv, "-v", p+":"+path.Join(in.home, f))
 		}
 	}
-	argv = append(argv, "--name", o.name)
+	argv = append(argv, "--name", b.o.name)
 
-	confPath := filepath.Join(tmp, "clearml.conf")
+	confPath := filepath.Join(b.tmp, "clearml.conf")
 	// HOCON, not JSON: Go's JSON escapes <, > and & (see hoconText).
-	if err := os.WriteFile(confPath, hoconText(dockerContainerConfig(cfg)), 0o600); err != nil {
+	if err := os.WriteFile(confPath, hoconText(dockerContainerConfig(cfg, in)), 0o600); err != nil {
 		return nil, false, err
 	}
-	argv = append(argv, "-v", confPath+":"+dockerConfigPath+":ro", "-e", "CLEARML_CONFIG_FILE="+dockerConfigPath,
-		"-v", bin+":"+o.agentMount+":ro")
+	if err := b.giveToUser(b.tmp, confPath); err != nil {
+		return nil, false, err
+	}
+	hostConf, err := b.hostPath(confPath, "the task's configuration")
+	if err != nil {
+		return nil, false, err
+	}
+	hostBin, err := b.binaryHostPath()
+	if err != nil {
+		return nil, false, err
+	}
+	argv = append(argv, "-v", hostConf+":"+dockerConfigPath+":ro", "-e", "CLEARML_CONFIG_FILE="+dockerConfigPath,
+		"-v", hostBin+":"+b.o.agentMount+":ro")
 
 	if sshDir := filepath.Join(home, ".ssh"); !dockerSSHDisabled(cfg) && fileExists(sshDir) && firstEnv(cfg.env, "SSH_AUTH_SOCK") == "" {
-		dst := filepath.Join(tmp, "ssh")
-		if err := gitCopyTree(sshDir, dst); err == nil {
-			argv = append(argv, "-v", dst+":/.ssh:ro")
+		if p, ok := b.privateCopy(sshDir, "ssh"); ok {
+			argv = append(argv, "-v", p+":"+in.sshRO+":ro")
 			sshCopied = true
 		}
 	}
-	mount := func(key, inside string) {
-		if p := cfg.str(key); p != "" {
-			os.MkdirAll(p, 0o755)
-			argv = append(argv, "-v", p+":"+inside)
+	return append(argv, b.cacheMounts()...), sshCopied, nil
+}
+
+// cacheMounts are the cache folders of the host in the container.
+func (b *dockerBuild) cacheMounts() []string {
+	cfg, in := b.cfg, b.in
+	var argv []string
+	mount := func(p, inside, key string) {
+		if p == "" {
+			return
+		}
+		if src, ok := b.cacheDir(p, key); ok {
+			argv = append(argv, "-v", src+":"+inside)
 		}
 	}
-	mount("agent.docker_apt_cache", "/var/cache/apt/archives")
-	mount("agent.docker_pip_cache", dockerRoot+"/.cache/pip")
-	if cfg.boolean("agent.pip_download_cache.enabled", true) {
-		mount("agent.pip_download_cache.path", dockerRoot+"/.clearml/pip-download-cache")
+	if b.user.root() {
+		mount(cfg.str("agent.docker_apt_cache"), in.aptCache, "agent.docker_apt_cache")
 	}
-	mount("sdk.storage.cache.default_base_dir", "/clearml_agent_cache")
-	if !o.noCacheMounts {
+	mount(cfg.str("agent.docker_pip_cache"), in.pipCache, "agent.docker_pip_cache")
+	if n := len(argv); n > 0 && strings.HasSuffix(argv[n-1], ":"+in.pipCache) && in.pipCache != dockerRoot+"/.cache/pip" {
+		argv = append(argv, "-e", "PIP_CACHE_DIR="+in.pipCache) // not where pip looks by default
+	}
+	if cfg.boolean("agent.pip_download_cache.enabled", true) {
+		mount(cfg.str("agent.pip_download_cache.path"), in.pipDownload, "agent.pip_download_cache.path")
+	}
+	mount(cfg.str("sdk.storage.cache.default_base_dir"), in.sdkCache, "sdk.storage.cache.default_base_dir")
+	if !b.o.noCacheMounts {
 		if cfg.boolean("agent.vcs_cache.enabled", true) {
-			mount("agent.vcs_cache.path", dockerRoot+"/.clearml/vcs-cache")
+			mount(cfg.str("agent.vcs_cache.path"), in.vcsCache, "agent.vcs_cache.path")
 		}
 		// One venv cache per image: a venv built in one image is no use in another.
 		if p := cfg.str("agent.venvs_cache.path"); p != "" && cfg.float("agent.venvs_cache.max_entries", 10) >= 1 {
-			sub := filepath.Join(p, "docker", dockerImageKey(img.image))
-			os.MkdirAll(sub, 0o755)
-			argv = append(argv, "-v", sub+":"+dockerRoot+"/.clearml/venvs-cache")
+			mount(filepath.Join(p, "docker", dockerImageKey(b.img.image)), in.venvsCache, "agent.venvs_cache.path")
 		}
 	}
-	return argv, sshCopied, nil
+	return argv
 }
 
-// dockerEntry is what the container runs: the agent, after the
-// reference's script hooks when there are any.
-func dockerEntry(cfg *agentConfig, img dockerImage, task *taskDoc, o dockerRunOptions, sshCopied bool) []string {
+// entry is what the container runs: the agent, after the reference's
+// script hooks when there are any.
+func (b *dockerBuild) entry(sshCopied bool) []string {
+	cfg, o, task := b.cfg, b.o, b.task
 	// The pre-process lines first, then the init lines, which replace the
 	// reference's container bootstrap (there is none here).
 	script := dockerScriptLines(strings.Join(cfg.strList("agent.docker_preprocess_bash_script"), "\n"))
@@ -644,14 +615,17 @@ func dockerEntry(cfg *agentConfig, img dockerImage, task *taskDoc, o dockerRunOp
 		script = append(script, strings.ReplaceAll(l, "{python_single_digit}", "3"))
 	}
 	if sshCopied {
-		script = append(script, "cp -Rf /.ssh -T ~/.ssh")
+		script = append(script, "cp -Rf "+shellQuote(b.in.sshRO)+" -T "+b.in.sshFolder)
+	}
+	if b.apt {
+		script = append(script, dockerAptInstall)
 	}
 	if task.Script.Repository != "" && len(o.innerArgs) == 0 {
 		// Git is the one thing the agent may need from the image.
 		script = append(script, dockerGitCheck)
 	}
 	script = append(script, dockerScriptLines(strings.Join(cfg.strList("agent.extra_docker_shell_script"), "\n"))...)
-	script = append(script, dockerScriptLines(img.setupScript)...)
+	script = append(script, dockerScriptLines(b.img.setupScript)...)
 	inner := o.innerArgs
 	if len(inner) == 0 {
 		inner = append([]string{o.agentMount}, dockerInnerExecute(task.ID, o)...)
@@ -670,6 +644,11 @@ func dockerEntry(cfg *agentConfig, img dockerImage, task *taskDoc, o dockerRunOp
 // dockerGitCheck installs git only when the task needs it and the image lacks it, saying so.
 const dockerGitCheck = `command -v git >/dev/null 2>&1 || { echo "clearml-agent: the image has no git, which the task's repository needs; installing it with apt-get"; (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git) || { echo "clearml-agent: error: cannot install git in the image; use an image with git"; exit 1; }; }`
 
+// dockerAptInstall installs CLEARML_APT_INSTALL (given with -e in the
+// docker arguments, as the reference's bootstrap reads it), then drops
+// it, so the task's environment does not carry it.
+const dockerAptInstall = `CLEARML_APT_INSTALL="$CLEARML_APT_INSTALL $TRAINS_APT_INSTALL"; if [ -n "$(echo $CLEARML_APT_INSTALL)" ]; then echo "clearml-agent: installing CLEARML_APT_INSTALL:$CLEARML_APT_INSTALL"; (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $CLEARML_APT_INSTALL) || dnf install -y $CLEARML_APT_INSTALL || echo "clearml-agent: warning: could not install$CLEARML_APT_INSTALL (CLEARML_APT_INSTALL)"; fi; unset CLEARML_APT_INSTALL TRAINS_APT_INSTALL`
+
 // dockerImageKey names an image's venv cache folder.
 func dockerImageKey(image string) string {
 	sum := sha256.Sum256([]byte(image))
@@ -682,96 +661,4 @@ func dockerSSHDisabled(cfg *agentConfig) bool {
 		return b
 	}
 	return cfg.boolean("agent.disable_ssh_mount", false)
-}
-
-// dockerLoggedCommand is the argv as logged: secret env values hidden,
-// following agent.hide_docker_command_env_vars.
-func dockerLoggedCommand(cfg *agentConfig, argv []string) string {
-	shown := argv
-	if cfg.boolean("agent.hide_docker_command_env_vars.enabled", true) {
-		shown = maskDockerArgs(argv, cfg.strList("agent.hide_docker_command_env_vars.extra_keys"))
-	}
-	q := make([]string, len(shown))
-	for i, a := range shown {
-		q[i] = shellQuote(a)
-	}
-	return strings.Join(q, " ")
-}
-
-// dockerCmd runs one docker client command and returns its output.
-func dockerCmd(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "docker", args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return out.String(), fmt.Errorf("docker %s: %v: %s", args[0], err, strings.TrimSpace(errb.String()))
-	}
-	return out.String(), nil
-}
-
-// dockerPull pulls an image, its progress to out.
-func dockerPull(ctx context.Context, image string, out io.Writer) {
-	pull := exec.CommandContext(ctx, "docker", "pull", image)
-	pull.Stdout, pull.Stderr = out, out
-	pull.Run()
-}
-
-// dockerStopTask passes a stop on to the agent in a container (docker kill
-// --signal: the image's STOPSIGNAL plays no part), which stops its task and
-// sets its status; a container still running after wait is killed. done
-// is closed when the container's client has exited.
-func dockerStopTask(name string, cause stopCause, wait time.Duration, done <-chan struct{}) {
-	kill := func(args ...string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, err := dockerCmd(ctx, append([]string{"kill"}, append(args, name)...)...)
-		return err
-	}
-	if err := kill("--signal", cause.signalFor()); err != nil {
-		kill()
-		return
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-		kill()
-	}
-}
-
-// dockerRemove removes a container whatever its state; a missing one is fine.
-func dockerRemove(ctx context.Context, name string) {
-	dockerCmd(ctx, "rm", "-f", name)
-}
-
-// cleanupStaleContainers removes the containers a previous run of this
-// worker left behind (found by label), so a restart starts clean.
-func cleanupStaleContainers(ctx context.Context, workerID string, log io.Writer) {
-	out, err := dockerCmd(ctx, "ps", "-a", "-q", "--filter", "label="+dockerLabelParent+"="+workerID)
-	if err != nil {
-		return
-	}
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		id := strings.TrimSpace(sc.Text())
-		if id == "" {
-			continue
-		}
-		if log != nil {
-			fmt.Fprintf(log, "clearml-agent: removing container %s left behind by worker %s\n", id, workerID)
-		}
-		dockerRemove(ctx, id)
-	}
-}
-
-// dockerPythonList renders a list as Python's repr does, for the log lines
-// the reference prints.
-func dockerPythonList(l []string) string {
-	q := make([]string, len(l))
-	for i, s := range l {
-		b, _ := json.Marshal(s)
-		q[i] = "'" + strings.ReplaceAll(strings.Trim(string(b), `"`), "'", `\'`) + "'"
-	}
-	return "[" + strings.Join(q, ", ") + "]"
 }

@@ -1,19 +1,14 @@
-//go:build issue14
-
 package main
 
 // The end-to-end tests of issue 14: the agent in a container, a non-root
-// image, a CPU-only host, no secret on a command line, --podman. They fail
-// until docker mode does what the issue asks; the build tag keeps them out
-// of the suite until then. Run them with:
+// image, a CPU-only host, no secret on a command line, --podman. Run them with:
 //
-//	go test -tags issue14 -count=1 -run 'TestDockerAgentInContainer|TestDockerNonRootImageExecute|TestDockerCPUOnlyHostExecute|TestDockerSecretsNotOnArgvE2E|TestPodmanExecuteE2E' -v .
-//
-// Remove the tag when the integration lands.
+//	go test -count=1 -run 'TestDockerAgentInContainer|TestDockerNonRootImageExecute|TestDockerCPUOnlyHostExecute|TestDockerSecretsNotOnArgvE2E|TestPodmanExecuteE2E' -v .
 
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +23,12 @@ func TestDockerAgentInContainerExecute(t *testing.T) {
 	a := newAgentContainer(t)
 	s := startServer(t)
 	repo, _ := makeTaskRepo(t, map[string]string{"train.py": "import os\nprint('in task container', os.path.exists('/.dockerenv'))\n"})
-	id := addDockerTask(s, repo, "train.py", "")
+	// No --network: the task container joins the agent container's (the
+	// host's here), or it would not reach the server on loopback.
+	id := s.AddTask(fakeserver.TaskSpec{Name: "agent in container",
+		Script:    &fakeserver.Script{Repository: repo, EntryPoint: "train.py", Binary: "python3"},
+		Container: map[string]string{"image": dockerTestImage, "arguments": "-v " + repo + ":" + repo + ":ro"}})
+	s.Enqueue(id, fakeserver.DefaultQueueName)
 	env := serverEnv(s)
 	env["CLEARML_AGENT__AGENT__DOCKER_INSTALL_OPENCV_LIBS"] = "false"
 	env["GIT_CONFIG_GLOBAL"] = "/dev/null"
@@ -39,6 +39,12 @@ func TestDockerAgentInContainerExecute(t *testing.T) {
 	}
 	if stray := a.StrayHostPaths(); len(stray) != 0 {
 		t.Errorf("the host's engine was handed container paths and created them on the host: %v", stray)
+	}
+	if !strings.Contains(r.stdout, " --network host ") || !strings.Contains(r.stdout, "-v "+a.HostDir+"/.clearml-agent/bin/") {
+		t.Errorf("the task container did not join the agent's network, or the binary is not mounted from the shared folder:\n%s", r.stdout)
+	}
+	if left, _ := filepath.Glob(filepath.Join(a.HostDir, ".clearml-agent", "tasks", "*")); len(left) != 0 {
+		t.Errorf("the run's private files were left in the shared folder: %v", left)
 	}
 	if left := dockerLeftovers(t, id); left != "" {
 		t.Errorf("containers left behind: %s", left)
@@ -84,6 +90,14 @@ func TestDockerNonRootImageExecute(t *testing.T) {
 	id := s.AddTask(fakeserver.TaskSpec{Name: "non-root",
 		Script:    &fakeserver.Script{Repository: repo, EntryPoint: "train.py", Binary: "python3"},
 		Container: map[string]string{"image": img, "arguments": "--network host -v " + repo + ":" + repo + ":ro"}})
+	// The test's repository is a local folder, which git reads only as its
+	// owner: the image's user's, as a real repository would be remote.
+	filepath.Walk(repo, func(p string, _ os.FileInfo, err error) error {
+		if err == nil {
+			err = os.Lchown(p, 1000, 1000)
+		}
+		return err
+	})
 	s.Enqueue(id, fakeserver.DefaultQueueName)
 	r := runAgent(t, dockerEnv(t, s), "execute", "--id", id, "--docker", "--cpu-only")
 	task := taskStatus(t, s, id)

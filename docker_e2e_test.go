@@ -144,11 +144,18 @@ func TestDockerCleanupStaleContainers(t *testing.T) {
 	if err != nil {
 		t.Fatalf("docker create: %v %s", err, out)
 	}
+	// A container with a restart policy is meant to outlive the agent.
+	out, err = exec.Command("docker", "create", "-l", dockerLabelParent+"="+wid, "-l", dockerLabelRestart+"=always", dockerTestImage, "true").CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker create: %v %s", err, out)
+	}
+	kept := strings.TrimSpace(string(out))
+	defer exec.Command("docker", "rm", "-f", kept).Run()
 	var log strings.Builder
-	cleanupStaleContainers(context.Background(), wid, &log)
-	left, _ := exec.Command("docker", "ps", "-a", "-q", "--filter", "label="+dockerLabelParent+"="+wid).Output()
-	if strings.TrimSpace(string(left)) != "" || !strings.Contains(log.String(), "removing container") {
-		t.Errorf("left %q; log %q", left, log.String())
+	cleanupStaleContainers(context.Background(), "docker", wid, &log)
+	left, _ := exec.Command("docker", "ps", "-a", "-q", "--no-trunc", "--filter", "label="+dockerLabelParent+"="+wid).Output()
+	if strings.TrimSpace(string(left)) != kept || !strings.Contains(log.String(), "removing container") {
+		t.Errorf("left %q (want only %s); log %q", left, kept, log.String())
 	}
 }
 

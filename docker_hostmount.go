@@ -9,10 +9,18 @@ package main
 // be inside it, and is handed to the engine by its host path.
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"time"
 )
 
 // dockerHostMount is a parsed CLEARML_AGENT_DOCKER_HOST_MOUNT.
@@ -110,4 +118,81 @@ func dockerJoinNetwork(opts []dockerOpt, agentNetworkMode string) string {
 		return ""
 	}
 	return agentNetworkMode
+}
+
+// hostPath is where a path the agent sees is on the host: itself when
+// the agent runs on the host, else through the shared folder.
+func (b *dockerBuild) hostPath(local, what string) (string, error) {
+	if b.host == nil {
+		return local, nil
+	}
+	return b.host.HostPath(local, what)
+}
+
+// binaryHostPath is the agent binary's host path. In a container, the
+// binary goes into the shared folder first, once per content
+// (<shared>/.clearml-agent/bin/<sha256 prefix>/clearml-agent).
+func (b *dockerBuild) binaryHostPath() (string, error) {
+	if b.host == nil {
+		return b.bin, nil
+	}
+	local, err := dockerShareBinary(b.bin, filepath.Join(b.host.Local, ".clearml-agent", "bin"))
+	if err != nil {
+		return "", fmt.Errorf("cannot put the agent binary in the folder shared with the host (%s): %v", b.host.Var, err)
+	}
+	return b.host.HostPath(local, "the agent binary")
+}
+
+var dockerSharedBinaries sync.Map // binary path -> its copy in the shared folder
+
+// dockerShareBinary copies bin into dir/<sha256[:12]>/clearml-agent
+// (0755) unless it is there; written under a temporary name and renamed,
+// so a container never sees half a binary.
+func dockerShareBinary(bin, dir string) (string, error) {
+	if p, ok := dockerSharedBinaries.Load(bin + "\x00" + dir); ok {
+		return p.(string), nil
+	}
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(data)
+	dst := filepath.Join(dir, hex.EncodeToString(sum[:])[:12], "clearml-agent")
+	if st, err := os.Stat(dst); err != nil || st.Size() != int64(len(data)) {
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return "", err
+		}
+		tmp, err := os.CreateTemp(filepath.Dir(dst), ".clearml-agent-*")
+		if err != nil {
+			return "", err
+		}
+		_, werr := tmp.Write(data)
+		cerr := tmp.Close()
+		if err := errors.Join(werr, cerr, os.Chmod(tmp.Name(), 0o755), os.Rename(tmp.Name(), dst)); err != nil {
+			os.Remove(tmp.Name())
+			return "", err
+		}
+	}
+	dockerSharedBinaries.Store(bin+"\x00"+dir, dst)
+	return dst, nil
+}
+
+// dockerOwnNetworkMode is the network mode of the container the agent
+// runs in ("" when not in one, or the engine does not say).
+func dockerOwnNetworkMode(engine string) string {
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	id := dockerSelfContainerID(string(mi))
+	if id == "" {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := engineCmd(ctx, engine, "inspect", "--format", "{{.HostConfig.NetworkMode}}", id)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(out)
 }

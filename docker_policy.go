@@ -282,6 +282,8 @@ func (r dockerRefusal) String() string {
 	s := fmt.Sprintf("clearml-agent: refused the task's docker argument %q: %s", strings.Join(r.Opt.Tokens, " "), r.Reason)
 	if r.Allow != "" {
 		s += fmt.Sprintf(`; to allow it add %q to agent.docker_args_allow`, r.Allow)
+	} else {
+		s += " (agent.docker_args_allow cannot allow it: fix the task's container arguments)"
 	}
 	return s
 }
@@ -518,24 +520,28 @@ func dockerPathForms(src string, resolve func(string) string) []string {
 
 // hostPathAllowed: an allow entry "/x" lets /x and what is below it through.
 func (p *dockerArgPolicy) hostPathAllowed(src string) bool {
-	forms := dockerPathForms(src, p.Resolve)
+	// An allowed path that is a symlink (/etc/localtime) allows its target too.
+	var allowed []string
 	for _, e := range p.Allow {
-		e = strings.TrimSpace(e)
-		if !strings.HasPrefix(e, "/") {
-			continue
-		}
-		e = path.Clean(e)
-		ok := true
-		for _, f := range forms {
-			if !(f == e || e == "/" || strings.HasPrefix(f, e+"/")) {
-				ok = false
-			}
-		}
-		if ok {
-			return true
+		if e = strings.TrimSpace(e); strings.HasPrefix(e, "/") {
+			allowed = append(allowed, dockerPathForms(e, p.Resolve)...)
 		}
 	}
-	return false
+	under := func(f string) bool {
+		for _, e := range allowed {
+			if f == e || e == "/" || strings.HasPrefix(f, e+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	forms := dockerPathForms(src, p.Resolve)
+	for _, f := range forms {
+		if !under(f) {
+			return false
+		}
+	}
+	return len(allowed) > 0
 }
 
 // mountAllowEntry is the allow entry for a refused mount: its host path

@@ -106,3 +106,95 @@ func dockerArgvLeaks(argv []string, secrets []string) []string {
 	}
 	return out
 }
+
+// dockerHiddenNames are the variables whose values are secret in a
+// docker command: the reference's list, agent.hide_docker_command_env_vars.extra_keys,
+// the names in CLEARML_AGENT_DOCKER_ARGS_HIDE_ENV, and any name that looks secret.
+func dockerHiddenNames(cfg *agentConfig) func(string) bool {
+	keys := map[string]bool{}
+	for _, k := range secretEnvVars {
+		keys[k] = true
+	}
+	for _, k := range cfg.strList("agent.hide_docker_command_env_vars.extra_keys") {
+		keys[k] = true
+	}
+	for _, k := range shellSplitLoose(firstEnv(cfg.env, "CLEARML_AGENT_DOCKER_ARGS_HIDE_ENV")) {
+		keys[k] = true
+	}
+	return func(name string) bool { return keys[name] || looksSecretName(name) }
+}
+
+// dockerEmbeddedURLs (agent.hide_docker_command_env_vars.parse_embedded_urls)
+// makes the password of a scheme://user:password@ URL in a value secret.
+func dockerEmbeddedURLs(cfg *agentConfig) bool {
+	return cfg.boolean("agent.hide_docker_command_env_vars.parse_embedded_urls", true)
+}
+
+// secretsOff takes the secret values off the argv (dockerMoveSecrets):
+// the hidden names, and with parse_embedded_urls any variable whose value
+// holds a URL with a password. Then no known secret may be left on it:
+// rather not start than leak.
+func (b *dockerBuild) secretsOff(argv []string) error {
+	hidden := dockerHiddenNames(b.cfg)
+	withURLPassword := map[string]bool{}
+	if dockerEmbeddedURLs(b.cfg) {
+		opts, _ := parseDockerOptsUntil(argv[2:], true)
+		for _, o := range opts {
+			if name, value, ok := strings.Cut(o.Value, "="); o.Name == "env" && ok && urlPasswordPattern().MatchString(value) {
+				withURLPassword[name] = true
+			}
+		}
+	}
+	isSecret := func(n string) bool { return hidden(n) || withURLPassword[n] }
+	out, cliEnv, err := dockerMoveSecrets(argv, isSecret, b.tmp)
+	if err != nil {
+		return err
+	}
+	creds := gitCredentialsFrom(b.cfg, b.o.task.gitUser, b.o.task.gitPass)
+	secrets := []string{b.cfg.str("api.credentials.secret_key"), creds.pass, firstEnv(b.cfg.env, "CLEARML_AUTH_TOKEN")}
+	for _, kv := range cliEnv {
+		_, v, _ := strings.Cut(kv, "=")
+		secrets = append(secrets, v)
+	}
+	if leaks := dockerArgvLeaks(out, secrets); len(leaks) > 0 {
+		return fmt.Errorf("not starting the container: a secret value would be on the %s command line (in %q); pass it with -e NAME=VALUE in the container arguments, under a name agent.hide_docker_command_env_vars.extra_keys lists",
+			b.run.engine, dockerMaskArgs(leaks, isSecret, true, secrets))
+	}
+	b.run.argv, b.run.cliEnv = out, cliEnv
+	return nil
+}
+
+// dockerMaskArgs is an argv as shown: the values of hidden variables,
+// known secret values and (urls) the passwords of URLs replaced by ********.
+func dockerMaskArgs(argv []string, hidden func(string) bool, urls bool, secrets []string) []string {
+	red := newRedactor(secrets...)
+	out := make([]string, len(argv))
+	envNext := false
+	for i, a := range argv {
+		kv, prefix := "", ""
+		switch {
+		case envNext:
+			kv = a
+		case strings.HasPrefix(a, "--env="):
+			kv, prefix = a[len("--env="):], "--env="
+		case strings.HasPrefix(a, "-e="):
+			kv, prefix = a[3:], "-e="
+		case strings.HasPrefix(a, "-e") && len(a) > 2:
+			kv, prefix = a[2:], "-e"
+		}
+		envNext = a == "-e" || a == "--env"
+		name, value, isKV := strings.Cut(kv, "=")
+		switch {
+		case isKV && hidden(name):
+			out[i] = prefix + name + "=" + mask
+		case isKV && urls:
+			out[i] = prefix + name + "=" + maskURLPasswordsInText(value)
+		case urls && !strings.HasPrefix(a, "-"):
+			out[i] = maskURLPasswordsInText(a)
+		default:
+			out[i] = a
+		}
+		out[i] = red.redact(out[i])
+	}
+	return out
+}

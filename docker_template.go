@@ -10,7 +10,10 @@ package main
 // CLEARML_* names); see docker-design.md.
 
 import (
+	"cmp"
+	"context"
 	"strings"
+	"time"
 )
 
 // dockerTemplateLookup resolves a variable name ("CLEARML_TASK.name",
@@ -119,4 +122,109 @@ func dockerTemplateIDByte(c byte, first bool) bool {
 		return false
 	}
 	return c >= '0' && c <= '9' || c == '.' || c == '|' || c == ':'
+}
+
+// dockerTaskVars are the template variables of one task: CLEARML_TASK.<path>
+// (the task's document), CLEARML_QUEUE_ID/NAME, CLEARML_WORKER_ID,
+// CLEARML_PROJECT_ID/NAME and, for the operator's arguments only,
+// CLEARML_CONFIG.<path>. The server is asked only when an argument holds
+// a variable, once per name.
+type dockerTaskVars struct {
+	api      *apiClient
+	cfg      *agentConfig
+	task     *taskDoc
+	queueID  string
+	workerID string
+	doc      map[string]any // the task's document; nil until needed
+	names    map[string]string
+}
+
+// document is the task's whole document (tasks.get_by_id); empty when the
+// server cannot say.
+func (v *dockerTaskVars) document() map[string]any {
+	if v.doc == nil {
+		v.doc = map[string]any{}
+		if v.api != nil && v.task != nil {
+			var r struct {
+				Task map[string]any `json:"task"`
+			}
+			if err := v.api.call(withBudget(context.Background(), 30*time.Second), "tasks.get_by_id", "2.5", map[string]any{"task": v.task.ID}, &r); err == nil && r.Task != nil {
+				v.doc = r.Task
+			}
+		}
+	}
+	return v.doc
+}
+
+// name is the name of a queue or project by id (service "queues", "projects").
+func (v *dockerTaskVars) name(service, id string) (string, bool) {
+	if id == "" {
+		return "", false
+	}
+	if n, ok := v.names[service+id]; ok {
+		return n, n != ""
+	}
+	var r struct {
+		Queue   struct{ Name string } `json:"queue"`
+		Project struct{ Name string } `json:"project"`
+	}
+	n := ""
+	if v.api != nil {
+		key := strings.TrimSuffix(service, "s")
+		if err := v.api.call(withBudget(context.Background(), 30*time.Second), service+".get_by_id", "", map[string]any{key: id}, &r); err == nil {
+			n = cmp.Or(r.Queue.Name, r.Project.Name)
+		}
+	}
+	if v.names == nil {
+		v.names = map[string]string{}
+	}
+	v.names[service+id] = n
+	return n, n != ""
+}
+
+// lookup resolves one variable name; lists are joined with ",".
+func (v *dockerTaskVars) lookup(name string) (string, bool) {
+	doc := func(path string) (string, bool) {
+		x, ok := slurmDig(v.document(), strings.Split(path, "."))
+		if !ok {
+			return "", false
+		}
+		s, ok := slurmScalar(x)
+		if s.Multi {
+			return strings.Join(s.Words, ","), ok
+		}
+		return s.Text, ok
+	}
+	queue := v.queueID
+	switch name {
+	case "CLEARML_WORKER_ID":
+		return v.workerID, v.workerID != ""
+	case "CLEARML_QUEUE_ID", "CLEARML_QUEUE_NAME":
+		if queue == "" {
+			queue, _ = doc("execution.queue")
+		}
+		if name == "CLEARML_QUEUE_ID" {
+			return queue, queue != ""
+		}
+		return v.name("queues", queue)
+	case "CLEARML_PROJECT_ID":
+		return doc("project")
+	case "CLEARML_PROJECT_NAME":
+		id, _ := doc("project")
+		return v.name("projects", id)
+	}
+	if p, ok := strings.CutPrefix(name, "CLEARML_TASK."); ok {
+		return doc(p)
+	}
+	if p, ok := strings.CutPrefix(name, "CLEARML_CONFIG."); ok && v.cfg != nil {
+		switch x, ok := v.cfg.lookup(p); x.(type) {
+		case []any:
+			return strings.Join(v.cfg.strList(p), ","), true
+		case *hoconObject, nil:
+			return "", false
+		default:
+			return scalarText(x), ok
+		}
+	}
+	return "", false
 }

@@ -200,7 +200,7 @@ func TestDockerTaskArgvGolden(t *testing.T) {
 			func(home, tmp string) []string {
 				return cat([]string{"docker", "run", "--network", "host", "--ipc=host"}, labels("w:service:tid1", "w", "tid1"), []string{"-e", "NVIDIA_VISIBLE_DEVICES=none"},
 					common(home, tmp, "tid1", "w:service:tid1", "py:3.11"),
-					[]string{"-e", "CLEARML_WORKER_TAGS=a b", "-e", "CLEARML_AGENT_SERVICE_TASK=1", "-e", "CLEARML_AGENT_GIT_USER=gu", "-e", "CLEARML_AGENT_GIT_PASS=gp",
+					[]string{"-e", "CLEARML_WORKER_TAGS=a b", "-e", "CLEARML_AGENT_SERVICE_TASK=1", "-e", "CLEARML_AGENT_GIT_USER=gu", "-e", "CLEARML_AGENT_GIT_PASS",
 						"-e", "CLEARML_AGENT_DAEMON_CHILD=1", "-e", "Z=1"},
 					tail(home, tmp, "tid1", name1), venvs(home, "py:3.11"),
 					[]string{"py:3.11", "/usr/local/bin/clearml-agent", "execute", "--id", "tid1", "--full-monitoring", "--cpu-only", "--log-level", "DEBUG", "-OO"})
@@ -238,6 +238,7 @@ func TestDockerTaskArgvGolden(t *testing.T) {
 			env["CLEARML_AGENT_TEMP_STDOUT_FILE_DIR"] = t.TempDir()
 			cfg := dockerTestConfig(t, env, tt.conf)
 			tt.o.agentBinary = "/opt/agent"
+			tt.o.imageUser = &dockerRootUser
 			run, err := dockerTaskArgv(cfg, tt.task, tt.o)
 			if err != nil {
 				t.Fatal(err)

@@ -133,6 +133,12 @@ func registerDocker(t *flagTable, l *listFlag) {
 	t.add(l, "docker", "", "DOCKER", "Run in Docker: --docker [IMAGE [ARGS ...]], or the image from agent.default_docker")
 }
 
+// registerPodman adds --podman (execute and daemon): as --docker, with the
+// podman CLI running the containers (3.0.3's flag).
+func registerPodman(t *flagTable, l *listFlag) {
+	t.add(l, "podman", "", "PODMAN", "Run in a container with podman: --podman [IMAGE [ARGS ...]], as --docker")
+}
+
 // registerStandalone adds --standalone-mode (execute and daemon).
 func registerStandalone(t *flagTable, b *bool) {
 	t.boolVar(b, "standalone-mode", "", "Use no network connections; assume everything is pre-installed")

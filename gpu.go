@@ -166,6 +166,32 @@ func dockerGPUArgs(env envLookup, skipFlag bool) (args []string, inner string) {
 	return []string{"--gpus", `"device=` + list + `"`}, list
 }
 
+// podmanGPUArgs are dockerGPUArgs for podman: the NVIDIA GPUs as CDI
+// devices (nvidia.com/gpu=<id>, from the NVIDIA container toolkit's CDI
+// spec; podman 4 ignores --gpus), and NVIDIA_VISIBLE_DEVICES inside.
+func podmanGPUArgs(env envLookup, skipFlag bool) (args []string, inner string) {
+	flag, inner := dockerGPUArgs(env, skipFlag)
+	if len(flag) != 2 || flag[0] != "--gpus" {
+		return flag, inner // none, or AMD device mounts
+	}
+	if inner == "all" {
+		return []string{"--device", "nvidia.com/gpu=all"}, inner
+	}
+	for _, id := range strings.Split(inner, ",") {
+		args = append(args, "--device", "nvidia.com/gpu="+id)
+	}
+	return args, inner
+}
+
+// gpuHostHasGPU reports whether this host has a GPU: a backend answers
+// (NVML, nvidia-smi, rocm-smi) or a GPU device exists. Tests replace it.
+var gpuHostHasGPU = sync.OnceValue(func() bool {
+	if amd, nvidia := gpuDevices(); amd || nvidia {
+		return true
+	}
+	return detectGPUBackend(nil) != nil
+})
+
 // gpuInfo is one GPU (or MIG slice) as a backend reports it.
 type gpuInfo struct {
 	Index      int    // physical GPU index

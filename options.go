@@ -14,6 +14,7 @@ type taskOptions struct {
 	requireQueue      bool
 	standalone        bool
 	docker            listFlag
+	podman            listFlag // --podman: docker mode with the podman CLI (dockerEngineFlags)
 	clone             bool
 }
 
@@ -26,6 +27,7 @@ func (o *taskOptions) register(t *flagTable) {
 	t.boolVar(&o.requireQueue, "require-queue", "", "Fail if the task is not queued (for external schedulers such as K8s or SLURM)")
 	registerStandalone(t, &o.standalone)
 	registerDocker(t, &o.docker)
+	registerPodman(t, &o.podman)
 	t.boolVar(&o.clone, "clone", "", "Clone the task given by --id, then execute the clone")
 	o.workerFlags.register(t)
 }
@@ -42,7 +44,7 @@ func executeArgv(g globalOpts, o taskOptions) []string {
 	// The order children have always had their flags in (docker's logged
 	// command shows it).
 	return append(argv, t.argv(&enc.id, &enc.fullMonitoring, &enc.standalone, &enc.requireQueue, &enc.clone,
-		&enc.cpuOnly, &enc.gpus, &enc.logLevel, &enc.optimization, &enc.disableMonitoring, &enc.logFile, &enc.docker)...)
+		&enc.cpuOnly, &enc.gpus, &enc.logLevel, &enc.optimization, &enc.disableMonitoring, &enc.logFile, &enc.docker, &enc.podman)...)
 }
 
 // childEnv is the part of o a child gets in its environment: the git

@@ -29,6 +29,8 @@ type childTask struct {
 	// removes its temp files.
 	container string
 	cleanup   func()
+	engine    string    // the container's CLI (docker, podman)
+	keep      bool      // the container has a restart policy: not removed
 	lease     *gpuLease // --dynamic-gpus: the task's GPUs
 	workerID  string    // the worker it runs as (services mode, --dynamic-gpus: not the daemon's)
 	signalled bool      // sent the shutdown (stopNow)
@@ -412,6 +414,7 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 	o, wid, inner := s.childOptions(taskID, lease)
 	child = &childTask{taskID: taskID, queueID: queueID, done: make(chan struct{}), cleanup: func() {}, lease: lease, workerID: wid}
 	var cmd *exec.Cmd
+	var cliEnv []string // docker mode: the secrets, for the CLI's environment
 	switch {
 	case s.childCommand != nil:
 		cmd = s.childCommand(taskID)
@@ -421,21 +424,24 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 			return nil, err
 		}
 		run, err := dockerTaskArgv(s.cfg, task, dockerRunOptions{task: o, workerID: wid, parentWorkerID: s.workerID,
-			servicesMode: s.maxRun != 1, workerTags: shellJoin(s.tags), env: inner, debug: s.opts.global.debug})
+			servicesMode: s.maxRun != 1, workerTags: shellJoin(s.tags), env: inner, debug: s.opts.global.debug, api: s.api, queueID: queueID})
 		if err != nil {
+			dockerTaskLog(s.api, taskID, wid, s.log, "clearml_agent: ERROR: "+err.Error())
 			return nil, err
 		}
+		run.announce(s.api, taskID, wid, s.log)
 		s.logf("Executing: %s", dockerLoggedCommand(s.cfg, run.argv))
 		cmd = exec.Command(run.argv[0], run.argv[1:]...)
-		child.container, child.cleanup = run.name, run.cleanup
+		child.container, child.cleanup, child.engine, child.keep = run.name, run.cleanup, run.engine, run.keep
+		cliEnv = run.cliEnv
 	default:
 		if o.cpuOnly {
 			o.gpus = ""
 		}
-		o.docker = listFlag{}
+		o.docker, o.podman = listFlag{}, listFlag{}
 		cmd = exec.Command(self, executeArgv(s.opts.global, o)...)
 	}
-	cmd.Env = s.childEnv(o, wid, inner, ownerToken)
+	cmd.Env = append(s.childEnv(o, wid, inner, ownerToken), cliEnv...)
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	// Should the daemon die, the child learns it (stop.go); the docker
 	// client passes the signal on to the agent in the container.
@@ -520,8 +526,8 @@ func (s *scheduler) watchChild(ctx context.Context, child *childTask) {
 		child.lease.release()
 	}
 	if child.container != "" {
-		if !s.opts.global.debug {
-			dockerRemove(context.Background(), child.container)
+		if !s.opts.global.debug && !child.keep {
+			dockerRemove(context.Background(), child.engine, child.container)
 		}
 		child.cleanup()
 	}
@@ -732,22 +738,22 @@ func (s *scheduler) signalChildren(kill bool) {
 		}
 	}
 	s.mu.Unlock()
-	docker := func(args ...string) {
+	docker := func(engine string, args ...string) {
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownChildWait)
 		defer cancel()
-		dockerCmd(ctx, args...)
+		engineCmd(ctx, engine, args...)
 	}
 	for _, c := range todo {
 		switch {
 		case kill:
 			if c.container != "" {
-				go docker("kill", c.container)
+				go docker(c.engine, "kill", c.container)
 			}
 			killGroup(c.cmd.Process.Pid, syscall.SIGKILL)
 		case c.container != "":
 			// Signalling the docker client reaches the agent inside only
 			// through its signal proxy (off with a tty); docker kill always.
-			go docker("kill", "--signal", stopShutdown.signalFor(), c.container)
+			go docker(c.engine, "kill", "--signal", stopShutdown.signalFor(), c.container)
 		default:
 			c.cmd.Process.Signal(sigShutdown)
 		}
