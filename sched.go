@@ -324,6 +324,12 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 	// A stop must not cut the status calls of a task already pulled.
 	ctx = context.WithoutCancel(ctx)
 	c := withBudget(ctx, 30*time.Second)
+	if err := checkPlainID("task", taskID); err != nil {
+		// It would name a folder and a worker id: fail it, run nothing.
+		s.logf("Error: queue %s: %v", q.Name, err)
+		s.abandon(ctx, taskID, err.Error())
+		return
+	}
 	if s.isStopping() {
 		// Pulled as the daemon stops: still queued on the server, put it back.
 		s.logf("Stopping: returning task %s to queue %s", taskID, q.Name)
