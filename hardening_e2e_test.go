@@ -14,6 +14,119 @@ import (
 	"github.com/clearml-go/clearml-agent/testdata/fakeserver"
 )
 
+// runFolders lists the run folders of task id under venvs_dir.
+func runFolders(t *testing.T, home, id string) []string {
+	t.Helper()
+	dirs, err := filepath.Glob(filepath.Join(home, ".clearml", "venvs-builds", id+"*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dirs
+}
+
+// TestExecuteRefusesSecondRun: a second `execute --id T` while T runs
+// elsewhere is refused and leaves the first run's folder alone; with
+// --force both run, each in its own folder; a completed or published
+// task is not rerun.
+func TestExecuteRefusesSecondRun(t *testing.T) {
+	s := startServer(t)
+	marks := t.TempDir()
+	repo, _ := makeTaskRepo(t, map[string]string{"wait.py": `import os, sys, time
+mark = os.path.join(os.environ["MARKDIR"], "started-%d" % os.getpid())
+open(mark, "w").close()
+while not os.path.exists(os.path.join(os.environ["MARKDIR"], "go")):
+    time.sleep(0.05)
+print("run in", os.getcwd())
+`})
+	id := addScriptTask(s, repo, "wait.py")
+	env := executeEnv(t, s)
+	env["MARKDIR"] = marks
+	release := func() { os.WriteFile(filepath.Join(marks, "go"), nil, 0o644) }
+	t.Cleanup(release) // however the test ends, the runs finish
+	started := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if m, _ := filepath.Glob(filepath.Join(marks, "started-*")); len(m) >= n {
+				return
+			}
+		}
+		t.Fatalf("%d run(s) of the task did not start", n)
+	}
+
+	first := runAgentAsync(t, env, "execute", "--id", id)
+	started(1)
+	folders := runFolders(t, env["HOME"], id)
+	if len(folders) != 1 {
+		t.Fatalf("run folders of the first run: %q", folders)
+	}
+	worker := taskStatus(t, s, id).LastWorker
+	if worker == "" {
+		t.Fatal("the first run reported no worker")
+	}
+
+	var r runResult
+	select {
+	case r = <-runAgentAsync(t, env, "execute", "--id", id):
+	case <-time.After(time.Minute):
+		t.Fatal("a second run of a running task was not refused: it runs")
+	}
+	if r.code != 1 {
+		t.Fatalf("a second run of a running task: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	oneErrorLine(t, r, "task "+id+" is in_progress (worker "+worker)
+	if !strings.Contains(r.stderr, "--force") {
+		t.Errorf("the refusal does not say how to run it anyway: %q", r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(folders[0], "task_repository")); err != nil {
+		t.Errorf("the refused run touched the first run's folder: %v", err)
+	}
+
+	// --force runs it beside the first, in a folder of its own.
+	second := runAgentAsync(t, env, "execute", "--id", id, "--force")
+	started(2)
+	if got := runFolders(t, env["HOME"], id); len(got) != 2 {
+		t.Errorf("two runs, run folders %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(folders[0], "task_repository")); err != nil {
+		t.Errorf("the forced run removed the first run's code: %v", err)
+	}
+	release()
+	for i, done := range []<-chan runResult{first, second} {
+		if r := <-done; r.code != 0 {
+			t.Errorf("run %d: exit %d\n%s\n%s", i+1, r.code, r.stdout, r.stderr)
+		}
+	}
+	if got := runFolders(t, env["HOME"], id); len(got) != 0 {
+		t.Errorf("run folders left behind: %q", got)
+	}
+	if st := taskStatus(t, s, id).Status; st != "completed" {
+		t.Fatalf("status %s, want completed", st)
+	}
+
+	// Ended with results: not rerun, not even reopened.
+	published := addScriptTask(s, repo, "wait.py")
+	if err := s.SetTaskStatus(published, "published", "done"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tid := range []string{id, published} {
+		s.ResetRequests()
+		status := taskStatus(t, s, tid).Status
+		r := runAgent(t, env, "execute", "--id", tid)
+		if r.code != 1 {
+			t.Errorf("%s task: exit %d\n%s", status, r.code, r.stdout)
+		}
+		oneErrorLine(t, r, "task "+tid+" is "+status)
+		for _, ep := range []string{"tasks.dequeue", "tasks.started", "tasks.failed"} {
+			if n := len(s.RequestsTo(ep)); n != 0 {
+				t.Errorf("%s task: %s sent %d times", status, ep, n)
+			}
+		}
+		if st := taskStatus(t, s, tid).Status; st != status {
+			t.Errorf("%s task became %s", status, st)
+		}
+	}
+}
+
 // TestExecuteRejectsUnsafeTaskIDs: a task id from the server that is not a
 // plain token never names a folder: execute and build refuse it before
 // touching the disk, and agent.venvs_dir survives.

@@ -465,6 +465,7 @@ const daemonChildEnv = "CLEARML_AGENT_DAEMON_CHILD"
 func (s *scheduler) childOptions(taskID string, lease *gpuLease) (o taskOptions, workerID string, inner map[string]string) {
 	o, workerID = s.opts.child, s.workerID
 	o.id = taskID
+	o.force = true // the queue gave the task to this daemon: it is ours to run, whatever ran it before
 	switch {
 	case lease != nil:
 		// The child runs on its GPUs as the worker <name>:gpu<list>, so the

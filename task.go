@@ -19,6 +19,8 @@ type taskDoc struct {
 	Status        string `json:"status"`
 	StatusMessage string `json:"status_message"`
 	Project       string `json:"project"`
+	LastWorker    string `json:"last_worker"` // the worker that last reported running it
+	LastUpdate    string `json:"last_update"`
 	Script        struct {
 		Repository   string         `json:"repository"`
 		Branch       string         `json:"branch"`
