@@ -5,9 +5,13 @@ package main
 // duplicate worker ids.
 
 import (
+	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -178,5 +182,53 @@ func TestDaemonRejectsUnsafeTaskID(t *testing.T) {
 	p.stop(t)
 	if strings.Contains(p.out.String(), "Running task '..'") {
 		t.Errorf("the daemon ran the task:\n%s", p.out.String())
+	}
+}
+
+// TestCLIListOversizedReply: a 100 MB reply is refused with the endpoint
+// and the size, without the agent holding it in memory.
+func TestCLIListOversizedReply(t *testing.T) {
+	s := startServer(t)
+	s.PadNext("workers.get_all", 0, 100<<20)
+	cmd := exec.Command(agentBin, "list")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
+	for k, v := range serverEnv(s) {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Peak RSS: the kernel's high-water mark, sampled from /proc while the
+	// agent runs, and its rusage once it has exited.
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var peakKiB int64
+	var err error
+sample:
+	for {
+		peakKiB = max(peakKiB, procStatusKiB(cmd.Process.Pid)["VmHWM"])
+		select {
+		case err = <-done:
+			break sample
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		peakKiB = max(peakKiB, ru.Maxrss)
+	}
+	t.Logf("list against a 100 MB reply: %v, peak RSS %.1f MiB, %s", err, float64(peakKiB)/1024, time.Since(start).Round(time.Millisecond))
+	r := runResult{code: cmd.ProcessState.ExitCode(), stdout: stdout.String(), stderr: stderr.String()}
+	if r.code != 1 {
+		t.Errorf("exit %d, want 1\n%s", r.code, r.stdout)
+	}
+	oneErrorLine(t, r, "workers.get_all: the server's reply is more than 16 MiB, over the 16 MiB this agent accepts from that endpoint")
+	if peakKiB == 0 || peakKiB > 64<<10 {
+		t.Errorf("peak RSS %d KiB; want a few times the 16 MiB cap at most, not the reply's size", peakKiB)
+	}
+	if n := len(s.RequestsTo("workers.get_all")); n != 1 {
+		t.Errorf("workers.get_all sent %d times: an oversized reply is not worth a retry", n)
 	}
 }
