@@ -37,7 +37,16 @@ type apiError struct {
 }
 
 func (e *apiError) Error() string {
-	return fmt.Sprintf("%s failed (%d/%d): %s", e.Endpoint, e.Code, e.Subcode, e.Msg)
+	if e.Code == 0 && e.Subcode == 0 {
+		// Not the API's answer (a proxy's page, a web server): Msg says
+		// what came back, with its HTTP status.
+		return fmt.Sprintf("%s failed: %s", e.Endpoint, e.Msg)
+	}
+	msg := e.Msg
+	if msg == "" {
+		msg = http.StatusText(e.HTTPStatus)
+	}
+	return fmt.Sprintf("%s failed: %s (HTTP %d, result code %d/%d)", e.Endpoint, msg, e.HTTPStatus, e.Code, e.Subcode)
 }
 
 // is reports whether the error has this code and subcode.
@@ -188,12 +197,8 @@ type envelope struct {
 func decodeEnvelope(endpoint string, status int, body []byte) (json.RawMessage, error) {
 	var env envelope
 	if err := json.Unmarshal(body, &env); err != nil || env.Meta == nil {
-		snippet := strings.TrimSpace(string(body))
-		if len(snippet) > 120 {
-			snippet = snippet[:120] + "..."
-		}
 		return nil, &apiError{Endpoint: endpoint, HTTPStatus: status,
-			Msg: fmt.Sprintf("HTTP %d with a reply that is not a ClearML API envelope (is api.api_server the API server, usually port 8008?): %q", status, snippet)}
+			Msg: fmt.Sprintf("HTTP %d with a reply that is not a ClearML API envelope (is api.api_server the API server, usually port 8008?): %s", status, replySnippet(body))}
 	}
 	m := env.Meta
 	if m.ResultCode != 200 {
@@ -205,6 +210,25 @@ func decodeEnvelope(endpoint string, status int, body []byte) (json.RawMessage, 
 		return json.RawMessage("{}"), nil
 	}
 	return env.Data, nil
+}
+
+var htmlTitlePattern = lazyRegexp(`(?is)<title>(.{0,200}?)</title>`)
+
+// replySnippet shows what came back instead of an envelope: an HTML page
+// by its title (a proxy's or web server's error page), else the start of
+// the text.
+func replySnippet(body []byte) string {
+	text := strings.TrimSpace(string(body))
+	if text == "" {
+		return "an empty reply"
+	}
+	if m := htmlTitlePattern().FindStringSubmatch(text); m != nil {
+		return fmt.Sprintf("an HTML page titled %q", strings.Join(strings.Fields(m[1]), " "))
+	}
+	if len(text) > 120 {
+		text = text[:120] + "..."
+	}
+	return strconv.Quote(text)
 }
 
 // clientOptions tune a client for its caller.

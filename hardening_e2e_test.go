@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -230,5 +231,23 @@ sample:
 	}
 	if n := len(s.RequestsTo("workers.get_all")); n != 1 {
 		t.Errorf("workers.get_all sent %d times: an oversized reply is not worth a retry", n)
+	}
+}
+
+// TestCLILoginFailureMessages: a failed login says what came back (the
+// HTTP status, the server's message), never a meaningless "(0/0)".
+func TestCLILoginFailureMessages(t *testing.T) {
+	s := startServer(t)
+	rule := s.HTMLNext("auth.login", 0, http.StatusNotFound)
+	r := runAgent(t, serverEnv(s), "list")
+	oneErrorLine(t, r, `auth.login failed: HTTP 404 with a reply that is not a ClearML API envelope (is api.api_server the API server, usually port 8008?): an HTML page titled "404 Not Found"`)
+	s.RemoveFault(rule)
+	s.FailNext("auth.login", 1, 400, 12, "Validation error (invalid expiration_sec)")
+	r = runAgent(t, serverEnv(s), "list")
+	oneErrorLine(t, r, "auth.login failed: Validation error (invalid expiration_sec) (HTTP 400, result code 400/12)")
+	for _, out := range []string{r.stderr, r.stdout} {
+		if strings.Contains(out, "(0/0)") {
+			t.Errorf("output has (0/0): %q", out)
+		}
 	}
 }
