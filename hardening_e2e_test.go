@@ -251,3 +251,37 @@ func TestCLILoginFailureMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestCLIConfigDurationsNotMasked: `config` shows settings about tokens
+// (numbers of seconds) in clear, and still masks every secret.
+func TestCLIConfigDurationsNotMasked(t *testing.T) {
+	home := t.TempDir()
+	writeFile(t, filepath.Join(home, "clearml.conf"), `
+api.auth { token_expiration_threshold_sec: 43200, request_token_expiration_sec: 3600 }
+api.credentials { access_key: "AKEY", secret_key: "the-secret-value" }
+agent.git_pass: "the-git-password"
+sdk.aws.s3 { token: 123456789, session_token_sec: "not-a-number-secret" }
+`)
+	r := runAgent(t, map[string]string{"HOME": home, "CLEARML_AGENT__API__AUTH__TOKEN_REFRESH_SEC": "60"}, "config")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	for _, want := range []string{
+		"api.auth.token_expiration_threshold_sec = 43200\n",
+		"api.auth.request_token_expiration_sec = 3600\n",
+		"api.auth.token_refresh_sec = 60\n",
+		"api.credentials.secret_key = ****\n",
+		"agent.git_pass = ****\n",
+		"sdk.aws.s3.token = ****\n",
+		"sdk.aws.s3.session_token_sec = ****\n",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("config lacks %q", want)
+		}
+	}
+	for _, secret := range []string{"the-secret-value", "the-git-password", "123456789", "not-a-number-secret"} {
+		if strings.Contains(r.stdout, secret) {
+			t.Errorf("config shows the secret %q", secret)
+		}
+	}
+}
