@@ -157,10 +157,13 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 		fmt.Fprint(cx.stdout, daemonStatusText(uptime, sq, nil, live, time.Now()))
 		return nil
 	}
+	if reg.busyRemote, err = recentWorkerIDs(context.Background(), c); err != nil {
+		logf("Warning: could not ask the server which worker ids are in use: %v", err)
+	}
 	inst, err := reg.claim(ident.idFor, os.Args)
 	var dup *errDuplicateWorker
 	if errors.As(err, &dup) {
-		return &exitError{code: 1, msg: dup.Error() + " (set a different agent.worker_id or CLEARML_WORKER_ID)"}
+		return &exitError{code: 1, msg: dup.Error() + " (pick another id: agent.worker_id in clearml.conf or CLEARML_WORKER_ID; without them the id is <worker_name>:<free slot>, or <worker_name>:gpu<N> from --gpus)"}
 	} else if err != nil {
 		return err
 	}

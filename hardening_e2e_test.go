@@ -285,3 +285,78 @@ sdk.aws.s3 { token: 123456789, session_token_sec: "not-a-number-secret" }
 		}
 	}
 }
+
+// waitOutput waits until a daemon's output contains want.
+func waitOutput(t *testing.T, p *daemonProc, want string, timeout time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if strings.Contains(p.out.String(), want) {
+			return
+		}
+	}
+	t.Fatalf("daemon output lacks %q after %v:\n%s", want, timeout, p.out.String())
+}
+
+// TestDaemonRefusesDuplicateWorkerID: a second daemon with the same fixed
+// worker id under another TMPDIR is refused (it would run as the first and
+// unregister it on exit); a slot id moves to a free slot; a registration
+// that has been silent for two report periods is free.
+func TestDaemonRefusesDuplicateWorkerID(t *testing.T) {
+	s := startServer(t)
+	base := executeEnv(t, s)
+	envWith := func(kv ...string) map[string]string {
+		env := map[string]string{"TMPDIR": t.TempDir(), "CLEARML_AGENT_RUNTIME_DIR": ""}
+		for k, v := range base {
+			env[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			env[kv[i]] = kv[i+1]
+		}
+		return env
+	}
+	first := startDaemon(t, envWith("CLEARML_WORKER_ID", "twin:0"), "--queue", fakeserver.DefaultQueueName)
+	waitOutput(t, first, `Worker "twin:0" - Listening`, time.Minute)
+	s.ResetRequests()
+
+	second := startDaemon(t, envWith("CLEARML_WORKER_ID", "twin:0"), "--queue", fakeserver.DefaultQueueName)
+	select {
+	case <-second.done:
+	case <-time.After(45 * time.Second):
+		t.Fatalf("a second daemon with the id of a live one runs:\n%s", second.out.String())
+	}
+	if code := second.cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+	out := second.out.String()
+	for _, want := range []string{"Worker id [twin:0] is in use", "agent.worker_id", "CLEARML_WORKER_ID"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the refusal lacks %q:\n%s", want, out)
+		}
+	}
+	if n := len(s.RequestsTo("workers.unregister")) + len(s.RequestsTo("workers.register")); n != 0 {
+		t.Errorf("the refused daemon sent %d register/unregister requests", n)
+	}
+	if _, ok := s.WorkerByID("twin:0"); !ok {
+		t.Error("the first daemon's worker is gone from the server")
+	}
+
+	// Slot ids: host:0 is another agent's elsewhere, so this one is host:1.
+	c := testClient(t, s.URL(), nil, clientOptions{workerID: "slotbox:0"})
+	if err := c.call(t.Context(), "workers.register", "", map[string]any{"worker": "slotbox:0"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	slot := startDaemon(t, envWith("CLEARML_WORKER_NAME", "slotbox"), "--queue", fakeserver.DefaultQueueName)
+	waitOutput(t, slot, `Worker "slotbox:1" - Listening`, time.Minute)
+	slot.stop(t)
+
+	// A registration silent for longer than two report periods is a dead
+	// agent's: its id may be taken.
+	if err := c.call(t.Context(), "workers.register", "", map[string]any{"worker": "gone:0"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	s.Advance(3 * time.Minute)
+	taken := startDaemon(t, envWith("CLEARML_WORKER_ID", "gone:0"), "--queue", fakeserver.DefaultQueueName)
+	waitOutput(t, taken, `Worker "gone:0" - Listening`, time.Minute)
+	taken.stop(t)
+	first.stop(t)
+}
