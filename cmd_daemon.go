@@ -284,6 +284,8 @@ func (d *daemonCmd) serve(cx *cmdContext, s *scheduler, inst *agentInstance, sig
 		// Containers a previous run of this worker left behind.
 		cleanupStaleContainers(context.Background(), workerID, s.log)
 	}
+	// Tasks a crash left in_progress on this worker: nothing else ends them.
+	s.failOrphans(context.Background(), ownsWorker(workerID, s.cfg.str("agent.worker_name"), d.pool), inst.reg)
 	notify := takeSDNotifier()
 	notify.ready()
 

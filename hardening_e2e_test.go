@@ -297,6 +297,102 @@ func waitOutput(t *testing.T, p *daemonProc, want string, timeout time.Duration)
 	t.Fatalf("daemon output lacks %q after %v:\n%s", want, timeout, p.out.String())
 }
 
+// processTree is root and every process descending from it.
+func processTree(root int) []int {
+	ents, _ := os.ReadDir("/proc")
+	children := map[int][]int{}
+	for _, e := range ents {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			children[parentOf(pid)] = append(children[parentOf(pid)], pid)
+		}
+	}
+	tree := []int{root}
+	for i := 0; i < len(tree); i++ {
+		tree = append(tree, children[tree[i]]...)
+	}
+	return tree
+}
+
+// killTree kills a process tree at once, as a power loss would: every
+// process is stopped first, so none sees another die.
+func killTree(t *testing.T, root int) {
+	t.Helper()
+	for range 3 { // catch what forks meanwhile
+		for _, pid := range processTree(root) {
+			syscall.Kill(pid, syscall.SIGSTOP)
+		}
+	}
+	tree := processTree(root)
+	for _, pid := range tree {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for _, pid := range tree {
+		waitGone(t, pid)
+	}
+}
+
+// TestDaemonFailsOrphanedTasks: after daemon, child and task are killed
+// together, the daemon restarted with the same worker id fails the task it
+// left in_progress, saying why; a task another live agent runs is untouched.
+func TestDaemonFailsOrphanedTasks(t *testing.T) {
+	s := startServer(t)
+	s.AddQueue("other")
+	marks := t.TempDir()
+	repo, _ := makeTaskRepo(t, map[string]string{"hold.py": `import os, time
+open(os.path.join(os.environ["MARKDIR"], os.environ["CLEARML_TASK_ID"]), "w").close()
+while True:
+    time.sleep(0.1)
+`})
+	base := executeEnv(t, s)
+	base["MARKDIR"] = marks
+	base["CLEARML_AGENT__AGENT__SHUTDOWN_GRACE_SEC"] = "0.5"
+	envOf := func(worker string) map[string]string {
+		env := map[string]string{"CLEARML_WORKER_ID": worker, "CLEARML_AGENT_RUNTIME_DIR": t.TempDir()}
+		for k, v := range base {
+			env[k] = v
+		}
+		return env
+	}
+	running := func(p *daemonProc, id, worker string) {
+		t.Helper()
+		waitForFile(t, filepath.Join(marks, id), time.Minute)
+		for deadline := time.Now().Add(time.Minute); taskStatus(t, s, id).LastWorker != worker; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("task %s: last worker %q, want %s\n%s", id, taskStatus(t, s, id).LastWorker, worker, p.out.String())
+			}
+		}
+	}
+
+	other := startDaemon(t, envOf("live-box:0"), "--queue", "other")
+	theirs := enqueueScript(t, s, repo, "hold.py", "other")
+	running(other, theirs, "live-box:0")
+
+	envA := envOf("crash-box:0")
+	crashed := startDaemon(t, envA, "--queue", fakeserver.DefaultQueueName)
+	ours := enqueueScript(t, s, repo, "hold.py", fakeserver.DefaultQueueName)
+	running(crashed, ours, "crash-box:0")
+	killTree(t, crashed.cmd.Process.Pid)
+	<-crashed.done
+	if st := taskStatus(t, s, ours).Status; st != "in_progress" {
+		t.Fatalf("after the crash the task is %s; the test needs it left in_progress", st)
+	}
+
+	// The same worker id, at once (the server saw it seconds ago: the
+	// crashed daemon's marker says that registration was this host's).
+	restarted := startDaemon(t, envA, "--queue", fakeserver.DefaultQueueName)
+	host, _ := os.Hostname()
+	task := waitStatus(t, s, restarted, ours, "failed", time.Minute)
+	if want := "the agent on " + host + " restarted and found this task orphaned (no local process)"; task.StatusReason != want {
+		t.Errorf("reason %q, want %q", task.StatusReason, want)
+	}
+	waitOutput(t, restarted, `Worker "crash-box:0" - Listening`, time.Minute)
+	if task := taskStatus(t, s, theirs); task.Status != "in_progress" || task.LastWorker != "live-box:0" {
+		t.Errorf("the live agent's task became %s (%s)", task.Status, task.StatusReason)
+	}
+	restarted.stop(t)
+	other.stop(t)
+}
+
 // TestDaemonRefusesDuplicateWorkerID: a second daemon with the same fixed
 // worker id under another TMPDIR is refused (it would run as the first and
 // unregister it on exit); a slot id moves to a free slot; a registration

@@ -265,6 +265,14 @@ func (w statusWriter) pulled(ctx context.Context, taskID, step string) error {
 	return w.send(ctx, "started", taskID, "", step, true)
 }
 
+// failOrphaned fails a task that a restarted daemon on host found
+// in_progress on one of its workers with no process running it: the
+// machine crashed, or daemon, child and task were killed together.
+func (w statusWriter) failOrphaned(ctx context.Context, taskID, host string) error {
+	reason := fmt.Sprintf("the agent on %s restarted and found this task orphaned (no local process)", host)
+	return w.set(ctx, "failed", taskID, reason, true)
+}
+
 // requeue puts a task back at the end of a queue.
 func (w statusWriter) requeue(ctx context.Context, queueID, taskID string) error {
 	return w.api.call(ctx, "queues.add_task", "2.5", map[string]any{"queue": queueID, "task": taskID}, nil)
