@@ -365,7 +365,7 @@ func mayRun(t *taskDoc, workerID string, force bool) error {
 	last := "no worker has reported running it"
 	if t.LastWorker != "" {
 		last = "worker " + t.LastWorker
-		if at, err := time.Parse(time.RFC3339Nano, t.LastUpdate); err == nil {
+		if at, err := time.Parse(time.RFC3339Nano, t.LastUpdate); err == nil && time.Since(at) >= 0 {
 			last += fmt.Sprintf(", last update %s ago", time.Since(at).Round(time.Second))
 		}
 	}
