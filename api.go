@@ -37,11 +37,57 @@ type apiError struct {
 }
 
 func (e *apiError) Error() string {
-	return fmt.Sprintf("%s failed (%d/%d): %s", e.Endpoint, e.Code, e.Subcode, e.Msg)
+	if e.Code == 0 && e.Subcode == 0 {
+		// Not the API's answer (a proxy's page, a web server): Msg says
+		// what came back, with its HTTP status.
+		return fmt.Sprintf("%s failed: %s", e.Endpoint, e.Msg)
+	}
+	msg := e.Msg
+	if msg == "" {
+		msg = http.StatusText(e.HTTPStatus)
+	}
+	return fmt.Sprintf("%s failed: %s (HTTP %d, result code %d/%d)", e.Endpoint, msg, e.HTTPStatus, e.Code, e.Subcode)
 }
 
 // is reports whether the error has this code and subcode.
 func (e *apiError) is(code, subcode int) bool { return e.Code == code && e.Subcode == subcode }
+
+// Reply caps: a reply is held in memory whole, so neither a server nor
+// whatever answers in its place may make the agent hold hundreds of
+// megabytes. The largest replies the agent reads are task documents
+// (tasks.get_by_id, tasks.get_all, tasks.get_hyper_params): MongoDB caps a
+// document at 16 MiB of BSON, and its JSON can be larger (escapes), hence
+// 64 MiB for those. Everything else is far smaller: a workers.get_all
+// entry is about 1 KiB, a queue entry under 100 bytes, a status change or
+// a login a few hundred bytes; 16 MiB.
+const (
+	replyCapDefault  = 16 << 20
+	replyCapTaskDocs = 64 << 20
+)
+
+// replyCap is the largest reply accepted from endpoint.
+func replyCap(endpoint string) int64 {
+	switch endpoint {
+	case "tasks.get_by_id", "tasks.get_all", "tasks.get_hyper_params":
+		return replyCapTaskDocs
+	}
+	return replyCapDefault
+}
+
+// replyTooLargeError is a reply over its endpoint's cap. It is not retried.
+type replyTooLargeError struct {
+	endpoint string
+	size     int64 // the announced length; 0 when only "over the cap" is known
+	limit    int64
+}
+
+func (e *replyTooLargeError) Error() string {
+	size := fmt.Sprintf("more than %d MiB", e.limit>>20)
+	if e.size > 0 {
+		size = fmt.Sprintf("%.1f MiB", float64(e.size)/(1<<20))
+	}
+	return fmt.Sprintf("%s: the server's reply is %s, over the %d MiB this agent accepts from that endpoint; is api.api_server the ClearML API server, and is it healthy?", e.endpoint, size, e.limit>>20)
+}
 
 // unreachableError means the server could not be reached at all.
 type unreachableError struct {
@@ -151,12 +197,8 @@ type envelope struct {
 func decodeEnvelope(endpoint string, status int, body []byte) (json.RawMessage, error) {
 	var env envelope
 	if err := json.Unmarshal(body, &env); err != nil || env.Meta == nil {
-		snippet := strings.TrimSpace(string(body))
-		if len(snippet) > 120 {
-			snippet = snippet[:120] + "..."
-		}
 		return nil, &apiError{Endpoint: endpoint, HTTPStatus: status,
-			Msg: fmt.Sprintf("HTTP %d with a reply that is not a ClearML API envelope (is api.api_server the API server, usually port 8008?): %q", status, snippet)}
+			Msg: fmt.Sprintf("HTTP %d with a reply that is not a ClearML API envelope (is api.api_server the API server, usually port 8008?): %s", status, replySnippet(body))}
 	}
 	m := env.Meta
 	if m.ResultCode != 200 {
@@ -168,6 +210,25 @@ func decodeEnvelope(endpoint string, status int, body []byte) (json.RawMessage, 
 		return json.RawMessage("{}"), nil
 	}
 	return env.Data, nil
+}
+
+var htmlTitlePattern = lazyRegexp(`(?is)<title>(.{0,200}?)</title>`)
+
+// replySnippet shows what came back instead of an envelope: an HTML page
+// by its title (a proxy's or web server's error page), else the start of
+// the text.
+func replySnippet(body []byte) string {
+	text := strings.TrimSpace(string(body))
+	if text == "" {
+		return "an empty reply"
+	}
+	if m := htmlTitlePattern().FindStringSubmatch(text); m != nil {
+		return fmt.Sprintf("an HTML page titled %q", strings.Join(strings.Fields(m[1]), " "))
+	}
+	if len(text) > 120 {
+		text = text[:120] + "..."
+	}
+	return strconv.Quote(text)
 }
 
 // clientOptions tune a client for its caller.
@@ -508,6 +569,10 @@ func (c *apiClient) do(ctx context.Context, r request) (json.RawMessage, error) 
 			}
 		}
 		status, body, retryAfter, err := c.send(ctx, r, deadline, token)
+		var tooLarge *replyTooLargeError
+		if errors.As(err, &tooLarge) {
+			return nil, err // the same request gets the same reply
+		}
 		if err == nil && status == 401 && !r.login && !reauthed {
 			// Tokens rotate: one fresh login, then the same call again.
 			reauthed = true
@@ -614,9 +679,16 @@ func (c *apiClient) send(ctx context.Context, r request, deadline time.Time, tok
 		return 0, nil, 0, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	limit := replyCap(r.endpoint)
+	if resp.ContentLength > limit {
+		return 0, nil, 0, &replyTooLargeError{endpoint: r.endpoint, size: resp.ContentLength, limit: limit}
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return 0, nil, 0, err
+	}
+	if int64(len(body)) > limit {
+		return 0, nil, 0, &replyTooLargeError{endpoint: r.endpoint, limit: limit}
 	}
 	var retryAfter time.Duration
 	if s := resp.Header.Get("Retry-After"); s != "" {

@@ -114,9 +114,10 @@ func (s *configSanitizer) walk(v any, path []string, lines *[]string) {
 	}
 }
 
-// sanitize applies the key-name rules to one key's value.
+// sanitize applies the key-name rules to one key's value. A duration is
+// no secret even when its name mentions one (isDurationSetting).
 func (s *configSanitizer) sanitize(key string, v any) any {
-	if !anyMatch(s.dontHide, key) {
+	if !anyMatch(s.dontHide, key) && !isDurationSetting(key, v) {
 		if anyMatch(s.hide, key) {
 			return "****"
 		}

@@ -167,10 +167,13 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 		fmt.Fprint(cx.stdout, daemonStatusText(uptime, sq, nil, live, time.Now()))
 		return nil
 	}
+	if reg.busyRemote, err = recentWorkerIDs(context.Background(), c); err != nil {
+		logf("Warning: could not ask the server which worker ids are in use: %v", err)
+	}
 	inst, err := reg.claim(ident.idFor, os.Args)
 	var dup *errDuplicateWorker
 	if errors.As(err, &dup) {
-		return &exitError{code: 1, msg: dup.Error() + " (set a different agent.worker_id or CLEARML_WORKER_ID)"}
+		return &exitError{code: 1, msg: dup.Error() + " (pick another id: agent.worker_id in clearml.conf or CLEARML_WORKER_ID; without them the id is <worker_name>:<free slot>, or <worker_name>:gpu<N> from --gpus)"}
 	} else if err != nil {
 		return err
 	}
@@ -291,6 +294,8 @@ func (d *daemonCmd) serve(cx *cmdContext, s *scheduler, inst *agentInstance, sig
 		// Containers a previous run of this worker left behind.
 		cleanupStaleContainers(context.Background(), s.opts.child.engine(), workerID, s.log)
 	}
+	// Tasks a crash left in_progress on this worker: nothing else ends them.
+	s.failOrphans(context.Background(), ownsWorker(workerID, s.cfg.str("agent.worker_name"), d.pool), inst.reg)
 	notify := takeSDNotifier()
 	notify.ready()
 

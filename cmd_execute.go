@@ -256,6 +256,11 @@ func (e *executeCmd) runDocker(cx *cmdContext, cfg *agentConfig, c *apiClient, w
 	if err != nil {
 		return err
 	}
+	if !e.clone {
+		if err := mayRun(task, workerID, e.force); err != nil {
+			return err
+		}
+	}
 	o := dockerRunOptions{task: e.taskOptions, workerID: workerID, debug: cx.global.debug, api: c, queueID: task.Execution.Queue}
 	run, err := dockerTaskArgv(cfg, task, o)
 	if err != nil {
@@ -352,6 +357,9 @@ func (x *execution) claim(ctx context.Context) error {
 		// A multi-node run: rank 0 claims the task and owns its status.
 		return nil
 	default:
+		if err := mayRun(t, x.workerID, x.opts.force); err != nil {
+			return err
+		}
 		n, err := x.status.dequeue(ctx, t.ID)
 		if x.opts.requireQueue && (err != nil || n < 1) {
 			return fmt.Errorf("execution requires a queued task, but task id=%s is not queued (status %s); enqueue it first or drop --require-queue", t.ID, t.Status)
@@ -361,6 +369,30 @@ func (x *execution) claim(ctx context.Context) error {
 		return nil
 	}
 	return x.status.set(ctx, "started", x.task.ID, "worker started execution", true)
+}
+
+// mayRun refuses to run a task that another worker is running (both runs
+// would fight over its status and console), or one that has ended with
+// results (completed, published) that a rerun would overwrite, unless
+// force. A daemon's children always have force: the queue gave them the task.
+func mayRun(t *taskDoc, workerID string, force bool) error {
+	if force {
+		return nil
+	}
+	last := "no worker has reported running it"
+	if t.LastWorker != "" {
+		last = "worker " + t.LastWorker
+		if at, err := time.Parse(time.RFC3339Nano, t.LastUpdate); err == nil && time.Since(at) >= 0 {
+			last += fmt.Sprintf(", last update %s ago", time.Since(at).Round(time.Second))
+		}
+	}
+	switch {
+	case t.Status == "in_progress" && t.LastWorker != workerID:
+		return &exitError{code: 1, msg: fmt.Sprintf("task %s is in_progress (%s): a second run would fight the first over its status and console; stop it first, or pass --force to run it anyway", t.ID, last)}
+	case t.Status == "completed" || t.Status == "published":
+		return &exitError{code: 1, msg: fmt.Sprintf("task %s is %s (%s): running it again would overwrite its results; run a copy with --clone, or pass --force to run it anyway", t.ID, t.Status, last)}
+	}
+	return nil
 }
 
 // setStatus sets a status, logging a refusal instead of failing.

@@ -248,7 +248,7 @@ sdk.aws.s3.credentials: [{ bucket: b1, key: k1, secret: s-one }]
 		"api.api_server = http://h:8008\n",
 		"api.credentials.access_key = AK1234\n",
 		"api.credentials.secret_key = ****\n",
-		"api.auth.token_expiration_threshold_sec = ****\n",
+		"api.auth.token_expiration_threshold_sec = 43200\n", // a duration, not a secret (issue 12)
 		"agent.git_pass = ****\n",
 		"agent.enable_git_ask_pass = true\n",
 		"agent.sanitize_config_printout = ****\n",

@@ -14,6 +14,8 @@ package main
 // Detaching, the daemon log file and sd_notify are in detach.go.
 
 import (
+	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,6 +57,7 @@ type agentInstance struct {
 	Started  time.Time `json:"started"`
 
 	path       string
+	marker     string      // ranHereMarker of the id: removed on a clean exit
 	pythonPath string      // our pid file in the Python agent's format, for Python agents on this host
 	file       *os.File    // the owner's open, locked file; nil once released
 	mu         *sync.Mutex // guards file: release and refresh may race
@@ -67,13 +70,59 @@ type instanceRegistry struct {
 	pythonDir      string    // where Python agents keep theirs (tempfile.gettempdir()); "" to ignore them
 	allowDuplicate bool      // host-mount mode: duplicate ids only warn
 	warn           io.Writer // warnings; nil discards
+	// busyRemote: worker ids the server saw report recently
+	// (recentWorkerIDs). claim takes them for ids of live agents elsewhere
+	// (another TMPDIR, a container, another host), unless this host's last
+	// daemon with that id died without unregistering (ranHereMarker).
+	busyRemote map[string]bool
 }
 
-// errDuplicateWorker is the "already running" failure (exit 1).
-type errDuplicateWorker struct{ id string }
+// errDuplicateWorker is the "already running" failure (exit 1); remote:
+// the server says so, not this host's pid files.
+type errDuplicateWorker struct {
+	id     string
+	remote bool
+}
 
 func (e *errDuplicateWorker) Error() string {
+	if e.remote {
+		return fmt.Sprintf("Worker id [%s] is in use: another agent (under another TMPDIR, in a container or on another host) reported to the server as %s within the last %d s; if it was one that died, the id is free once it has been silent that long",
+			e.id, e.id, int(recentWorkerWindow.Seconds()))
+	}
 	return fmt.Sprintf("Instance with the same WORKER_ID [%s] is already running", e.id)
+}
+
+// recentWorkerWindow is how recently a worker must have reported to count
+// as alive: two report periods (an agent reports every 30 s; a dead one's
+// registration lingers on the server for 10 minutes).
+var recentWorkerWindow = 2 * statusReportEach
+
+// recentWorkerIDs asks the server which workers reported within
+// recentWorkerWindow.
+func recentWorkerIDs(ctx context.Context, c *apiClient) (map[string]bool, error) {
+	var r struct {
+		Workers []struct {
+			ID string `json:"id"`
+		} `json:"workers"`
+	}
+	req := map[string]any{"last_seen": int(recentWorkerWindow.Seconds())}
+	if err := c.call(withBudget(ctx, 30*time.Second), "workers.get_all", "", req, &r); err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, w := range r.Workers {
+		out[w.ID] = true
+	}
+	return out, nil
+}
+
+// ranHereMarker is the file that says a daemon of this host registered as
+// id: written at claim, removed at a clean exit (after unregistering). A
+// marker without a live agent means that daemon died, and the server's
+// registration of id is its own, not another agent's.
+func (r *instanceRegistry) ranHereMarker(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return filepath.Join(r.dir, fmt.Sprintf(".ran-here-%x", sum[:8]))
 }
 
 // instancesDir is where pid files live: $CLEARML_AGENT_RUNTIME_DIR, else the
@@ -297,6 +346,12 @@ func (r *instanceRegistry) claimFor(pid int, idFor func(slot int) string, argv [
 			ids[in.WorkerID] = true
 		}
 	}
+	remote := map[string]bool{}
+	for id := range r.busyRemote {
+		if !ids[id] && !fileExists(r.ranHereMarker(id)) {
+			ids[id], remote[id] = true, true
+		}
+	}
 	slot := 0
 	for ; ; slot++ {
 		if used[slot] {
@@ -310,7 +365,7 @@ func (r *instanceRegistry) claimFor(pid int, idFor func(slot int) string, argv [
 			continue // slot-based id taken by a fixed id elsewhere: try the next slot
 		}
 		if !r.allowDuplicate {
-			return nil, &errDuplicateWorker{id}
+			return nil, &errDuplicateWorker{id, remote[id]}
 		}
 		if r.warn != nil {
 			fmt.Fprintf(r.warn, "clearml_agent: Warning: Instance with the same WORKER_ID [%s] was found on this machine. We are ignoring it, make sure this not a mistake.\n", id)
@@ -322,6 +377,8 @@ func (r *instanceRegistry) claimFor(pid int, idFor func(slot int) string, argv [
 	if err := r.writeInstance(inst); err != nil {
 		return nil, err
 	}
+	inst.marker = r.ranHereMarker(inst.WorkerID)
+	os.WriteFile(inst.marker, []byte(inst.WorkerID+"\n"), 0o600)
 	r.writePythonPidFile(inst)
 	return inst, nil
 }
@@ -381,6 +438,9 @@ func (a *agentInstance) release() {
 	}
 	a.file.Close()
 	a.file = nil
+	if a.marker != "" {
+		os.Remove(a.marker)
+	}
 	if a.pythonPath != "" {
 		os.Remove(a.pythonPath)
 		a.pythonPath = ""

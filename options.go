@@ -16,6 +16,7 @@ type taskOptions struct {
 	docker            listFlag
 	podman            listFlag // --podman: docker mode with the podman CLI (dockerEngineFlags)
 	clone             bool
+	force             bool // run a task that is in_progress elsewhere, completed or published
 }
 
 func (o *taskOptions) register(t *flagTable) {
@@ -29,6 +30,7 @@ func (o *taskOptions) register(t *flagTable) {
 	registerDocker(t, &o.docker)
 	registerPodman(t, &o.podman)
 	t.boolVar(&o.clone, "clone", "", "Clone the task given by --id, then execute the clone")
+	t.boolVar(&o.force, "force", "", "Run the task even if it is in_progress on another worker, completed or published (refused by default)")
 	o.workerFlags.register(t)
 }
 
@@ -44,7 +46,7 @@ func executeArgv(g globalOpts, o taskOptions) []string {
 	// The order children have always had their flags in (docker's logged
 	// command shows it).
 	return append(argv, t.argv(&enc.id, &enc.fullMonitoring, &enc.standalone, &enc.requireQueue, &enc.clone,
-		&enc.cpuOnly, &enc.gpus, &enc.logLevel, &enc.optimization, &enc.disableMonitoring, &enc.logFile, &enc.docker, &enc.podman)...)
+		&enc.cpuOnly, &enc.gpus, &enc.logLevel, &enc.optimization, &enc.disableMonitoring, &enc.logFile, &enc.docker, &enc.podman, &enc.force)...)
 }
 
 // childEnv is the part of o a child gets in its environment: the git

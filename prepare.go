@@ -17,6 +17,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // preparer makes one task ready to launch.
@@ -33,7 +35,7 @@ type preparer struct {
 	buildDir string    // build --target: code and venv go here
 
 	venv     *venvResult       // release it when the run ends
-	taskDir  string            // <venvs_dir>/<task id>: code and any uncached venv; removed after the run
+	runDir   *runDir           // <venvs_dir>/<task id>.<random>: code and any uncached venv; removed after the run
 	taskVars map[string]string // the task's "Environment" hyper-parameters (agent.enable_task_env)
 }
 
@@ -110,16 +112,15 @@ func (p *preparer) prepare(ctx context.Context) (argv []string, dir string, env 
 // CLEARML_AGENT_FORCE_CODE_DIR names) and says where the venv goes.
 func (p *preparer) checkout(ctx context.Context) (res gitResult, src gitSource, venvDir string, err error) {
 	t := p.task
-	taskDir := filepath.Join(p.cfg.str("agent.venvs_dir"), sanitizeDirName(t.ID))
-	venvDir = filepath.Join(taskDir, "venv")
+	taskDir, venvDir := p.buildDir, p.buildDir
 	if p.buildDir != "" {
-		taskDir, venvDir = p.buildDir, p.buildDir
+		err = os.MkdirAll(taskDir, 0o755)
+	} else if p.runDir, err = newRunDir(p.cfg.str("agent.venvs_dir"), t.ID); err == nil {
+		taskDir = p.runDir.path
+		venvDir = filepath.Join(taskDir, "venv")
 	}
-	if err := os.MkdirAll(taskDir, 0o755); err != nil {
+	if err != nil {
 		return res, src, "", &stepError{step: "prepare", err: err}
-	}
-	if p.buildDir == "" {
-		p.taskDir = taskDir
 	}
 	codeDir := filepath.Join(taskDir, "task_repository")
 	os.RemoveAll(codeDir)
@@ -480,14 +481,86 @@ func configEnvironment(cfg *agentConfig) map[string]string {
 	return out
 }
 
-// removeTaskDir deletes the task's folder once it has ended: one folder
-// per task id would otherwise fill the disk of a long-running worker (the
+// removeTaskDir deletes the run's folder once it has ended: one folder
+// per run would otherwise fill the disk of a long-running worker (the
 // reference reuses and wipes one folder per Python version). --debug keeps it.
 func (p *preparer) removeTaskDir(keep bool, warn io.Writer) {
-	if p.taskDir == "" || keep {
+	if p.runDir == nil {
 		return
 	}
-	if err := os.RemoveAll(p.taskDir); err != nil {
-		fmt.Fprintf(warn, "clearml_agent: Warning: could not remove %s: %v\n", p.taskDir, err)
+	if err := p.runDir.release(keep); err != nil {
+		fmt.Fprintf(warn, "clearml_agent: Warning: could not remove %s: %v\n", p.runDir.path, err)
 	}
+}
+
+// runDir is one run's own folder, <venvs_dir>/<task id>.<random>: two runs
+// of one task (a second `execute --id T --force`, a task reset and pulled
+// again while its old run ends) never share, or delete, each other's code
+// and venv. Its lock file is held for the run's lifetime, so that the next
+// run of the task can tell a folder a crashed run left (unlocked) from a
+// live run's, and remove it.
+type runDir struct {
+	path string
+	lock *os.File
+}
+
+const runLockName = ".clearml-run.lock"
+
+// newRunDir makes the folder. The task id must be a plain token: "", "."
+// or ".." would make the folder agent.venvs_dir itself, which the cleanup
+// after the run would then wipe.
+func newRunDir(venvsDir, taskID string) (*runDir, error) {
+	if err := checkPlainID("task", taskID); err != nil {
+		return nil, err
+	}
+	if venvsDir == "" {
+		return nil, errors.New("agent.venvs_dir is empty: set it to the folder for task environments")
+	}
+	if err := os.MkdirAll(venvsDir, 0o755); err != nil {
+		return nil, err
+	}
+	removeStaleRunDirs(venvsDir, taskID)
+	dir, err := os.MkdirTemp(venvsDir, taskID+".")
+	if err != nil {
+		return nil, err
+	}
+	// The lock file appears already locked (renamed into place), so a
+	// concurrent sweep never takes a starting run's folder for a stale one.
+	f, err := os.CreateTemp(dir, ".lock-*")
+	if err == nil {
+		if err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err == nil {
+			err = os.Rename(f.Name(), filepath.Join(dir, runLockName))
+		}
+		if err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("creating the run folder in %s: %w", venvsDir, err)
+	}
+	return &runDir{path: dir, lock: f}, nil
+}
+
+// removeStaleRunDirs removes the folders of the task's earlier runs that
+// ended without cleaning up (their lock is free); folders --debug kept
+// have no lock file and stay.
+func removeStaleRunDirs(venvsDir, taskID string) {
+	dirs, _ := filepath.Glob(filepath.Join(venvsDir, taskID+".*"))
+	for _, d := range dirs {
+		lock := filepath.Join(d, runLockName)
+		if fileExists(lock) && !fileLocked(lock) {
+			os.RemoveAll(d)
+		}
+	}
+}
+
+// release removes the folder (keep: only its lock file, so no later run
+// takes it for a crashed one's) and ends the lock.
+func (r *runDir) release(keep bool) error {
+	defer r.lock.Close()
+	if keep {
+		return os.Remove(filepath.Join(r.path, runLockName))
+	}
+	return os.RemoveAll(r.path)
 }

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -96,6 +97,27 @@ func maskDockerArgs(args []string, extraKeys []string) []string {
 // name that mentions a secret, password or token, ends in _KEY or
 // _CONNECTION_STRING, or names an account, API or private key.
 var secretNamePattern = lazyRegexp(`(?i)secret|pass(word|wd)?|token|account_key|api_key|private_key|_key$|_connection_string$`)
+
+// durationNamePattern: a setting's name that ends in a time unit.
+var durationNamePattern = lazyRegexp(`(?i)_(sec|secs|seconds|ms|min|mins|minutes|hours|days)$`)
+
+// isDurationSetting reports whether a setting is a number of time units
+// (api.auth.token_expiration_threshold_sec = 43200): a setting about a
+// token or a password, never a secret itself, whatever word its name
+// contains. Both the name and the value must say so.
+func isDurationSetting(name string, value any) bool {
+	if !durationNamePattern().MatchString(name) {
+		return false
+	}
+	switch v := value.(type) {
+	case int64, float64:
+		return true
+	case string:
+		_, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		return err == nil
+	}
+	return false
+}
 
 // looksSecretName guesses from a variable name whether its value is secret:
 // the agent's known secret variables and any name secretNamePattern matches.

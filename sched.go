@@ -326,6 +326,12 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 	// A stop must not cut the status calls of a task already pulled.
 	ctx = context.WithoutCancel(ctx)
 	c := withBudget(ctx, 30*time.Second)
+	if err := checkPlainID("task", taskID); err != nil {
+		// It would name a folder and a worker id: fail it, run nothing.
+		s.logf("Error: queue %s: %v", q.Name, err)
+		s.abandon(ctx, taskID, err.Error())
+		return
+	}
 	if s.isStopping() {
 		// Pulled as the daemon stops: still queued on the server, put it back.
 		s.logf("Stopping: returning task %s to queue %s", taskID, q.Name)
@@ -465,6 +471,7 @@ const daemonChildEnv = "CLEARML_AGENT_DAEMON_CHILD"
 func (s *scheduler) childOptions(taskID string, lease *gpuLease) (o taskOptions, workerID string, inner map[string]string) {
 	o, workerID = s.opts.child, s.workerID
 	o.id = taskID
+	o.force = true // the queue gave the task to this daemon: it is ours to run, whatever ran it before
 	switch {
 	case lease != nil:
 		// The child runs on its GPUs as the worker <name>:gpu<list>, so the

@@ -19,6 +19,8 @@ type taskDoc struct {
 	Status        string `json:"status"`
 	StatusMessage string `json:"status_message"`
 	Project       string `json:"project"`
+	LastWorker    string `json:"last_worker"` // the worker that last reported running it
+	LastUpdate    string `json:"last_update"`
 	Script        struct {
 		Repository   string         `json:"repository"`
 		Branch       string         `json:"branch"`
@@ -72,6 +74,20 @@ func (t *taskDoc) requirementLines(key string) ([]string, bool) {
 
 // idPattern is what the reference takes for an id rather than a name.
 var idPattern = lazyRegexp(`^[-a-f0-9]{30,}$`)
+
+// plainIDPattern is what an id from the server must be before it names a
+// folder or a worker: real ids are uuid4().hex (32 hex digits); anything
+// else that is not a plain token ("", ".", "..", "a/b", NUL) could make
+// the task folder agent.venvs_dir itself, or a path outside it.
+var plainIDPattern = lazyRegexp(`^[A-Za-z0-9_-]{1,128}$`)
+
+// checkPlainID refuses an id (kind: "task", "queue") that is not a plain token.
+func checkPlainID(kind, id string) error {
+	if plainIDPattern().MatchString(id) {
+		return nil
+	}
+	return fmt.Errorf("the server gave a %s id %q that is not a plain token (letters, digits, '-', '_'): refusing to use it in a file path or worker id; check the %s on the server", kind, id, kind)
+}
 
 // notFoundError: no task or queue has that name.
 type notFoundError struct{ msg string }
@@ -128,7 +144,11 @@ func findTask(ctx context.Context, c *apiClient, nameOrID string) (*taskDoc, err
 }
 
 // getTask fetches a task with tasks.get_by_id at v2.5, as the reference.
+// The id must be a plain token (checkPlainID): it names the task's folder.
 func getTask(ctx context.Context, c *apiClient, id string) (*taskDoc, error) {
+	if err := checkPlainID("task", id); err != nil {
+		return nil, err
+	}
 	var r struct {
 		Task json.RawMessage `json:"task"`
 	}
@@ -142,6 +162,10 @@ func getTask(ctx context.Context, c *apiClient, id string) (*taskDoc, error) {
 	var t taskDoc
 	if err := json.Unmarshal(r.Task, &t); err != nil {
 		return nil, fmt.Errorf("tasks.get_by_id: cannot read the task: %v", err)
+	}
+	// The task's id names its folder: it must be the one asked for.
+	if t.ID != id {
+		return nil, fmt.Errorf("tasks.get_by_id for task %s answered with task id %q; is api.api_server the ClearML API server?", id, t.ID)
 	}
 	return &t, nil
 }
@@ -239,6 +263,14 @@ func (w statusWriter) dequeue(ctx context.Context, taskID string) (int64, error)
 // the status message ("pulled by agent", "launch by agent").
 func (w statusWriter) pulled(ctx context.Context, taskID, step string) error {
 	return w.send(ctx, "started", taskID, "", step, true)
+}
+
+// failOrphaned fails a task that a restarted daemon on host found
+// in_progress on one of its workers with no process running it: the
+// machine crashed, or daemon, child and task were killed together.
+func (w statusWriter) failOrphaned(ctx context.Context, taskID, host string) error {
+	reason := fmt.Sprintf("the agent on %s restarted and found this task orphaned (no local process)", host)
+	return w.set(ctx, "failed", taskID, reason, true)
 }
 
 // requeue puts a task back at the end of a queue.
