@@ -36,6 +36,7 @@ type daemonCmd struct {
 	downtime            listFlag
 	status              bool
 	useOwnerToken       bool
+	checkBootstrap      bool
 
 	pool     []string       // --dynamic-gpus: the GPUs to hand out (--gpus)
 	gpuSpecs []gpuQueueSpec // --dynamic-gpus: what each queue's task takes
@@ -59,6 +60,7 @@ func (d *daemonCmd) flags(t *flagTable) {
 	t.add(&d.uptime, "uptime", "", "UPTIME", `Hours and days the agent serves queues, e.g. "17-20 TUE"`)
 	t.add(&d.downtime, "downtime", "", "DOWNTIME", `Hours and days the agent does not serve queues, e.g. "09-13 TUE"`)
 	t.boolVar(&d.status, "status", "", "Print the worker's schedule and queues, then exit")
+	t.boolVar(&d.checkBootstrap, "check-bootstrap", "", "Accepted for compatibility: this agent needs no clearml-agent-bootstrap package")
 	t.boolVar(&d.useOwnerToken, "use-owner-token", "", "Run each task with its owner's credentials")
 	t.add(&d.pollingInterval, "polling-interval", "", "POLLING_INTERVAL", "Seconds between queue polls (default: 5)")
 	d.workerFlags.register(t)
@@ -123,6 +125,9 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 	logf := func(format string, args ...any) { fmt.Fprintf(log, format+"\n", args...) }
 	if !d.status {
 		applyConfigFiles(cfg, log)
+	}
+	if d.checkBootstrap {
+		logf("--check-bootstrap: %s", bootstrapNotNeeded)
 	}
 	c, err := cx.newClient(cfg, clientOptions{budget: 30 * time.Second, workerID: ident.idFor(0)}, func(format string, args ...any) { logf("debug: "+format, args...) })
 	if err != nil {
