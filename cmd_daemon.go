@@ -159,6 +159,7 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 	}
 	defer inst.release()
 	c.setWorker(inst.WorkerID)
+	printConfiguration(cx.stdout, cfg)
 	s := d.newScheduler(cx, cfg, c, inst.WorkerID, log, queues, uptime)
 	if detachedChild {
 		logf("Worker \"%s\" :", s.workerID)

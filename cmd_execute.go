@@ -119,6 +119,7 @@ func (x *execution) run() (err error) {
 		x.fail("cannot open the log: " + err.Error())
 		return err
 	}
+	printConfiguration(x.log, x.cfg)
 	abort, stopMonitor := x.startMonitor(ctx)
 	defer func() {
 		stopMonitor()
