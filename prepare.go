@@ -32,6 +32,7 @@ type preparer struct {
 	rank     int       // RANK / SLURM_PROCID: only rank 0 writes the task's packages and commit
 	buildDir string    // build --target: code and venv go here
 
+	gitRoot  string            // the cloned repository, for agent.force_git_root_python_path
 	venv     *venvResult       // release it when the run ends
 	taskDir  string            // <venvs_dir>/<task id>: code and any uncached venv; removed after the run
 	taskVars map[string]string // the task's "Environment" hyper-parameters (agent.enable_task_env)
@@ -62,6 +63,9 @@ func (p *preparer) prepare(ctx context.Context) (argv []string, dir string, env 
 	res, src, venvDir, err := p.checkout(ctx)
 	if err != nil {
 		return nil, "", nil, err
+	}
+	if res.url != "" {
+		p.gitRoot = res.root
 	}
 	workDir, entryArgs, err := gitResolveEntry(res.root, res.src, p.cfg.env)
 	if err != nil {
@@ -367,13 +371,18 @@ func (p *preparer) taskEnv(workDir string, entryArgs []string) ([]string, error)
 	if old := env["PYTHONPATH"]; old != "" {
 		pyPath = append(pyPath, old)
 	}
-	pyPath = append(pyPath, workDir)
-	if len(entryArgs) > 0 && !strings.HasPrefix(entryArgs[0], "-") {
-		if d := filepath.Dir(filepath.Join(workDir, entryArgs[0])); d != workDir {
-			pyPath = append(pyPath, d)
+	if p.gitRoot != "" && p.cfg.boolean("agent.force_git_root_python_path", false) {
+		// The repository's root instead of the script's folders, as the reference.
+		pyPath = append(pyPath, p.gitRoot)
+	} else {
+		pyPath = append(pyPath, workDir)
+		if len(entryArgs) > 0 && !strings.HasPrefix(entryArgs[0], "-") {
+			if d := filepath.Dir(filepath.Join(workDir, entryArgs[0])); d != workDir {
+				pyPath = append(pyPath, d)
+			}
 		}
 	}
-	if extra := env["CLEARML_AGENT_EXTRA_PYTHON_PATH"]; extra != "" {
+	if extra := firstNonEmpty(env["CLEARML_AGENT_EXTRA_PYTHON_PATH"], env["TRAINS_AGENT_EXTRA_PYTHON_PATH"]); extra != "" {
 		pyPath = append(pyPath, extra)
 	}
 	env["PYTHONPATH"] = strings.Join(pyPath, string(os.PathListSeparator))

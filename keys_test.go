@@ -1,0 +1,101 @@
+package main
+
+// Tests of reference keys and variables that fleets set (issue 16): each
+// fails without the code that honours it.
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/clearml-go/clearml-agent/testdata/fakeserver"
+)
+
+// files {} modes in Python's octal spellings, "0o777" included.
+func TestConfigFilesModeSpellings(t *testing.T) {
+	home := t.TempDir()
+	writeFile(t, filepath.Join(home, "clearml.conf"), `
+files {
+  a: { path: "~/a.sh", contents: "x", mode: "0o755" }
+  b: { path: "~/b.txt", contents: "x", mode: "0O640" }
+  c: { path: "~/c.txt", contents: "x", mode: 600 }
+  d: { path: "~/d.txt", contents: "x", mode: " 0604 " }
+}
+`)
+	cfg, err := loadConfig("", mapEnv(map[string]string{"HOME": home}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	applyConfigFiles(cfg, &log)
+	for name, want := range map[string]os.FileMode{"a.sh": 0o755, "b.txt": 0o640, "c.txt": 0o600, "d.txt": 0o604} {
+		st, err := os.Stat(filepath.Join(home, name))
+		if err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: mode %v (%v), want %v\n%s", name, st.Mode().Perm(), err, want, log.String())
+		}
+	}
+	if strings.Contains(log.String(), "failed setting mode") {
+		t.Errorf("a mode was refused:\n%s", log.String())
+	}
+}
+
+// CLEARML_CPU_ONLY (and its twins) is agent.cpu_only, as in the reference.
+func TestConfigCPUOnlyVariables(t *testing.T) {
+	for _, name := range []string{"CLEARML_CPU_ONLY", "TRAINS_CPU_ONLY", "CPU_ONLY"} {
+		cfg, err := loadConfig("", mapEnv(map[string]string{"HOME": t.TempDir(), name: "1"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !cfg.boolean("agent.cpu_only", false) {
+			t.Errorf("%s=1 does not set agent.cpu_only", name)
+		}
+	}
+	cfg, _ := loadConfig("", mapEnv(map[string]string{"HOME": t.TempDir()}))
+	if cfg.boolean("agent.cpu_only", false) {
+		t.Error("agent.cpu_only is on by default")
+	}
+}
+
+// agent.force_git_root_python_path puts the repository's root on
+// PYTHONPATH instead of the script's folder; TRAINS_AGENT_EXTRA_PYTHON_PATH
+// is the twin of CLEARML_AGENT_EXTRA_PYTHON_PATH.
+func TestExecutePythonPathKeys(t *testing.T) {
+	s := startServer(t)
+	extra := t.TempDir()
+	writeFile(t, filepath.Join(extra, "extramod.py"), "X = 1\n")
+	repo, _ := makeTaskRepo(t, map[string]string{
+		"rootmod.py": "R = 1\n",
+		"sub/train.py": `import os, importlib.util as u
+print("PYTHONPATH=" + os.environ.get("PYTHONPATH", ""))
+print("rootmod:", u.find_spec("rootmod") is not None, "extramod:", u.find_spec("extramod") is not None)
+`,
+	})
+	run := func(conf string, vars map[string]string) string {
+		t.Helper()
+		id := s.AddTask(fakeserver.TaskSpec{Name: "pythonpath", Script: &fakeserver.Script{Repository: repo, EntryPoint: "train.py", WorkingDir: "sub", Binary: "python3"}})
+		s.Enqueue(id, fakeserver.DefaultQueueName)
+		env := executeEnv(t, s)
+		for k, v := range vars {
+			env[k] = v
+		}
+		writeFile(t, filepath.Join(env["HOME"], "clearml.conf"), conf)
+		if r := runAgent(t, env, "execute", "--id", id); r.code != 0 {
+			t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+		}
+		return s.TaskLogText(id)
+	}
+	log := run("", map[string]string{"TRAINS_AGENT_EXTRA_PYTHON_PATH": extra})
+	if !strings.Contains(log, "rootmod: False extramod: True") {
+		t.Errorf("default (script folder, TRAINS_AGENT_EXTRA_PYTHON_PATH): %s", log)
+	}
+	log = run("agent.force_git_root_python_path: true", nil)
+	if !strings.Contains(log, "rootmod: True extramod: False") {
+		t.Errorf("force_git_root_python_path: %s", log)
+	}
+	for _, l := range strings.Split(log, "\n") {
+		if p, ok := strings.CutPrefix(l, "PYTHONPATH="); ok && strings.HasSuffix(p, "/sub") {
+			t.Errorf("force_git_root_python_path still adds the script folder: %s", p)
+		}
+	}
+}
