@@ -196,7 +196,7 @@ func (p *preparer) pythonEnv(ctx context.Context, root, workDir string, entryArg
 		spec.repoRequirementsFiles = findRequirementsTxt(root, entryDir)
 	}
 	vm := newVenvManager(p.cfg, p.log)
-	if creds := gitCredentialsFrom(p.cfg, p.opts.gitUser, p.opts.gitPass); creds.complete() {
+	if creds := gitPromptCreds(p.cfg, gitCredentialsFrom(p.cfg, p.opts.gitUser, p.opts.gitPass)); creds.complete() {
 		vm.gitAuth = &creds
 	}
 	if apt := newContainerApt(p.cfg.env, p.log); apt != nil && !p.opts.standalone {
