@@ -160,6 +160,7 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 	defer inst.release()
 	c.setWorker(inst.WorkerID)
 	printConfiguration(cx.stdout, cfg)
+	statusReportEach = reportFrequency(cfg.env, statusReportEach)
 	s := d.newScheduler(cx, cfg, c, inst.WorkerID, log, queues, uptime)
 	if detachedChild {
 		logf("Worker \"%s\" :", s.workerID)
@@ -236,6 +237,7 @@ func (d *daemonCmd) newScheduler(cx *cmdContext, cfg *agentConfig, c *apiClient,
 	if d.pollingInterval.set {
 		pace = time.Duration(max(d.pollingInterval.n, 1)) * time.Second
 	}
+	pace = pollPaceOverride(cfg.env, pace)
 	maxRun := 1
 	if d.servicesMode.set {
 		maxRun = max(d.servicesMode.n, 0) // a bare --services-mode is unlimited

@@ -30,6 +30,7 @@ func (e *executeCmd) run(cx *cmdContext) error {
 	if err != nil {
 		return err
 	}
+	statusReportEach = reportFrequency(cfg.env, statusReportEach)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -449,8 +450,10 @@ func (x *execution) monitor(ctx context.Context, abort chan<- string) {
 	report()
 	lastReport := time.Now().Add(statsFirstReport - statusReportEach)
 	createdCount := 0
-	tick := time.NewTicker(abortPollEvery)
+	// Reports may come more often than abort polls (CLEARML_AGENT_STATUS_REPORT_FREQ_SEC).
+	tick := time.NewTicker(min(abortPollEvery, statusReportEach))
 	defer tick.Stop()
+	lastPoll := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -465,6 +468,10 @@ func (x *execution) monitor(ctx context.Context, abort chan<- string) {
 			ping()
 			lastPing = time.Now()
 		}
+		if time.Since(lastPoll) < abortPollEvery-abortPollEvery/10 {
+			continue
+		}
+		lastPoll = time.Now()
 		if reason := x.abortReason(ctx, &createdCount); reason != "" {
 			if reason != "not_found" && !x.waitAbortCallback(ctx) {
 				return // the task ended while its callback ran
