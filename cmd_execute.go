@@ -84,6 +84,8 @@ type execution struct {
 	shipper  *consoleShipper
 	localLog io.Writer // stdout (and --log-file): the log once the server's part is closed
 	claimed  bool      // the task is ours: it gets a final status whatever happens
+
+	abortCmd *abortCommand // CLEARML_AGENT_ABORT_CALLBACK_CMD
 }
 
 func (x *execution) run() (err error) {
@@ -121,6 +123,9 @@ func (x *execution) run() (err error) {
 		return err
 	}
 	printConfiguration(x.log, x.cfg)
+	if !x.opts.disableMonitoring && x.rank == 0 {
+		x.abortCmd = newAbortCommand(x.cfg.env, x.log)
+	}
 	abort, stopMonitor := x.startMonitor(ctx)
 	defer func() {
 		stopMonitor()
@@ -142,6 +147,7 @@ func (x *execution) run() (err error) {
 	if !x.opts.disableMonitoring {
 		x.setStatus(ctx, "started", "worker starting task execution", true)
 	}
+	x.abortCmd.register(ctx, x.api, x.task.ID, dir, taskEnv, x.log)
 	fmt.Fprintf(x.log, "Starting Task Execution:\n\n")
 	proc, err := startTaskProcess(argv, dir, taskEnv, x.log)
 	if err != nil {
@@ -553,6 +559,7 @@ func (x *execution) waitAbortCallback(ctx context.Context) bool {
 	freq := num(rt["_abort_poll_freq"])
 	limit := min(timeout+freq, x.cfg.float("agent.abort_callback_max_timeout", 1800))
 	fmt.Fprintf(x.log, "### Task abort callback timeout set, waiting for max %s sec ###\n", strconv.FormatFloat(limit, 'f', -1, 64))
+	x.abortCmd.launch(x.api, x.task.ID, x.log)
 	every := abortPollEvery
 	if freq > 0 {
 		every = min(every, time.Duration(freq*float64(time.Second)))
