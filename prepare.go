@@ -95,6 +95,9 @@ func (p *preparer) prepare(ctx context.Context) (argv []string, dir string, env 
 	if entryArgs, err = p.convertNotebook(workDir, entryArgs); err != nil {
 		return nil, "", nil, err
 	}
+	if forceTaskInit(p.cfg.env) && len(entryArgs) > 0 && taskShell(t.Script.Binary, p.cfg.env) == "" {
+		patchTaskInit(filepath.Join(workDir, entryArgs[0]), p.log)
+	}
 	argv = venvPythonArgs(pyExe, int(p.opts.optimization), entryArgs)
 	if shell := taskShell(t.Script.Binary, p.cfg.env); shell != "" {
 		argv = append([]string{shell}, entryArgs...)
@@ -194,6 +197,9 @@ func (p *preparer) pythonEnv(ctx context.Context, root, workDir string, entryArg
 			entryDir = filepath.Dir(filepath.Join(workDir, entryArgs[0]))
 		}
 		spec.repoRequirementsFiles = findRequirementsTxt(root, entryDir)
+	}
+	if forceTaskInit(p.cfg.env) {
+		forceTaskInitRequirements(&spec, p.log)
 	}
 	vm := newVenvManager(p.cfg, p.log)
 	if creds := gitPromptCreds(p.cfg, gitCredentialsFrom(p.cfg, p.opts.gitUser, p.opts.gitPass)); creds.complete() {
