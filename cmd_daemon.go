@@ -169,7 +169,10 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 	if d.servicesMode.set && max(d.servicesMode.n, 0) != 1 {
 		logf("ClearML-Agent running in services mode")
 	}
-	return d.serve(cx, s, inst, sigs)
+	if err := d.serve(cx, s, inst, sigs); err != nil {
+		return err
+	}
+	return s.crashError()
 }
 
 // devices are the GPUs the worker serves; services mode implies CPU
@@ -291,7 +294,7 @@ func (d *daemonCmd) serve(cx *cmdContext, s *scheduler, inst *agentInstance, sig
 	go func() { defer bg.Done(); s.reportLoop(runCtx, statusReportEach, inst) }()
 	go func() { defer bg.Done(); notify.watchdogLoop(runCtx) }()
 	loopDone := make(chan struct{})
-	go func() { s.run(runCtx); close(loopDone) }()
+	go func() { s.runGuarded(runCtx); close(loopDone) }()
 
 	sig := <-sigs
 	s.logf("clearml-agent received %s: draining (a second signal stops the running task now)", sig)

@@ -69,6 +69,9 @@ type scheduler struct {
 	slotFree  chan struct{}  // a child ended
 	nextQueue int            // round-robin position (--order-fairness)
 	draining  bool
+
+	crashErr error  // the internal error that stopped the loop (agent.crash_on_exception)
+	onCrash  func() // test hook: instead of SIGTERM to the daemon
 }
 
 func (s *scheduler) logf(format string, args ...any) {
