@@ -19,11 +19,8 @@ import (
 func TestDaemonCrashOnException(t *testing.T) {
 	for _, crash := range []bool{false, true} {
 		s := startServer(t)
-		var ids []string
 		for range 2 {
-			id := s.AddTask(fakeserver.TaskSpec{Script: &fakeserver.Script{EntryPoint: "x.py"}})
-			s.Enqueue(id, fakeserver.DefaultQueueName)
-			ids = append(ids, id)
+			s.Enqueue(s.AddTask(fakeserver.TaskSpec{Script: &fakeserver.Script{EntryPoint: "x.py"}}), fakeserver.DefaultQueueName)
 		}
 		tmp := t.TempDir()
 		conf := map[string]string{"HOME": t.TempDir(), "CLEARML_AGENT_TEMP_STDOUT_FILE_DIR": tmp}
