@@ -161,7 +161,13 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 	c.setWorker(inst.WorkerID)
 	printConfiguration(cx.stdout, cfg)
 	statusReportEach = reportFrequency(cfg.env, statusReportEach)
+	childCfg, err := newChildConfig(cfg, cx.global.configFile)
+	if err != nil {
+		return err
+	}
+	defer childCfg.remove()
 	s := d.newScheduler(cx, cfg, c, inst.WorkerID, log, queues, uptime)
+	s.childCfg, s.opts.global.configFile = childCfg, childCfg.path
 	if detachedChild {
 		logf("Worker \"%s\" :", s.workerID)
 	}

@@ -72,6 +72,7 @@ type scheduler struct {
 
 	crashErr error  // the internal error that stopped the loop (agent.crash_on_exception)
 	onCrash  func() // test hook: instead of SIGTERM to the daemon
+	childCfg *childConfig
 }
 
 func (s *scheduler) logf(format string, args ...any) {
@@ -347,6 +348,7 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 	if err != nil {
 		return nil, err
 	}
+	cfg := s.childConfig() // agent.reload_config
 	o, wid, inner := s.childOptions(taskID, lease)
 	child = &childTask{taskID: taskID, queueID: queueID, done: make(chan struct{}), cleanup: func() {}, lease: lease}
 	var cmd *exec.Cmd
@@ -358,7 +360,7 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 		if err != nil {
 			return nil, err
 		}
-		run, err := dockerTaskArgv(s.cfg, task, dockerRunOptions{task: o, workerID: wid, parentWorkerID: s.workerID,
+		run, err := dockerTaskArgv(cfg, task, dockerRunOptions{task: o, workerID: wid, parentWorkerID: s.workerID,
 			servicesMode: s.maxRun != 1, workerTags: shellJoin(s.tags), env: inner, debug: s.opts.global.debug})
 		if err != nil {
 			return nil, err
