@@ -98,6 +98,9 @@ func (s *scheduler) run(ctx context.Context) {
 			}
 			continue
 		}
+		if s.childAgentsFull(ctx) { // CLEARML_AGENT_CHILD_AGENTS_COUNT_CMD
+			continue
+		}
 		// GPUs other agents on this host hold (--dynamic-gpus).
 		if s.alloc != nil && s.now().Sub(lastExternal) > 30*time.Second {
 			s.refreshExternalGPUs(ctx)
