@@ -135,10 +135,18 @@ func (x *execution) run() (err error) {
 		}
 	}()
 
+	runAs, err := prepareExecUser(x.cfg, x.log)
+	if err != nil {
+		finalized = true
+		return x.setupFailed(err, stopMonitor)
+	}
 	p := &preparer{opts: x.opts, cfg: x.cfg, api: x.api, workerID: x.workerID, task: x.task, log: x.log, tmpDir: tmpDir, rank: x.rank}
 	argv, dir, taskEnv, setupErr := p.prepare(ctx)
 	defer p.removeTaskDir(x.debug, x.stdout)
 	defer p.venv.release()
+	if setupErr == nil {
+		taskEnv, setupErr = runAs.handOver(p.taskDir, tmpDir, taskEnv)
+	}
 	if setupErr != nil {
 		finalized = true
 		return x.setupFailed(setupErr, stopMonitor)
@@ -149,7 +157,7 @@ func (x *execution) run() (err error) {
 	}
 	x.abortCmd.register(ctx, x.api, x.task.ID, dir, taskEnv, x.log)
 	fmt.Fprintf(x.log, "Starting Task Execution:\n\n")
-	proc, err := startTaskProcess(argv, dir, taskEnv, x.log)
+	proc, err := startTaskProcess(argv, dir, taskEnv, x.log, runAs.credential()...)
 	if err != nil {
 		finalized = true
 		x.fail("cannot start the task process: " + err.Error())
