@@ -212,6 +212,9 @@ func (d *daemonCmd) gpuPool() (err error) {
 		}
 		d.gpuSpecs = append(d.gpuSpecs, spec)
 		d.queues.vals[i] = spec.queue
+		if spec.fmin > 0 && !d.docker.set {
+			return usagef("--dynamic-gpus: fractional GPUs (queue %s) run only in docker mode, as in the reference: add --docker", q)
+		}
 	}
 	return nil
 }
@@ -262,6 +265,12 @@ func (d *daemonCmd) newScheduler(cx *cmdContext, cfg *agentConfig, c *apiClient,
 	if d.dynamicGPUs {
 		s.allocateGPUs(d.gpuSpecs, d.pool, gset)
 		s.logf("Dynamic GPU allocation over GPUs %s", strings.Join(d.pool, ","))
+		for _, spec := range d.gpuSpecs {
+			if spec.fmin > 0 {
+				s.logf("%s", fractionalGPUNote)
+				break
+			}
+		}
 	}
 	return s
 }

@@ -160,7 +160,7 @@ func (s *scheduler) pollRound(ctx context.Context, nextPoll *time.Time) (polled,
 			continue
 		}
 		if s.alloc != nil {
-			if free, total := s.alloc.available(); free < max(q.gpuMin, 1) {
+			if free, total := s.alloc.available(); free < max(q.gpuMin, 1) && !s.alloc.fits(q) {
 				gpuWait = true
 				// A waiting task of this queue keeps the GPUs for itself, as
 				// the reference: lower-priority queues would starve it.
@@ -223,17 +223,27 @@ func (s *scheduler) refreshExternalGPUs(ctx context.Context) {
 	ours := map[string]bool{}
 	for _, c := range s.running {
 		if c.lease != nil {
-			ours[prefix+strings.ReplaceAll(c.lease.visible(), ":", ".")] = true
+			ours[prefix+c.lease.workerLabel()] = true
 		}
 	}
 	s.mu.Unlock()
 	var busy []string
+	shares, labels := map[string]float64{}, map[string]bool{}
 	for _, w := range r.Workers {
 		if !strings.HasPrefix(w.ID, prefix) || ours[w.ID] {
 			continue
 		}
-		// Another agent's --gpus text: "0,1", "0-3", "0.1".
+		// Another agent's --gpus text: "0,1", "0-3", "0.1", or fractions "0.5a".
 		devs := strings.TrimPrefix(w.ID, prefix)
+		if fr, ls, ok := parseFractionalWorker(devs); ok {
+			for id, f := range fr {
+				shares[id] += f
+			}
+			for _, l := range ls {
+				labels[l] = true
+			}
+			continue
+		}
 		if ids, err := gpuListItems(devs); err == nil {
 			busy = append(busy, ids...)
 			continue
@@ -243,6 +253,7 @@ func (s *scheduler) refreshExternalGPUs(ctx context.Context) {
 		}
 	}
 	s.alloc.setExternal(busy)
+	s.alloc.setExternalFractions(shares, labels)
 }
 
 // allocateGPUs makes the scheduler hand each task the GPUs its queue asks
@@ -250,6 +261,7 @@ func (s *scheduler) refreshExternalGPUs(ctx context.Context) {
 func (s *scheduler) allocateGPUs(specs []gpuQueueSpec, pool []string, gset *gpuSet) {
 	for i, spec := range specs {
 		s.queues[i].gpuMin, s.queues[i].gpuMax = spec.min, spec.max
+		s.queues[i].gpuFracMin, s.queues[i].gpuFracMax = spec.fmin, spec.fmax
 	}
 	var freeMem func(string) (float64, bool)
 	if gset != nil {
@@ -268,7 +280,7 @@ func (s *scheduler) hasFreeSlot() bool {
 	}
 	if s.alloc != nil {
 		free, _ := s.alloc.available()
-		return free > 0
+		return free > 0 || s.alloc.fractionFree() > 0
 	}
 	return s.maxRun == 0 || len(s.running) < s.maxRun
 }
@@ -278,7 +290,7 @@ func (s *scheduler) hasFreeSlot() bool {
 func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 	c := withBudget(ctx, 30*time.Second)
 	if s.alloc != nil {
-		lease := s.alloc.allocate(taskID, q.gpuMin, q.gpuMax)
+		lease := s.alloc.allocateQueue(taskID, q)
 		if lease == nil {
 			// Only this daemon allocates: the check before the poll holds,
 			// unless another agent took GPUs meanwhile. Put the task back.
@@ -402,7 +414,10 @@ func (s *scheduler) childOptions(taskID string, lease *gpuLease) (o taskOptions,
 		// The child runs on its GPUs as the worker <name>:gpu<list>, so the
 		// UI shows the allocation (agent-daemon.md §4.19).
 		o.gpus, o.cpuOnly = lease.visible(), false
-		workerID = s.cfg.str("agent.worker_name") + ":gpu" + strings.ReplaceAll(o.gpus, ":", ".")
+		workerID = s.cfg.str("agent.worker_name") + ":gpu" + lease.workerLabel()
+		if o.docker.set {
+			inner = map[string]string{"CLEARML_AGENT_GPU_FRACTIONS": lease.fractionsEnv()}
+		}
 	case s.maxRun == 1:
 		// The daemon reports for this worker; the child must not clear
 		// the worker's queue with reports of its own.
