@@ -122,10 +122,7 @@ func (x *execution) run() (err error) {
 		x.fail("cannot open the log: " + err.Error())
 		return err
 	}
-	printConfiguration(x.log, x.cfg)
-	if !x.opts.disableMonitoring && x.rank == 0 {
-		x.abortCmd = newAbortCommand(x.cfg.env, x.log)
-	}
+	x.preamble()
 	abort, stopMonitor := x.startMonitor(ctx)
 	defer func() {
 		stopMonitor()
@@ -135,18 +132,10 @@ func (x *execution) run() (err error) {
 		}
 	}()
 
-	runAs, err := prepareExecUser(x.cfg, x.log)
-	if err != nil {
-		finalized = true
-		return x.setupFailed(err, stopMonitor)
-	}
 	p := &preparer{opts: x.opts, cfg: x.cfg, api: x.api, workerID: x.workerID, task: x.task, log: x.log, tmpDir: tmpDir, rank: x.rank}
-	argv, dir, taskEnv, setupErr := p.prepare(ctx)
+	argv, dir, taskEnv, runAs, setupErr := x.prepareAs(ctx, p)
 	defer p.removeTaskDir(x.debug, x.stdout)
 	defer p.venv.release()
-	if setupErr == nil {
-		taskEnv, setupErr = runAs.handOver(p.taskDir, tmpDir, taskEnv)
-	}
 	if setupErr != nil {
 		finalized = true
 		return x.setupFailed(setupErr, stopMonitor)

@@ -21,3 +21,12 @@ func printConfiguration(w io.Writer, cfg *agentConfig) {
 	b.WriteString("\n\n")
 	io.WriteString(w, b.String())
 }
+
+// preamble is what execute says and sets up before the task's setup: the
+// configuration printout, and the abort command (CLEARML_AGENT_ABORT_CALLBACK_CMD).
+func (x *execution) preamble() {
+	printConfiguration(x.log, x.cfg)
+	if !x.opts.disableMonitoring && x.rank == 0 {
+		x.abortCmd = newAbortCommand(x.cfg.env, x.log)
+	}
+}

@@ -8,6 +8,7 @@ package main
 // the task's own files are handed over.
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"io/fs"
@@ -156,4 +157,17 @@ func (eu *execUser) credential() []*syscall.Credential {
 		return nil
 	}
 	return []*syscall.Credential{{Uid: eu.uid, Gid: eu.gid, Groups: eu.groups}}
+}
+
+// prepareAs prepares the task and, with CLEARML_AGENT_EXEC_USER, hands it
+// to that user; runAs is nil without one.
+func (x *execution) prepareAs(ctx context.Context, p *preparer) (argv []string, dir string, env []string, runAs *execUser, err error) {
+	if runAs, err = prepareExecUser(x.cfg, x.log); err != nil {
+		return nil, "", nil, nil, err
+	}
+	if argv, dir, env, err = p.prepare(ctx); err != nil {
+		return nil, "", nil, nil, err
+	}
+	env, err = runAs.handOver(p.taskDir, p.tmpDir, env)
+	return argv, dir, env, runAs, err
 }

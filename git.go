@@ -96,17 +96,11 @@ func (g *gitCheckout) run(ctx context.Context, src gitSource, dest string) (gitR
 		}
 	}
 
-	creds, note := gitCredsForURL(g.cfg, g.creds, src.repository)
-	if note != "" {
-		g.logf("%s", note)
-	}
+	creds := g.credsFor(src.repository)
 	rewritten := gitRewriteURL(g.cfg, src.repository, creds)
 	cloneURL, auth := gitAuthFor(rewritten, creds)
 	shown := maskURLPasswords(gitAddAuth(src.repository, creds, true))
-	g.authScope = gitAuthScope(cloneURL)
-	if mode := gitHeaderMode(g.cfg, g.log); mode != "" && auth.pass != "" && g.authScope != "" {
-		g.logf("git credentials for %s go in an HTTP Authorization header (%s), not through GIT_ASKPASS", g.authScope, gitHeaderModeNames[mode])
-	}
+	g.useAuthScope(cloneURL, auth)
 	if rewritten != src.repository {
 		g.logf("Using rewritten repository url %q for %q", cloneURL, shown)
 	}

@@ -198,3 +198,22 @@ func gitHeaderAuth(mode, scope string, auth gitCreds) (args, env []string) {
 	}
 	return []string{"--config-env=http." + scope + ".extraHeader=" + gitAuthHeaderEnv}, []string{gitAuthHeaderEnv + "=" + value}
 }
+
+// credsFor is gitCredsForURL for the checkout's repository, logging which
+// extra credentials matched.
+func (g *gitCheckout) credsFor(repository string) gitCreds {
+	creds, note := gitCredsForURL(g.cfg, g.creds, repository)
+	if note != "" {
+		g.logf("%s", note)
+	}
+	return creds
+}
+
+// useAuthScope binds a credentials header to the clone URL, saying so
+// when one is used.
+func (g *gitCheckout) useAuthScope(cloneURL string, auth gitCreds) {
+	g.authScope = gitAuthScope(cloneURL)
+	if mode := gitHeaderMode(g.cfg, g.log); mode != "" && auth.pass != "" && g.authScope != "" {
+		g.logf("git credentials for %s go in an HTTP Authorization header (%s), not through GIT_ASKPASS", g.authScope, gitHeaderModeNames[mode])
+	}
+}

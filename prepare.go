@@ -377,17 +377,7 @@ func (p *preparer) taskEnv(workDir string, entryArgs []string) ([]string, error)
 	if old := env["PYTHONPATH"]; old != "" {
 		pyPath = append(pyPath, old)
 	}
-	if p.gitRoot != "" && p.cfg.boolean("agent.force_git_root_python_path", false) {
-		// The repository's root instead of the script's folders, as the reference.
-		pyPath = append(pyPath, p.gitRoot)
-	} else {
-		pyPath = append(pyPath, workDir)
-		if len(entryArgs) > 0 && !strings.HasPrefix(entryArgs[0], "-") {
-			if d := filepath.Dir(filepath.Join(workDir, entryArgs[0])); d != workDir {
-				pyPath = append(pyPath, d)
-			}
-		}
-	}
+	pyPath = append(pyPath, p.codePaths(workDir, entryArgs)...)
 	if extra := firstNonEmpty(env["CLEARML_AGENT_EXTRA_PYTHON_PATH"], env["TRAINS_AGENT_EXTRA_PYTHON_PATH"]); extra != "" {
 		pyPath = append(pyPath, extra)
 	}
