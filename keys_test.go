@@ -133,15 +133,16 @@ func TestDaemonFrequencyVariables(t *testing.T) {
 // A standalone execute reports its machine at that pace too.
 func TestExecuteStatusReportFrequency(t *testing.T) {
 	s := startServer(t)
-	repo, _ := makeTaskRepo(t, map[string]string{"train.py": "import time\ntime.sleep(4)\n"})
+	repo, _ := makeTaskRepo(t, map[string]string{"train.py": "import time\ntime.sleep(7)\n"})
 	id := addScriptTask(s, repo, "train.py")
 	env := executeEnv(t, s)
 	env["CLEARML_AGENT_STATUS_REPORT_FREQ_SEC"] = "0.5"
 	if r := runAgent(t, env, "execute", "--id", id); r.code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
+	// The first periodic report comes after 3 s (as the reference), then every 0.5 s.
 	if n := len(s.RequestsTo("workers.status_report")); n < 6 {
-		t.Errorf("%d status reports during a 4 s task with CLEARML_AGENT_STATUS_REPORT_FREQ_SEC=0.5", n)
+		t.Errorf("%d status reports during a 7 s task with CLEARML_AGENT_STATUS_REPORT_FREQ_SEC=0.5 (30 s: 2)", n)
 	}
 	// Abort polls keep their own pace.
 	var last time.Time
