@@ -257,6 +257,10 @@ type apiClient struct {
 	logf         func(format string, args ...any)
 	tokenTTL     int // api.auth.request_token_expiration_sec: asked of auth.login; 0 for the server's default
 
+	retryTotal         int  // api.http.retries.total, when retryTotalSet (api_retries.go)
+	retryTotalSet      bool // else: retry within the budget
+	maintenanceForever bool // api.http.wait_on_maintenance_forever
+
 	mu     sync.Mutex
 	token  string
 	stale  bool // the server refused the token: log in again before the next call
@@ -293,6 +297,7 @@ func newAPIClient(cfg *agentConfig, opts clientOptions) (*apiClient, error) {
 			c.opts.budget = 20 * time.Second
 		}
 	}
+	c.applyRetryConfig(cfg)
 	if tok := firstEnv(cfg.env, "CLEARML_AUTH_TOKEN", "TRAINS_AUTH_TOKEN"); tok != "" {
 		c.token = tok
 		c.credSource = "CLEARML_AUTH_TOKEN"
@@ -590,6 +595,12 @@ func (c *apiClient) do(ctx context.Context, r request) (json.RawMessage, error) 
 		}
 		if err != nil && !retryableNetErr(err) {
 			return nil, &unreachableError{c.host, err}
+		}
+		if c.retriesSpent(attempt, status, err) {
+			if err != nil {
+				return nil, &unreachableError{c.host, err}
+			}
+			return decodeEnvelope(r.endpoint, status, body)
 		}
 		wait := c.backoff(attempt)
 		if retryAfter > 0 {

@@ -49,6 +49,7 @@ func (b *buildCmd) run(cx *cmdContext) error {
 	if err != nil {
 		return err
 	}
+	printConfiguration(cx.stdout, cfg)
 	ctx := context.Background()
 	task, err := findTask(ctx, c, b.id)
 	if err != nil {

@@ -41,6 +41,7 @@ type daemonCmd struct {
 	drain               bool
 	podman              listFlag // --podman: docker mode with the podman CLI
 	noGPUHost           bool     // docker mode on a host without a GPU: containers without GPU flags
+	checkBootstrap      bool
 
 	pool     []string       // --dynamic-gpus: the GPUs to hand out (--gpus)
 	gpuSpecs []gpuQueueSpec // --dynamic-gpus: what each queue's task takes
@@ -62,6 +63,7 @@ func (d *daemonCmd) flags(t *flagTable) {
 	t.boolVar(&d.dynamicGPUs, "dynamic-gpus", "", "Allocate GPUs per task from the queue's need: --queue name=N")
 	registerSchedule(t, &d.uptime, &d.downtime)
 	registerStatus(t, &d.status)
+	t.boolVar(&d.checkBootstrap, "check-bootstrap", "", "Accepted for compatibility: this agent needs no clearml-agent-bootstrap package")
 	t.boolVar(&d.useOwnerToken, "use-owner-token", "", "Run each task with its owner's credentials")
 	registerPollingInterval(t, &d.pollingInterval)
 	d.workerFlags.register(t)
@@ -146,6 +148,9 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 	if !d.status {
 		applyConfigFiles(cfg, log)
 	}
+	if d.checkBootstrap {
+		logf("--check-bootstrap: %s", bootstrapNotNeeded)
+	}
 	c, err := cx.newClient(cfg, clientOptions{budget: 30 * time.Second, workerID: ident.idFor(0)}, func(format string, args ...any) { logf("debug: "+format, args...) })
 	if err != nil {
 		return err
@@ -179,7 +184,15 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 	}
 	defer inst.release()
 	c.setWorker(inst.WorkerID)
+	printConfiguration(cx.stdout, cfg)
+	statusReportEach = reportFrequency(cfg.env, statusReportEach)
+	childCfg, err := newChildConfig(cfg, cx.global.configFile)
+	if err != nil {
+		return err
+	}
+	defer childCfg.remove()
 	s := d.newScheduler(cx, cfg, c, inst.WorkerID, log, queues, uptime)
+	s.childCfg, s.opts.global.configFile = childCfg, childCfg.path
 	if detachedChild {
 		logf("Worker \"%s\" :", s.workerID)
 	}
@@ -187,7 +200,10 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 	if d.servicesMode.set && max(d.servicesMode.n, 0) != 1 {
 		logf("ClearML-Agent running in services mode")
 	}
-	return d.serve(cx, s, inst, sigs)
+	if err := d.serve(cx, s, inst, sigs); err != nil {
+		return err
+	}
+	return s.crashError()
 }
 
 // devices are the GPUs the worker serves; services mode implies CPU
@@ -221,6 +237,9 @@ func (d *daemonCmd) gpuPool() (err error) {
 		}
 		d.gpuSpecs = append(d.gpuSpecs, spec)
 		d.queues.vals[i] = spec.queue
+		if spec.fmin > 0 && !d.docker.set {
+			return usagef("--dynamic-gpus: fractional GPUs (queue %s) run only in docker mode, as in the reference: add --docker", q)
+		}
 	}
 	return nil
 }
@@ -255,6 +274,7 @@ func (d *daemonCmd) newScheduler(cx *cmdContext, cfg *agentConfig, c *apiClient,
 	if d.pollingInterval.set {
 		pace = time.Duration(max(d.pollingInterval.n, 1)) * time.Second
 	}
+	pace = pollPaceOverride(cfg.env, pace)
 	maxRun := 1
 	if d.servicesMode.set {
 		maxRun = max(d.servicesMode.n, 0) // a bare --services-mode is unlimited
@@ -270,6 +290,12 @@ func (d *daemonCmd) newScheduler(cx *cmdContext, cfg *agentConfig, c *apiClient,
 	if d.dynamicGPUs {
 		s.allocateGPUs(d.gpuSpecs, d.pool, gset)
 		s.logf("Dynamic GPU allocation over GPUs %s", strings.Join(d.pool, ","))
+		for _, spec := range d.gpuSpecs {
+			if spec.fmin > 0 {
+				s.logf("%s", fractionalGPUNote)
+				break
+			}
+		}
 	}
 	return s
 }
@@ -306,7 +332,7 @@ func (d *daemonCmd) serve(cx *cmdContext, s *scheduler, inst *agentInstance, sig
 	go func() { defer bg.Done(); s.reportLoop(runCtx, statusReportEach, inst) }()
 	go func() { defer bg.Done(); notify.watchdogLoop(runCtx) }()
 	loopDone := make(chan struct{})
-	go func() { s.run(runCtx); close(loopDone) }()
+	go func() { s.runGuarded(runCtx); close(loopDone) }()
 
 	s.shutdown(<-sigs, sigs, notify)
 	stopRun()

@@ -40,6 +40,7 @@ func (e *executeCmd) run(cx *cmdContext) error {
 	if err != nil {
 		return err
 	}
+	statusReportEach = reportFrequency(cfg.env, statusReportEach)
 	// The stop protocol (stop.go): from here on a signal stops the run
 	// with a final status instead of killing the agent.
 	sigs := make(chan os.Signal, 4)
@@ -98,6 +99,8 @@ type execution struct {
 	shipper  *consoleShipper
 	localLog io.Writer // stdout (and --log-file): the log once the server's part is closed
 	claimed  bool      // the task is ours: it gets a final status whatever happens
+
+	abortCmd *abortCommand // CLEARML_AGENT_ABORT_CALLBACK_CMD
 }
 
 func (x *execution) run() (err error) {
@@ -134,6 +137,7 @@ func (x *execution) run() (err error) {
 		x.fail("cannot open the log: " + err.Error())
 		return err
 	}
+	x.preamble()
 	abort, stopMonitor := x.startMonitor(ctx)
 	defer func() {
 		// The monitor's last report has returned before the unregister: a
@@ -155,7 +159,7 @@ func (x *execution) run() (err error) {
 		case <-setupCtx.Done():
 		}
 	}()
-	argv, dir, taskEnv, setupErr := p.prepare(setupCtx)
+	argv, dir, taskEnv, runAs, setupErr := x.prepareAs(setupCtx, p)
 	defer p.removeTaskDir(x.debug, x.stdout)
 	defer p.venv.release()
 	finalized = true
@@ -171,16 +175,17 @@ func (x *execution) run() (err error) {
 	if setupErr != nil {
 		return x.setupFailed(setupErr, stopMonitor)
 	}
-	return x.runTask(argv, dir, taskEnv, stopMonitor, abort, p.task.Script.Binary)
+	return x.runTask(argv, dir, taskEnv, runAs, stopMonitor, abort, p.task.Script.Binary)
 }
 
 // runTask starts the prepared task, supervises it and sets its final status.
-func (x *execution) runTask(argv []string, dir string, taskEnv []string, stopMonitor func(), abort <-chan string, binary string) error {
+func (x *execution) runTask(argv []string, dir string, taskEnv []string, runAs *execUser, stopMonitor func(), abort <-chan string, binary string) error {
 	if !x.opts.disableMonitoring {
 		x.setStatus(context.Background(), "started", "worker starting task execution", true)
 	}
+	x.abortCmd.register(context.Background(), x.api, x.task.ID, dir, taskEnv, x.log)
 	fmt.Fprintf(x.log, "Starting Task Execution:\n\n")
-	proc, err := startTaskProcess(argv, dir, taskEnv, x.log)
+	proc, err := startTaskProcess(argv, dir, taskEnv, x.log, runAs.credential()...)
 	if err != nil {
 		x.fail("cannot start the task process: " + err.Error())
 		return &exitError{code: 1, msg: fmt.Sprintf("cannot start %s: %v", argv[0], err)}
@@ -549,8 +554,10 @@ func (x *execution) monitor(ctx context.Context, abort chan<- string) {
 	report()
 	lastReport := time.Now().Add(statsFirstReport - statusReportEach)
 	createdCount := 0
-	tick := time.NewTicker(abortPollEvery)
+	// Reports may come more often than abort polls (CLEARML_AGENT_STATUS_REPORT_FREQ_SEC).
+	tick := time.NewTicker(min(abortPollEvery, statusReportEach))
 	defer tick.Stop()
+	lastPoll := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -565,6 +572,10 @@ func (x *execution) monitor(ctx context.Context, abort chan<- string) {
 			ping()
 			lastPing = time.Now()
 		}
+		if time.Since(lastPoll) < abortPollEvery-abortPollEvery/10 {
+			continue
+		}
+		lastPoll = time.Now()
 		if reason := x.abortReason(ctx, &createdCount); reason != "" {
 			if reason != "not_found" && !x.waitAbortCallback(ctx) {
 				return // the task ended while its callback ran
@@ -646,6 +657,7 @@ func (x *execution) waitAbortCallback(ctx context.Context) bool {
 	freq := num(rt["_abort_poll_freq"])
 	limit := min(timeout+freq, x.cfg.float("agent.abort_callback_max_timeout", 1800))
 	fmt.Fprintf(x.log, "### Task abort callback timeout set, waiting for max %s sec ###\n", strconv.FormatFloat(limit, 'f', -1, 64))
+	x.abortCmd.launch(x.api, x.task.ID, x.log)
 	every := abortPollEvery
 	if freq > 0 {
 		every = min(every, time.Duration(freq*float64(time.Second)))

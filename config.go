@@ -194,6 +194,7 @@ var specificBoolEnv = []struct {
 	{"agent.crash_on_exception", []string{"CLEAMRL_AGENT_CRASH_ON_EXCEPTION", "CLEARML_AGENT_CRASH_ON_EXCEPTION"}},
 	{"agent.apply_environment", []string{"CLEARML_AGENT_ENABLE_ENV_CONFIG_SECTION"}},
 	{"agent.apply_files", []string{"CLEARML_AGENT_ENABLE_FILES_CONFIG_SECTION"}},
+	{"agent.cpu_only", []string{"CLEARML_CPU_ONLY", "TRAINS_CPU_ONLY", "CPU_ONLY"}},
 }
 
 func (c *agentConfig) applySpecificEnv() {
@@ -480,7 +481,7 @@ func applyConfigFiles(c *agentConfig, log io.Writer) {
 		}
 		fmt.Fprintf(log, "Saved [%s]: %s\n", key, path)
 		if m := text("mode", ""); m != "" {
-			mode, err := strconv.ParseUint(m, 8, 32)
+			mode, err := parseOctalMode(m)
 			if err == nil {
 				err = os.Chmod(path, os.FileMode(mode))
 			}
@@ -489,6 +490,16 @@ func applyConfigFiles(c *agentConfig, log io.Writer) {
 			}
 		}
 	}
+}
+
+// parseOctalMode reads a files {} mode as Python's int(mode, 8) does:
+// "644", "0644", "0o777" or "0O777".
+func parseOctalMode(m string) (uint64, error) {
+	m = strings.TrimSpace(m)
+	if len(m) > 2 && m[0] == '0' && (m[1] == 'o' || m[1] == 'O') {
+		m = m[2:]
+	}
+	return strconv.ParseUint(m, 8, 32)
 }
 
 // configFileData is the bytes of one files {} entry.

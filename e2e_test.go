@@ -105,8 +105,8 @@ func TestCLIUsageAndExitCodes(t *testing.T) {
 		stderr string // substring of the one error line otherwise
 	}{
 		{nil, 0, "usage: clearml-agent", ""},
-		{[]string{"--help"}, 0, "{execute,build,list,daemon,config}", ""},
-		{[]string{"-h"}, 0, "CLEARML-AGENT Deep Learning DevOps", ""},
+		{[]string{"--help"}, 0, "{execute,build,list,daemon,config,init,install-bootstrap}", ""},
+		{[]string{"-h"}, 0, "CLEARML-AGENT AI Orchestration DevOps", ""},
 		{[]string{"--version"}, 0, "CLEARML-AGENT version " + agentVersion, ""},
 		{[]string{"daemon", "-h"}, 0, "--child-report-tags", ""},
 		{[]string{"execute", "--help"}, 0, "--require-queue", ""},

@@ -366,14 +366,14 @@ func topUsage() string {
 		}
 	}
 	lead := "usage: " + progName + " "
-	b.WriteString("CLEARML-AGENT Deep Learning DevOps\n\n" + lead + "[-h] [--help]")
+	b.WriteString("CLEARML-AGENT AI Orchestration DevOps\n\n" + lead + "[-h] [--help]")
 	for _, n := range t.order {
 		b.WriteString(" [" + t.optString(n) + "]")
 	}
 	b.WriteString("\n" + strings.Repeat(" ", len(lead)) + "{" + strings.Join(names, ",") + "} ...\n\ncommands:\n")
 	for _, c := range commands {
 		if !c.hidden {
-			fmt.Fprintf(&b, "  %-10s %s\n", c.name, c.description)
+			fmt.Fprintf(&b, "  %-17s %s\n", c.name, c.description)
 		}
 	}
 	b.WriteString("\noptions:\n")

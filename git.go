@@ -56,6 +56,8 @@ type gitCheckout struct {
 	gitBin   string   // default "git" from PATH
 	environ  []string // base environment; default os.Environ()
 	offline  bool     // --standalone-mode: use the vcs cache as is, fetch nothing
+
+	authScope string // the clone URL's scheme://host[:port]/, for a credentials header (git_hosts.go)
 }
 
 func newGitCheckout(cfg *agentConfig, creds gitCreds, log io.Writer) *gitCheckout {
@@ -95,9 +97,11 @@ func (g *gitCheckout) run(ctx context.Context, src gitSource, dest string) (gitR
 		}
 	}
 
-	rewritten := gitRewriteURL(g.cfg, src.repository, g.creds)
-	cloneURL, auth := gitAuthFor(rewritten, g.creds)
-	shown := maskURLPasswords(gitAddAuth(src.repository, g.creds, true))
+	creds := g.credsFor(src.repository)
+	rewritten := gitRewriteURL(g.cfg, src.repository, creds)
+	cloneURL, auth := gitAuthFor(rewritten, creds)
+	shown := maskURLPasswords(gitAddAuth(src.repository, creds, true))
+	g.useAuthScope(cloneURL, auth)
 	if rewritten != src.repository {
 		g.logf("Using rewritten repository url %q for %q", cloneURL, shown)
 	}
@@ -340,10 +344,15 @@ func (g *gitCheckout) gitExec(ctx context.Context, c gitCmd) (string, error) {
 		// Reset credential helpers: none may answer instead of us, or store our password.
 		argv = append(argv, "-c", "credential.helper=")
 	}
-	argv = append(argv, c.args...)
+	hdrArgs, hdrEnv := gitHeaderAuth(gitHeaderMode(g.cfg, nil), g.authScope, c.auth)
+	envCmd := c
+	if hdrArgs != nil {
+		envCmd.auth = gitCreds{} // a header instead of ask-pass
+	}
+	argv = append(append(argv, hdrArgs...), c.args...)
 	cmd := setupCmd(ctx, bin, argv...)
 	cmd.Dir = c.dir
-	cmd.Env = g.gitEnv(c)
+	cmd.Env = append(g.gitEnv(envCmd), hdrEnv...)
 	if c.stdin != "" {
 		cmd.Stdin = strings.NewReader(c.stdin)
 	}

@@ -297,7 +297,7 @@ func gitRewriteURL(cfg *agentConfig, raw string, c gitCreds) string {
 			}
 		}
 	}
-	return gitReplaceSSHURL(raw)
+	return gitTranslateSSH(cfg, raw)
 }
 
 // gitRepoName is the clone folder name: the last path element of the URL

@@ -11,21 +11,26 @@ import (
 	"sync"
 )
 
-// gpuQueueSpec is one "--queue name=N|min-max|-max".
+// gpuQueueSpec is one "--queue name=N|min-max|-max". A fractional spec
+// (name=0.5, name=0.25-0.5, name=0.5-2) has fmin < 1: min is then 0 and
+// fmin, fmax hold the fractions (gpu_fraction.go).
 type gpuQueueSpec struct {
-	queue    string
-	min, max int
+	queue      string
+	min, max   int
+	fmin, fmax float64
 }
 
 // parseGPUQueueSpec reads name=N (min=max=N), name=MIN-MAX or name=-MAX
-// (min 1). Fractions (the reference's enterprise fractional GPUs) are
-// rejected.
+// (min 1); a count below 1 is a fraction of one GPU, as in the reference.
 func parseGPUQueueSpec(s string) (gpuQueueSpec, error) {
 	i := strings.LastIndexByte(s, '=')
 	if i <= 0 {
 		return gpuQueueSpec{}, fmt.Errorf("--dynamic-gpus: queue %q needs a GPU count, e.g. %s=1 or %s=1-2", s, s, s)
 	}
 	name, spec := s[:i], strings.TrimSpace(s[i+1:])
+	if q, ok, err := parseFractionalSpec(name, spec); ok || err != nil {
+		return q, err
+	}
 	num := func(x string) (int, error) {
 		x = strings.TrimSpace(x)
 		if n, err := strconv.Atoi(x); err == nil {
@@ -33,9 +38,6 @@ func parseGPUQueueSpec(s string) (gpuQueueSpec, error) {
 				return 0, fmt.Errorf("--dynamic-gpus: queue %q: GPU count must be positive", name)
 			}
 			return n, nil
-		}
-		if f, err := strconv.ParseFloat(x, 64); err == nil && f > 0 && f < 1 {
-			return 0, fmt.Errorf("--dynamic-gpus: queue %q: fractional GPUs (%s) are not supported", name, x)
 		}
 		return 0, fmt.Errorf("--dynamic-gpus: queue %q: invalid GPU count %q", name, x)
 	}
@@ -95,6 +97,11 @@ type gpuAllocator struct {
 	external  map[string]bool // used by other agents (from the server)
 	minFreeMB float64
 	freeMem   func(id string) (float64, bool) // nil: no gate
+
+	frac      map[string]float64 // shares of a GPU our fractional leases hold
+	extFrac   map[string]float64 // shares other agents' fractional workers hold
+	labels    map[string]bool    // fraction labels in use ("0.5a"), ours and others'
+	extLabels map[string]bool
 }
 
 // gpuLease is the GPUs given to one task. release is idempotent, so every
@@ -104,6 +111,9 @@ type gpuLease struct {
 	task string
 	ids  []string
 	once sync.Once
+
+	fraction float64 // a share of ids[0] (0: whole GPUs)
+	label    string  // a fraction's worker id suffix: "0.5a"
 }
 
 // newGPUAllocator: minFreeMB > 0 with freeMem skips GPUs whose known free
@@ -132,7 +142,7 @@ func (a *gpuAllocator) setExternal(ids []string) {
 func (a *gpuAllocator) eligibleLocked() []string {
 	var out []string
 	for _, id := range a.pool {
-		if a.owner[id] != nil || a.external[id] {
+		if a.owner[id] != nil || a.external[id] || a.frac[id] > 0 || a.extFrac[id] > 0 {
 			continue
 		}
 		if a.minFreeMB > 0 && a.freeMem != nil {
@@ -186,5 +196,6 @@ func (l *gpuLease) release() {
 				delete(l.a.owner, id)
 			}
 		}
+		l.a.releaseFractionLocked(l)
 	})
 }

@@ -443,7 +443,6 @@ func TestGPUQueueSpec(t *testing.T) {
 		{"q=0", "", 0, 0, "positive"},
 		{"q=0-2", "", 0, 0, "positive"},
 		{"q=3-1", "", 0, 0, "above maximum"},
-		{"q=0.5", "", 0, 0, "fractional"},
 		{"q=1.5", "", 0, 0, "invalid"},
 		{"q=x", "", 0, 0, "invalid"},
 		{"=2", "", 0, 0, "needs a GPU count"},
@@ -456,7 +455,7 @@ func TestGPUQueueSpec(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || q != (gpuQueueSpec{tc.queue, tc.min, tc.max}) {
+		if err != nil || q != (gpuQueueSpec{queue: tc.queue, min: tc.min, max: tc.max}) {
 			t.Errorf("%q: %+v %v", tc.in, q, err)
 		}
 	}

@@ -89,6 +89,8 @@ var commands = []commandInfo{
 		new: func() commandImpl { return &configCmd{} }},
 	{name: "init", description: "Create ~/clearml.conf: paste the credentials from the web UI, answer a few questions.",
 		new: func() commandImpl { return &initWizardCmd{} }},
+	{name: "install-bootstrap", description: "Accepted for compatibility: this agent needs no clearml-agent-bootstrap package.",
+		new: func() commandImpl { return &installBootstrapCmd{} }},
 }
 
 func main() {

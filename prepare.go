@@ -34,6 +34,7 @@ type preparer struct {
 	rank     int       // RANK / SLURM_PROCID: only rank 0 writes the task's packages and commit
 	buildDir string    // build --target: code and venv go here
 
+	gitRoot  string            // the cloned repository, for agent.force_git_root_python_path
 	venv     *venvResult       // release it when the run ends
 	runDir   *runDir           // <venvs_dir>/<task id>.<random>: code and any uncached venv; removed after the run
 	taskVars map[string]string // the task's "Environment" hyper-parameters (agent.enable_task_env)
@@ -65,6 +66,9 @@ func (p *preparer) prepare(ctx context.Context) (argv []string, dir string, env 
 	if err != nil {
 		return nil, "", nil, err
 	}
+	if res.url != "" {
+		p.gitRoot = res.root
+	}
 	workDir, entryArgs, err := gitResolveEntry(res.root, res.src, p.cfg.env)
 	if err != nil {
 		return nil, "", nil, &stepError{step: "entry point", err: err}
@@ -92,6 +96,9 @@ func (p *preparer) prepare(ctx context.Context) (argv []string, dir string, env 
 	}
 	if entryArgs, err = p.convertNotebook(workDir, entryArgs); err != nil {
 		return nil, "", nil, err
+	}
+	if forceTaskInit(p.cfg.env) && len(entryArgs) > 0 && taskShell(t.Script.Binary, p.cfg.env) == "" {
+		patchTaskInit(filepath.Join(workDir, entryArgs[0]), p.log)
 	}
 	argv = venvPythonArgs(pyExe, int(p.opts.optimization), entryArgs)
 	if shell := taskShell(t.Script.Binary, p.cfg.env); shell != "" {
@@ -192,8 +199,11 @@ func (p *preparer) pythonEnv(ctx context.Context, root, workDir string, entryArg
 		}
 		spec.repoRequirementsFiles = findRequirementsTxt(root, entryDir)
 	}
+	if forceTaskInit(p.cfg.env) {
+		forceTaskInitRequirements(&spec, p.log)
+	}
 	vm := newVenvManager(p.cfg, p.log)
-	if creds := gitCredentialsFrom(p.cfg, p.opts.gitUser, p.opts.gitPass); creds.complete() {
+	if creds := gitPromptCreds(p.cfg, gitCredentialsFrom(p.cfg, p.opts.gitUser, p.opts.gitPass)); creds.complete() {
 		vm.gitAuth = &creds
 	}
 	if apt := newContainerApt(p.cfg.env, p.log); apt != nil && !p.opts.standalone {
@@ -358,13 +368,8 @@ func (p *preparer) taskEnv(workDir string, entryArgs []string) ([]string, error)
 	if old := env["PYTHONPATH"]; old != "" {
 		pyPath = append(pyPath, old)
 	}
-	pyPath = append(pyPath, workDir)
-	if len(entryArgs) > 0 && !strings.HasPrefix(entryArgs[0], "-") {
-		if d := filepath.Dir(filepath.Join(workDir, entryArgs[0])); d != workDir {
-			pyPath = append(pyPath, d)
-		}
-	}
-	if extra := env["CLEARML_AGENT_EXTRA_PYTHON_PATH"]; extra != "" {
+	pyPath = append(pyPath, p.codePaths(workDir, entryArgs)...)
+	if extra := firstNonEmpty(env["CLEARML_AGENT_EXTRA_PYTHON_PATH"], env["TRAINS_AGENT_EXTRA_PYTHON_PATH"]); extra != "" {
 		pyPath = append(pyPath, extra)
 	}
 	env["PYTHONPATH"] = strings.Join(pyPath, string(os.PathListSeparator))

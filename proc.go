@@ -34,7 +34,7 @@ type taskProcess struct {
 
 // startTaskProcess runs argv in dir with env. stdout and stderr share one
 // pipe, so their lines keep the order the task produced them in.
-func startTaskProcess(argv []string, dir string, env []string, out io.Writer) (*taskProcess, error) {
+func startTaskProcess(argv []string, dir string, env []string, out io.Writer, runAs ...*syscall.Credential) (*taskProcess, error) {
 	becomeSubreaper()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -47,6 +47,9 @@ func startTaskProcess(argv []string, dir string, env []string, out io.Writer) (*
 	cmd.Stdout, cmd.Stderr = w, w
 	// If the agent itself is killed, the task does not outlive it (Linux).
 	cmd.SysProcAttr = childSysProcAttr(syscall.SIGKILL)
+	if len(runAs) > 0 && runAs[0] != nil {
+		cmd.SysProcAttr.Credential = runAs[0] // CLEARML_AGENT_EXEC_USER
+	}
 	if err := cmd.Start(); err != nil {
 		r.Close()
 		w.Close()

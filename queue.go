@@ -29,6 +29,8 @@ type queueRef struct {
 	Tags []string `json:"tags"`
 	// GPUs a task of this queue takes with --dynamic-gpus.
 	gpuMin, gpuMax int
+	// A fractional queue's share of one GPU (gpu_fraction.go); 0 otherwise.
+	gpuFracMin, gpuFracMax float64
 }
 
 // resolveQueues turns --queue values into queues, as the reference does:
@@ -187,6 +189,7 @@ func (s *scheduler) refreshQueues(ctx context.Context) {
 		s.mu.Lock()
 		for i := range qs {
 			qs[i].gpuMin, qs[i].gpuMax = s.queues[i].gpuMin, s.queues[i].gpuMax
+			qs[i].gpuFracMin, qs[i].gpuFracMax = s.queues[i].gpuFracMin, s.queues[i].gpuFracMax
 		}
 		s.queues = qs
 		s.mu.Unlock()

@@ -79,6 +79,10 @@ type scheduler struct {
 
 	reportMu     sync.Mutex // a report and the unregister never overlap
 	unregistered bool       // nothing reaches the server for the worker after it
+
+	crashErr error  // the internal error that stopped the loop (agent.crash_on_exception)
+	onCrash  func() // test hook: instead of SIGTERM to the daemon
+	childCfg *childConfig
 }
 
 func (s *scheduler) logf(format string, args ...any) {
@@ -102,6 +106,9 @@ func (s *scheduler) run(ctx context.Context) {
 				return
 			case <-s.slotFree:
 			}
+			continue
+		}
+		if s.childAgentsFull(ctx) { // CLEARML_AGENT_CHILD_AGENTS_COUNT_CMD
 			continue
 		}
 		// GPUs other agents on this host hold (--dynamic-gpus).
@@ -163,7 +170,7 @@ func (s *scheduler) pollRound(ctx context.Context, nextPoll *time.Time) (polled,
 			continue
 		}
 		if s.alloc != nil {
-			if free, total := s.alloc.available(); free < max(q.gpuMin, 1) {
+			if free, total := s.alloc.available(); free < max(q.gpuMin, 1) && !s.alloc.fits(q) {
 				gpuWait = true
 				// A waiting task of this queue keeps the GPUs for itself, as
 				// the reference: lower-priority queues would starve it.
@@ -233,17 +240,27 @@ func (s *scheduler) refreshExternalGPUs(ctx context.Context) {
 	ours := map[string]bool{}
 	for _, c := range s.running {
 		if c.lease != nil {
-			ours[prefix+strings.ReplaceAll(c.lease.visible(), ":", ".")] = true
+			ours[prefix+c.lease.workerLabel()] = true
 		}
 	}
 	s.mu.Unlock()
 	var busy []string
+	shares, labels := map[string]float64{}, map[string]bool{}
 	for _, w := range r.Workers {
 		if !strings.HasPrefix(w.ID, prefix) || ours[w.ID] {
 			continue
 		}
-		// Another agent's --gpus text: "0,1", "0-3", "0.1".
+		// Another agent's --gpus text: "0,1", "0-3", "0.1", or fractions "0.5a".
 		devs := strings.TrimPrefix(w.ID, prefix)
+		if fr, ls, ok := parseFractionalWorker(devs); ok {
+			for id, f := range fr {
+				shares[id] += f
+			}
+			for _, l := range ls {
+				labels[l] = true
+			}
+			continue
+		}
 		if ids, err := gpuListItems(devs); err == nil {
 			busy = append(busy, ids...)
 			continue
@@ -253,6 +270,7 @@ func (s *scheduler) refreshExternalGPUs(ctx context.Context) {
 		}
 	}
 	s.alloc.setExternal(busy)
+	s.alloc.setExternalFractions(shares, labels)
 }
 
 // allocateGPUs makes the scheduler hand each task the GPUs its queue asks
@@ -260,6 +278,7 @@ func (s *scheduler) refreshExternalGPUs(ctx context.Context) {
 func (s *scheduler) allocateGPUs(specs []gpuQueueSpec, pool []string, gset *gpuSet) {
 	for i, spec := range specs {
 		s.queues[i].gpuMin, s.queues[i].gpuMax = spec.min, spec.max
+		s.queues[i].gpuFracMin, s.queues[i].gpuFracMax = spec.fmin, spec.fmax
 	}
 	var freeMem func(string) (float64, bool)
 	if gset != nil {
@@ -315,7 +334,7 @@ func (s *scheduler) hasFreeSlot() bool {
 	}
 	if s.alloc != nil {
 		free, _ := s.alloc.available()
-		return free > 0
+		return free > 0 || s.alloc.fractionFree() > 0
 	}
 	return s.maxRun == 0 || len(s.running) < s.maxRun
 }
@@ -339,7 +358,7 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 		return
 	}
 	if s.alloc != nil {
-		lease := s.alloc.allocate(taskID, q.gpuMin, q.gpuMax)
+		lease := s.alloc.allocateQueue(taskID, q)
 		if lease == nil {
 			// Only this daemon allocates: the check before the poll holds,
 			// unless another agent took GPUs meanwhile. Put the task back.
@@ -417,6 +436,7 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 	if err != nil {
 		return nil, err
 	}
+	cfg := s.childConfig() // agent.reload_config
 	o, wid, inner := s.childOptions(taskID, lease)
 	child = &childTask{taskID: taskID, queueID: queueID, done: make(chan struct{}), cleanup: func() {}, lease: lease, workerID: wid}
 	var cmd *exec.Cmd
@@ -429,7 +449,7 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 		if err != nil {
 			return nil, err
 		}
-		run, err := dockerTaskArgv(s.cfg, task, dockerRunOptions{task: o, workerID: wid, parentWorkerID: s.workerID,
+		run, err := dockerTaskArgv(cfg, task, dockerRunOptions{task: o, workerID: wid, parentWorkerID: s.workerID,
 			servicesMode: s.maxRun != 1, workerTags: shellJoin(s.tags), env: inner, debug: s.opts.global.debug, api: s.api, queueID: queueID})
 		if err != nil {
 			dockerTaskLog(s.api, taskID, wid, s.log, "clearml_agent: ERROR: "+err.Error())
@@ -477,7 +497,10 @@ func (s *scheduler) childOptions(taskID string, lease *gpuLease) (o taskOptions,
 		// The child runs on its GPUs as the worker <name>:gpu<list>, so the
 		// UI shows the allocation (agent-daemon.md §4.19).
 		o.gpus, o.cpuOnly = lease.visible(), false
-		workerID = s.cfg.str("agent.worker_name") + ":gpu" + strings.ReplaceAll(o.gpus, ":", ".")
+		workerID = s.cfg.str("agent.worker_name") + ":gpu" + lease.workerLabel()
+		if o.docker.set {
+			inner = map[string]string{"CLEARML_AGENT_GPU_FRACTIONS": lease.fractionsEnv()}
+		}
 	case s.maxRun == 1:
 		// The daemon reports for this worker; the child must not clear
 		// the worker's queue with reports of its own.
