@@ -140,7 +140,7 @@ func (c *k8sCmd) backend(cx *cmdContext) (*k8sBackend, error) {
 		return nil, usagef("CLEARML_K8S_GLUE_KIND=%s is not supported: this glue creates pods", kind)
 	}
 	b := &k8sBackend{namespace: c.namespace, useOwnerToken: c.useOwnerToken, fatal: []string{"ImagePullBackOff", "InvalidImageName"},
-		kc: k8sKubectl{bin: "kubectl", timeout: 60 * time.Second}, queueTmpl: map[string]map[string]any{}, later: map[string]time.Time{},
+		kc: k8sKubectl{bin: "kubectl", timeout: 60 * time.Second}, queueTmpl: map[string]map[string]any{},
 		seen: map[string]bool{}}
 	b.pod = k8sPodOptions{Namespace: c.namespace, PodNamePrefix: c.podNamePrefix, PortsMode: c.portsMode, LimitPodLabel: c.limitPodLabel,
 		AgentImage: firstNonEmpty(c.agentImage, os.Getenv("K8S_GLUE_AGENT_IMAGE")), AgentPath: c.agentPath,

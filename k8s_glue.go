@@ -53,9 +53,8 @@ type k8sBackend struct {
 	fatal          []string // waiting reasons that end a pending pod (K8S_GLUE_POD_MONITOR_EVICTION_REASONS)
 	deleteDelay    time.Duration
 	setup          glueSetup
-	label          string               // the agent label selector, CLEARML=agent-<md5>
-	seen           map[string]bool      // pods listed once: one that vanishes was deleted
-	later          map[string]time.Time // finished pods to delete then (K8S_GLUE_COMPLETED_POD_DELETION_DELAY_MINUTES)
+	label          string          // the agent label selector, CLEARML=agent-<md5>
+	seen           map[string]bool // pods listed once: one that vanishes was deleted
 }
 
 func (b *k8sBackend) Kind() string { return "Kubernetes" }
@@ -444,12 +443,6 @@ func (b *k8sBackend) Jobs(ctx context.Context, jobs []string) (map[string]glueJo
 		ns, _, _ := k8sSplitJob(j)
 		byNS[ns] = append(byNS[ns], j)
 	}
-	for j := range b.later {
-		ns, _, _ := k8sSplitJob(j)
-		if byNS[ns] == nil {
-			byNS[ns] = []string{}
-		}
-	}
 	selector := b.label
 	if selector == "" { // --status: any glue's task pods; the uid tells them apart
 		selector = k8sTaskIDLabel
@@ -472,27 +465,8 @@ func (b *k8sBackend) Jobs(ctx context.Context, jobs []string) (map[string]glueJo
 				out[j] = glueJobState{Phase: glueEnded, Detail: "deleted (by a user or by Kubernetes)"}
 			}
 		}
-		b.deleteDue(ctx, ns, byID)
 	}
 	return out, nil
-}
-
-// deleteDue deletes the finished pods of namespace ns whose deletion
-// delay is over; listed are its pods by job id.
-func (b *k8sBackend) deleteDue(ctx context.Context, ns string, listed map[string]*k8sPod) {
-	now := time.Now()
-	for j, at := range b.later {
-		jns, name, uid := k8sSplitJob(j)
-		switch {
-		case jns != ns:
-		case listed[j] == nil:
-			delete(b.later, j) // gone already
-		case !now.Before(at):
-			if err := b.kc.deletePod(ctx, ns, name, uid); err == nil {
-				delete(b.later, j)
-			}
-		}
-	}
 }
 
 // Find lists this worker's pods (by the agent label) in the namespaces
@@ -532,24 +506,36 @@ func (b *k8sBackend) Cancel(ctx context.Context, jobs ...string) error {
 		if err := b.kc.deletePod(ctx, ns, name, uid); err != nil {
 			return err
 		}
-		delete(b.later, j)
 	}
 	return nil
 }
 
-// Release cleans up after a job the glue no longer follows: the pod goes
-// (after K8S_GLUE_COMPLETED_POD_DELETION_DELAY_MINUTES), its Secret at once.
+// Release cleans up after a job the glue no longer follows: its Secret
+// at once, the pod after K8S_GLUE_COMPLETED_POD_DELETION_DELAY_MINUTES
+// (0: now), retried while the API server does not answer. A glue that
+// stops before finds the pod again when it starts, and releases it then.
 func (b *k8sBackend) Release(ctx context.Context, job string) {
-	ns, name, uid := k8sSplitJob(job)
+	ns, name, _ := k8sSplitJob(job)
 	delete(b.seen, job)
 	if err := b.kc.deleteSecret(ctx, ns, name); err != nil {
 		b.setup.logf("Warning: cannot delete Secret %s/%s: %v", ns, name, err)
 	}
-	if b.deleteDelay > 0 {
-		b.later[job] = time.Now().Add(b.deleteDelay)
+	b.deletePodLater(job, b.deleteDelay, 0)
+}
+
+func (b *k8sBackend) deletePodLater(job string, after time.Duration, attempt int) {
+	del := func() {
+		ns, name, uid := k8sSplitJob(job)
+		err := b.kc.deletePod(context.Background(), ns, name, uid)
+		if err != nil && attempt < 20 {
+			b.deletePodLater(job, 30*time.Second, attempt+1)
+		} else if err != nil {
+			b.setup.logf("Warning: cannot delete finished pod %s/%s: %v (delete it by hand)", ns, name, err)
+		}
+	}
+	if after <= 0 && attempt == 0 {
+		del()
 		return
 	}
-	if err := b.kc.deletePod(ctx, ns, name, uid); err != nil {
-		b.later[job] = time.Now() // retried with the next listing
-	}
+	time.AfterFunc(after, del)
 }

@@ -234,6 +234,7 @@ func TestK8sGlueTwoQueues(t *testing.T) {
 	gpu := k.file(t, "gpu.yaml", `metadata:
   labels:
     pool: gpu
+  annotations: {pod-complete.stage.kwok.x-k8s.io/delay: 8s}
 spec:
   containers:
   - resources:
@@ -245,7 +246,7 @@ spec:
       value: gpu
 `)
 	k.k8sExecuteStandIn(t)
-	env := map[string]string{"K8S_GLUE_QUEUE": "cpu,gpu", "K8S_GLUE_MAX_PODS": "4",
+	env := map[string]string{"K8S_GLUE_QUEUE": "cpu,gpu", "K8S_GLUE_MAX_PODS": "4", "K8S_GLUE_COMPLETED_POD_DELETION_DELAY_MINUTES": "0.1",
 		"K8S_GLUE_EXTRA_ARGS": "--namespace " + k.ns + " --template-yaml " + filepath.Join(k.dir, "template.yaml") + " --queue-template gpu=" + gpu + " --create-queue --polling-interval 1"}
 	e := map[string]string{}
 	for key, v := range k.env {
@@ -261,6 +262,11 @@ spec:
 	cpuPod, seen := k.waitPodOf(t, p, cpuTask, 60*time.Second)
 	t.Logf("enqueue -> pod created: %s", seen.Sub(enqueued).Round(10*time.Millisecond))
 	gpuPod, _ := k.waitPodOf(t, p, gpuTask, 60*time.Second)
+	// --status: the tracked pods, as Kubernetes sees them.
+	st := runAgent(t, e, "k8s", "--status")
+	if want := "pod " + k.ns + "/clearml-id-" + gpuTask + ": task " + gpuTask + ", queue gpu"; st.code != 0 || !strings.Contains(st.stdout, want) {
+		t.Errorf("--status: exit %d, no %q:\n%s%s", st.code, want, st.stdout, st.stderr)
+	}
 
 	agent := k8sAgentLabel("k8s-glue-" + k.ns)
 	cpuQ, _ := k.s.Queue("cpu")
@@ -293,6 +299,13 @@ spec:
 	}
 	for _, id := range []string{cpuTask, gpuTask} {
 		waitStatus(t, k.s, p, id, "completed", 60*time.Second)
+	}
+	// K8S_GLUE_COMPLETED_POD_DELETION_DELAY_MINUTES=0.1: finished pods stay 6 s.
+	time.Sleep(3 * time.Second)
+	if k.pod(t, gpuTask) == nil {
+		t.Errorf("the finished pod went before the deletion delay")
+	}
+	for _, id := range []string{cpuTask, gpuTask} {
 		k.waitNoPod(t, p, id, 30*time.Second)
 	}
 	if task, _ := k.s.Task(cpuTask); !strings.Contains(jstr(task.Doc["hyperparams"]), `"k8s-queue"`) {
@@ -554,7 +567,7 @@ func TestK8sGlueHostileTasks(t *testing.T) {
 	const hostileQueue = "évian a=b/c; rm -rf $(x)"
 	t.Parallel()
 	k := newK8sGlueSetup(t)
-	p := k.start(t, nil, "--queue", hostileQueue)
+	p := k.start(t, nil, "--queue", hostileQueue, "--ports-mode", "--num-of-services", "4", "--base-port", "30000", "--gateway-address", "10.0.0.7")
 	tmpl, err := k8sLoadTemplate(filepath.Join(k.dir, "template.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -569,9 +582,24 @@ func TestK8sGlueHostileTasks(t *testing.T) {
 		ids = append(ids, k.enqueue(t, hostileQueue, fakeserver.TaskSpec{Container: c}))
 	}
 	bad := k.enqueue(t, hostileQueue, fakeserver.TaskSpec{Container: map[string]string{"image": "$(whoami)"}})
+	slots := map[any]bool{}
 	for _, id := range ids {
 		pod, _ := k.waitPodOf(t, p, id, 60*time.Second)
 		k8sCheckConfinedStored(t, tmpl, pod)
+		// Ports mode: a slot label per pod, its port and the gateway as the task's properties.
+		slot := jget(pod, "metadata", "labels", "ai.allegro.agent.serial")
+		slots[slot] = true
+		var n int
+		fmt.Sscanf(fmt.Sprint(slot), "pod-%d", &n)
+		var props string
+		waitUntil(func() bool {
+			task, _ := k.s.Task(id)
+			props = jstr(jget(task.Doc, "hyperparams", "properties"))
+			return strings.Contains(props, "k8s-pod-port")
+		}, 10*time.Second)
+		if n < 1 || n > 4 || !strings.Contains(props, fmt.Sprintf(`"value":"%d"`, 30000+n)) || !strings.Contains(props, `"value":"10.0.0.7"`) {
+			t.Errorf("slot %v, properties %s", slot, props)
+		}
 		if v := jget(pod, "metadata", "labels", "clearml-agent-queue-name"); v != "vian-a-b-c-rm-rf-x" {
 			t.Errorf("queue name label %v", v)
 		}
@@ -582,6 +610,9 @@ func TestK8sGlueHostileTasks(t *testing.T) {
 		if b, ok := env["B"]; ok && !strings.Contains(b, "$$(CLEARML_API_SECRET_KEY)") {
 			t.Errorf("a kubelet variable reference reached the pod unescaped: %s", b)
 		}
+	}
+	if len(slots) != len(ids) {
+		t.Errorf("slots %v: not one per pod", slots)
 	}
 	task := waitStatus(t, k.s, p, bad, "failed", 60*time.Second)
 	if !strings.Contains(task.StatusReason, "is not a container image reference") {
@@ -638,9 +669,10 @@ func TestK8sGluePodRunsInDocker(t *testing.T) {
 spec:
   nodeSelector: {type: kwok}
 `)
-	repo, _ := makeTaskRepo(t, map[string]string{"train.py": "import os\nprint('pod says', os.environ.get('POD_MARK'), os.environ.get('CLEARML_WORKER_ID'), bool(os.environ.get('CLEARML_AUTH_TOKEN')))\n"})
+	script := k.file(t, "bash.sh", "export SCRIPT_MARK=script-{task_id}\n[ ! -z $CLEARML_AGENT_NO_UPDATE ] || python3 -m pip install clearml-agent{agent_install_args}\n")
+	repo, _ := makeTaskRepo(t, map[string]string{"train.py": "import os\nprint('pod says', os.environ.get('POD_MARK'), os.environ.get('SCRIPT_MARK'), os.environ.get('CLEARML_WORKER_ID'), bool(os.environ.get('CLEARML_AUTH_TOKEN')))\n"})
 	p := k.start(t, map[string]string{"CLEARML_API_ACCESS_KEY": "ADMINKEY0000000000000000000000", "CLEARML_API_SECRET_KEY": "admin-secret-value-123",
-		"K8S_GLUE_AGENT_IMAGE": image}, "--queue", "work", "--use-owner-token", "--debug")
+		"K8S_GLUE_AGENT_IMAGE": image}, "--queue", "work", "--use-owner-token", "--debug", "--container-bash-script", script)
 	id := k.enqueue(t, "work", fakeserver.TaskSpec{User: "bob", Script: &fakeserver.Script{Repository: repo, EntryPoint: "train.py", Binary: "python3"},
 		Container: map[string]string{"image": dockerTestImage, "arguments": "-e POD_MARK=from-task"}})
 	enqueued := time.Now()
@@ -672,7 +704,7 @@ spec:
 	}
 	task := waitStatus(t, k.s, p, id, "completed", 30*time.Second)
 	t.Logf("enqueue -> completed (glue, pod, docker run): %s", time.Since(enqueued).Round(10*time.Millisecond))
-	if log := k.s.TaskLogText(id); !strings.Contains(log, "pod says from-task k8s-glue-"+k.ns+":"+id+" True") {
+	if log := k.s.TaskLogText(id); !strings.Contains(log, "pod says from-task script-"+id+" k8s-glue-"+k.ns+":"+id+" True") {
 		t.Errorf("the task's log lacks its output:\n%s", log)
 	}
 	if task.LastWorker != "k8s-glue-"+k.ns+":"+id {
