@@ -676,7 +676,8 @@ spec:
 	id := k.enqueue(t, "work", fakeserver.TaskSpec{User: "bob", Script: &fakeserver.Script{Repository: repo, EntryPoint: "train.py", Binary: "python3"},
 		Container: map[string]string{"image": dockerTestImage, "arguments": "-e POD_MARK=from-task"}})
 	enqueued := time.Now()
-	pod, _ := k.waitPodOf(t, p, id, 60*time.Second)
+	pod, seen := k.waitPodOf(t, p, id, 60*time.Second)
+	t.Logf("enqueue -> pod created: %s", seen.Sub(enqueued).Round(10*time.Millisecond))
 	if strings.Contains(jstr(pod), "admin-secret-value-123") || strings.Contains(jstr(pod), "eyJ") {
 		t.Fatalf("a credential in the pod spec:\n%s", jstr(pod))
 	}
@@ -698,7 +699,9 @@ spec:
 	if out, err := k8sDockerRun(t, jget(pod, "spec", "initContainers", 0), vols, secrets); err != nil {
 		t.Fatalf("init container: %v\n%s", err, out)
 	}
+	started := time.Now()
 	dout, err := k8sDockerRun(t, jget(pod, "spec", "containers", 0), vols, secrets, "--network", "host", "-v", repo+":"+repo+":ro")
+	t.Logf("task container (docker run to exit): %s", time.Since(started).Round(10*time.Millisecond))
 	if err != nil {
 		t.Fatalf("task container: %v\n%s", err, dout)
 	}
@@ -715,4 +718,83 @@ spec:
 	if _, err := kubectlT(t, nil, "get", "secret", "-n", k.ns, "clearml-id-"+id); err == nil {
 		t.Errorf("the task's Secret outlived its pod; glue output:\n%s", p.out.String())
 	}
+}
+
+// deploy/k8s-glue.yaml: the API server takes the ConfigMap and the
+// Deployment, a namespace that enforces the "restricted" Pod Security
+// Standard admits the glue's pod, its base template renders task pods the
+// server accepts, and its K8S_GLUE_* settings parse as the command's.
+func TestK8sGlueDeployManifest(t *testing.T) {
+	needK8s(t)
+	ns := k8sTestNamespace(t, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
+	data, err := os.ReadFile(filepath.Join("deploy", "k8s-glue.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := kubectlT(t, []byte(strings.ReplaceAll(string(data), "namespace: clearml", "namespace: "+ns)), "create", "--dry-run=server", "-o", "json", "-f", "-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var items []map[string]any
+	for d := json.NewDecoder(strings.NewReader(out)); d.More(); {
+		var m map[string]any
+		if err := d.Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		items = append(items, m)
+	}
+	if len(items) != 2 || items[0]["kind"] != "ConfigMap" || items[1]["kind"] != "Deployment" {
+		t.Fatalf("stored %s", out)
+	}
+	cm, deploy := items[0], items[1]
+	pod := map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": map[string]any{"name": "glue", "namespace": ns},
+		"spec": jget(deploy, "spec", "template", "spec")}
+	if _, err := k8sServerDryRun(t, pod); err != nil {
+		t.Errorf("the glue's pod in a restricted namespace: %v", err)
+	}
+	glue := jget(deploy, "spec", "template", "spec", "containers", 0)
+	env := map[string]string{}
+	for _, e := range k8sList(glue.(map[string]any), "env") {
+		if v, ok := jget(e, "value").(string); ok {
+			env[jget(e, "name").(string)] = v
+		}
+	}
+	for k, v := range env {
+		if strings.HasPrefix(k, "K8S_GLUE_") {
+			t.Setenv(k, v)
+		}
+	}
+	inv, err := parseCommandLine(k8sStrings(jget(glue, "command").([]any))[1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := inv.cmd.(*k8sCmd)
+	if c.templateYAML != "/etc/clearml-agent/template.yaml" || c.maxPods.n != 10 || jstr(c.queues.vals) != `["default"]` || env["CLEARML_WORKER_ID"] == "" {
+		t.Errorf("the glue's settings: %+v", c)
+	}
+	tmplFile := filepath.Join(t.TempDir(), "template.yaml")
+	os.WriteFile(tmplFile, []byte(jget(cm, "data", "template.yaml").(string)), 0o600)
+	tmpl, err := k8sLoadTemplate(tmplFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := k8sTestOptions()
+	o.AgentImage, o.Namespace = env["K8S_GLUE_AGENT_IMAGE"], ns
+	if _, err := k8sServerDryRun(t, mustRender(t, tmpl, nil, k8sTestTask(), o).Pod); err == nil || !strings.Contains(err.Error(), "restricted") || strings.Contains(err.Error(), `"`+k8sInitName+`"`) {
+		t.Errorf("a task pod of the base template in a restricted namespace: %v (want the task container refused, the init container passing)", err)
+	}
+	plain := k8sTestNamespace(t, nil)
+	r := mustRender(t, tmpl, nil, k8sTestTask(), o)
+	r.Pod["metadata"].(map[string]any)["namespace"] = plain
+	if _, err := k8sServerDryRun(t, r.Pod); err != nil {
+		t.Errorf("a task pod of the base template: %v", err)
+	}
+}
+
+func k8sStrings(l []any) []string {
+	out := make([]string, len(l))
+	for i, x := range l {
+		out[i], _ = x.(string)
+	}
+	return out
 }
