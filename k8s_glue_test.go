@@ -7,6 +7,8 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -235,4 +237,26 @@ func TestKubectlErrors(t *testing.T) {
 	if k.refused(e(refused[0])) || !k.refused(e(refused[1])) {
 		t.Error("K8S_GLUE_IGNORE_KUBECTL_ERROR not applied")
 	}
+}
+
+// A template that leaves the task pods without credentials, or a queue
+// template for a queue not served, stops the glue at start instead of
+// failing every task.
+func TestKubeGlueRefusesTemplate(t *testing.T) {
+	s := startServer(t)
+	dir := t.TempDir()
+	nocreds := filepath.Join(dir, "t.json")
+	os.WriteFile(nocreds, []byte(`{"spec":{"containers":[{"env":[{"name":"A","value":"1"}]}]}}`), 0o600)
+	env := serverEnv(s)
+	env["K8S_GLUE_AGENT_IMAGE"] = "clearml-agent:local"
+	r := runAgent(t, env, "k8s", "--queue", "work", "--create-queue", "--template-yaml", nocreds)
+	if r.code != 1 {
+		t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	oneErrorLine(t, r, "the task pod would get no API credentials")
+	r = runAgent(t, env, "k8s", "--queue", "work", "--queue-template", "other="+nocreds)
+	if r.code != 2 {
+		t.Fatalf("exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	oneErrorLine(t, r, "--queue-template other: not one of the queues served")
 }
