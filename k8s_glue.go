@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -344,11 +343,10 @@ func (b *k8sBackend) script(taskID string) []string {
 	if !b.hasBashScript {
 		return b.extraScript
 	}
-	agentLine := regexp.MustCompile(`clearml[_-]agent\b.*\bexecute\b|pip3?\b.*\binstall\b.*\bclearml-agent\b`)
 	placed := false
 	var out []string
 	for _, line := range b.bashScript {
-		if agentLine.MatchString(line) {
+		if k8sAgentLine().MatchString(line) {
 			continue
 		}
 		placed = placed || strings.Contains(line, "{extra_docker_bash_script}")
@@ -360,6 +358,9 @@ func (b *k8sBackend) script(taskID string) []string {
 	}
 	return out
 }
+
+// k8sAgentLine: a --container-bash-script line that installs or runs the Python agent.
+var k8sAgentLine = lazyRegexp(`clearml[_-]agent\b.*\bexecute\b|pip3?\b.*\binstall\b.*\bclearml-agent\b`)
 
 // k8sFormat is Python's str.format for named fields: {name} is replaced,
 // {{ and }} are braces; unknown fields stay as they are.
