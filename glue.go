@@ -76,6 +76,7 @@ type glueSetup struct {
 	stateDir string     // the glue's own folder (0700): state file, backend files
 	queues   []queueRef // the resolved --queue values, in their order
 	logf     func(format string, args ...any)
+	postLog  func(ctx context.Context, taskID, msg string) // a line on the task's console
 }
 
 // glueBackend is a batch system. Errors other than *glueRefusal are taken
@@ -121,6 +122,10 @@ type glueOptions struct {
 	MaxJobs       int           // jobs in flight; 0 for no bound
 	StateDir      string        // "": ~/.clearml/<kind>-glue
 	EndGrace      time.Duration // after a job ended, how long execute may still set the final status
+	// StopGrace: a job still running this long after its task got a final
+	// status (or a user took the task back) is cancelled; 0 leaves it be
+	// (a batch script may have work after execute).
+	StopGrace time.Duration
 }
 
 // glueFlags are the daemon's flags that a glue has too.
@@ -286,7 +291,10 @@ func (g *glue) start(sigs <-chan os.Signal, cfg *agentConfig) error {
 	if g.state, err = loadGlueState(filepath.Join(g.opts.StateDir, glueStateName(g.workerID))); err != nil {
 		return err
 	}
-	return g.b.Start(context.Background(), glueSetup{cfg: cfg, api: g.api, workerID: g.workerID, stateDir: g.opts.StateDir, queues: g.s.queues, logf: g.logf})
+	return g.b.Start(context.Background(), glueSetup{cfg: cfg, api: g.api, workerID: g.workerID, stateDir: g.opts.StateDir, queues: g.s.queues, logf: g.logf,
+		postLog: func(ctx context.Context, taskID, msg string) {
+			g.s.postLog(withBudget(ctx, 15*time.Second), taskID, msg+"\n")
+		}})
 }
 
 // ensurePendingQueue finds or creates the pending queue (with the
@@ -590,6 +598,7 @@ type glueJob struct {
 	Detail    string    `json:"detail,omitempty"`  // the state last shown on the task
 	Failure   string    `json:"failure,omitempty"` // the task must fail with this (the backend refused it)
 	endSeen   time.Time // when the job was first seen ended with the task not final
+	doneSeen  time.Time // when the job was first seen running with the task no longer its own (StopGrace)
 }
 
 // glueState is the state file of one glue worker.

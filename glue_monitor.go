@@ -163,7 +163,7 @@ func (g *glue) follow(ctx context.Context, e *glueJob, st glueJobState, known bo
 		if !e.Started && g.status.removeFromQueue(c, g.pending.ID, e.Task) == nil {
 			e.Started = true
 		}
-		return false
+		return g.stopLeftover(c, e, t, ours, label)
 	}
 	if !ours {
 		// The task has its final status (or a user took it back).
@@ -211,4 +211,28 @@ func (g *glue) followPending(ctx context.Context, e *glueJob, st glueJobState, t
 		}
 	}
 	return false
+}
+
+// stopLeftover cancels a job that still runs StopGrace after its task got
+// a final status or was taken back by a user (aborted, reset, enqueued
+// elsewhere): execute in it had its time to end it.
+func (g *glue) stopLeftover(ctx context.Context, e *glueJob, t glueTask, ours bool, label string) bool {
+	if ours || g.opts.StopGrace <= 0 {
+		e.doneSeen = time.Time{}
+		return false
+	}
+	if e.doneSeen.IsZero() {
+		e.doneSeen = g.now()
+	}
+	if g.now().Sub(e.doneSeen) < g.opts.StopGrace {
+		return false
+	}
+	if err := g.b.Cancel(ctx, e.Job); err != nil {
+		g.warn("cancel "+e.Job, "Warning: cannot cancel %s of task %s (%s): %v (retrying)", label, e.Task, t.Status, err)
+		return false
+	}
+	msg := fmt.Sprintf("%s cancelled: still running %s after the task became %s", label, g.opts.StopGrace, firstNonEmpty(t.Status, "deleted"))
+	g.s.postLog(ctx, e.Task, msg+"\n")
+	g.logf("task %s: %s", e.Task, msg)
+	return true
 }

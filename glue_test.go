@@ -155,7 +155,7 @@ func startTestGlue(t *testing.T, s *fakeserver.Server, b glueBackend, o glueOpti
 	t.Helper()
 	if o.Kind == "" {
 		o = glueOptions{Kind: "fake", PendingQueue: "fake_scheduler", PendingTags: []string{"fake-glue"}, PendingReason: "fake pending scheduler",
-			MaxJobs: o.MaxJobs, StateDir: o.StateDir, EndGrace: 300 * time.Millisecond}
+			MaxJobs: o.MaxJobs, StateDir: o.StateDir, EndGrace: 300 * time.Millisecond, StopGrace: o.StopGrace}
 	}
 	if o.StateDir == "" {
 		o.StateDir = t.TempDir()
@@ -319,6 +319,57 @@ func TestGlueAbortWhilePending(t *testing.T) {
 	s.DeleteTask(gone)
 	if !waitUntil(func() bool { b.mu.Lock(); defer b.mu.Unlock(); return slices.Contains(b.cancelled, j2) }, 10*time.Second) {
 		t.Fatalf("job of a deleted task not cancelled\n%s", tg.log.String())
+	}
+}
+
+// With StopGrace, a job still running after its task was aborted (and
+// set stopped by execute or the UI) is cancelled once the grace is over;
+// without it, the job is left to end by itself.
+func TestGlueStopGrace(t *testing.T) {
+	s := startServer(t)
+	b := newFakeGlueBackend()
+	tg := startTestGlue(t, s, b, glueOptions{StopGrace: 400 * time.Millisecond}, "work")
+	id := enqueueTestTask(t, s, "work")
+	job := b.jobOf(t, id)
+	s.SetTaskStatus(id, "in_progress", "worker started execution")
+	b.set(job, glueRunning, "RUNNING")
+	waitQueueEmpty(t, s, tg, "fake_scheduler")
+	time.Sleep(600 * time.Millisecond) // in_progress: the job is the task's own
+	b.mu.Lock()
+	early := slices.Contains(b.cancelled, job)
+	b.mu.Unlock()
+	if early {
+		t.Fatalf("the job of a running task was cancelled\n%s", tg.log.String())
+	}
+	stopped := time.Now()
+	s.SetTaskStatus(id, "stopped", "aborted")
+	if !waitUntil(func() bool { b.mu.Lock(); defer b.mu.Unlock(); return slices.Contains(b.released, job) }, 10*time.Second) {
+		t.Fatalf("job not released\n%s", tg.log.String())
+	}
+	if since := time.Since(stopped); since < 400*time.Millisecond || !slices.Contains(b.cancelled, job) {
+		t.Errorf("cancelled %v after the abort (grace 400ms), cancelled %v", since, b.cancelled)
+	}
+	if log := s.TaskLogText(id); !strings.Contains(log, "FAKE job "+job+" cancelled: still running 400ms after the task became stopped") {
+		t.Errorf("console:\n%s", log)
+	}
+	if st := taskStatus(t, s, id); st.Status != "stopped" {
+		t.Errorf("status %s", st.Status)
+	}
+
+	s2 := startServer(t)
+	b2 := newFakeGlueBackend()
+	tg2 := startTestGlue(t, s2, b2, glueOptions{}, "work")
+	id2 := enqueueTestTask(t, s2, "work")
+	j2 := b2.jobOf(t, id2)
+	s2.SetTaskStatus(id2, "in_progress", "worker started execution")
+	b2.set(j2, glueRunning, "RUNNING")
+	waitQueueEmpty(t, s2, tg2, "fake_scheduler")
+	s2.SetTaskStatus(id2, "completed", "done")
+	time.Sleep(time.Second)
+	b2.mu.Lock()
+	defer b2.mu.Unlock()
+	if len(b2.cancelled) != 0 || len(tg2.g.state.Jobs) != 1 {
+		t.Errorf("without StopGrace: cancelled %v, tracked %d", b2.cancelled, len(tg2.g.state.Jobs))
 	}
 }
 

@@ -40,7 +40,7 @@ const (
 	k8sDefaultPodNamePrefix = "clearml-id-"
 	k8sDefaultLimitPodLabel = "ai.clearml.agent.serial=pod-{pod_number}"
 	k8sDefaultPendingQueue  = "k8s_scheduler"
-	k8sDefaultExecArgs      = "--full-monitoring --require-queue"
+	k8sDefaultExecArgs      = "--full-monitoring --require-queue" // K8S_GLUE_DEF_EXEC_AGENT_ARGS's default
 )
 
 // How the binary reaches the task container.
@@ -55,19 +55,19 @@ const (
 
 // k8sPodOptions are the glue's settings that shape every pod.
 type k8sPodOptions struct {
-	Namespace     string   // used when the template names none (default "clearml")
-	PodNamePrefix string   // default "clearml-id-"
-	WorkerID      string   // the glue's worker id: the agent label, CLEARML_WORKER_ID
-	PortsMode     bool     // add LimitPodLabel with PodNumber
-	LimitPodLabel string   // "key=value{pod_number}", default ai.clearml.agent.serial=pod-{pod_number}
-	PodNumber     int      // ports mode: the pod's slot
-	ExecArgs      []string // execute's flags (K8S_GLUE_DEF_EXEC_AGENT_ARGS)
-	AgentImage    string   // the init container's image (deploy/Dockerfile)
-	AgentPath     string   // when set, the binary's path in the task container (the template mounts it): no init container
-	Env           []k8sEnv // plain values (API host, config); the template's own variables win
-	SecretEnv     []k8sEnv // values from Secrets (credentials, owner token, git password)
-	Script        []string // shell lines run before the agent (extra_docker_shell_script, --container-bash-script)
-	ForcePull     bool     // agent.docker_force_pull: imagePullPolicy Always
+	Namespace     string       // used when the template names none (default "clearml")
+	PodNamePrefix string       // default "clearml-id-"
+	WorkerID      string       // the glue's worker id: the agent label, CLEARML_WORKER_ID
+	PortsMode     bool         // add LimitPodLabel with PodNumber
+	LimitPodLabel string       // "key=value{pod_number}", default ai.clearml.agent.serial=pod-{pod_number}
+	PodNumber     int          // ports mode: the pod's slot
+	Exec          *taskOptions // execute's flags (K8S_GLUE_DEF_EXEC_AGENT_ARGS); nil: --full-monitoring --require-queue
+	AgentImage    string       // the init container's image (deploy/Dockerfile)
+	AgentPath     string       // when set, the binary's path in the task container (the template mounts it): no init container
+	Env           []k8sEnv     // plain values (API host, config); the template's own variables win
+	SecretEnv     []k8sEnv     // values from Secrets (credentials, owner token, git password)
+	Script        []string     // shell lines run before the agent (extra_docker_shell_script, --container-bash-script)
+	ForcePull     bool         // agent.docker_force_pull: imagePullPolicy Always
 	// UseImageEntrypoint keeps the image's own entrypoint: no command, no
 	// binary, CLEARML_TASK_ID set (K8S_GLUE_POD_USE_IMAGE_ENTRYPOINT).
 	UseImageEntrypoint bool
@@ -169,8 +169,8 @@ func k8sOptionDefaults(o k8sPodOptions) k8sPodOptions {
 	if o.LimitPodLabel == "" {
 		o.LimitPodLabel = k8sDefaultLimitPodLabel
 	}
-	if o.ExecArgs == nil {
-		o.ExecArgs = strings.Fields(k8sDefaultExecArgs)
+	if o.Exec == nil {
+		o.Exec = &taskOptions{fullMonitoring: true, requireQueue: true}
 	}
 	return o
 }
@@ -296,7 +296,9 @@ func k8sCommand(t k8sTask, o k8sPodOptions) []any {
 	if bin == "" {
 		bin = k8sBinDir + "/clearml-agent"
 	}
-	argv := append(append([]string{bin, "execute"}, o.ExecArgs...), "--id", t.ID)
+	x := *o.Exec
+	x.id = t.ID
+	argv := append([]string{bin}, executeArgv(globalOpts{}, x)...)
 	var lines []string
 	lines = append(lines, dockerScriptLines(strings.Join(o.Script, "\n"))...)
 	if t.NeedsGit {
@@ -315,6 +317,25 @@ func k8sCommand(t k8sTask, o k8sPodOptions) []any {
 		argv[i] = k8sEscape(a)
 	}
 	return k8sAnyList(argv)
+}
+
+// k8sExecOptions parses execute's flags for the pods
+// (K8S_GLUE_DEF_EXEC_AGENT_ARGS); the glue sets --id.
+func k8sExecOptions(args string) (*taskOptions, error) {
+	words, err := shlexSplit(args)
+	if err != nil {
+		return nil, err
+	}
+	var o taskOptions
+	t := newFlagTable("execute")
+	o.register(t)
+	if err := parseArgs(t.fs, t.shorts, words); err != nil {
+		return nil, err
+	}
+	if o.id != "" || o.gitPass != "" || o.clone {
+		return nil, fmt.Errorf("--id, --clone and --git-pass are not execute flags the glue can give every pod")
+	}
+	return &o, nil
 }
 
 // k8sEscape keeps a string literal through the kubelet, which expands

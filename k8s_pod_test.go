@@ -129,7 +129,7 @@ func TestPodRenderChartTemplate(t *testing.T) {
 	if jget(c, "name") != name || jget(c, "image") != "nvcr.io/nvidia/pytorch:24.01-py3" {
 		t.Errorf("container name/image: %s", jstr(c))
 	}
-	wantCmd := []any{"/clearml-agent-bin/clearml-agent", "execute", "--full-monitoring", "--require-queue", "--id", k8sTestTaskID}
+	wantCmd := []any{"/clearml-agent-bin/clearml-agent", "execute", "--id", k8sTestTaskID, "--full-monitoring", "--require-queue"}
 	if !reflect.DeepEqual(jget(c, "command"), wantCmd) || jget(c, "args") != nil {
 		t.Errorf("command = %s args = %s", jstr(jget(c, "command")), jstr(jget(c, "args")))
 	}
@@ -209,14 +209,14 @@ func TestPodRenderScript(t *testing.T) {
 	task.NeedsGit = true
 	o := k8sTestOptions()
 	o.Script = []string{"apt-get update", "  "}
-	o.ExecArgs = []string{"--full-monitoring"}
+	o.Exec = &taskOptions{fullMonitoring: true}
 	r := mustRender(t, k8sJSONTemplate(), nil, task, o)
 	cmd := jget(r.Pod, "spec", "containers", 0, "command").([]any)
 	if len(cmd) != 3 || cmd[0] != "/bin/bash" || cmd[1] != "-c" {
 		t.Fatalf("command = %s", jstr(cmd))
 	}
 	want := strings.Join([]string{"apt-get update", dockerGitCheck, "export A=$(echo hi)", "echo ${HOME} $$",
-		"exec /clearml-agent-bin/clearml-agent execute --full-monitoring --id " + k8sTestTaskID}, "\n")
+		"exec /clearml-agent-bin/clearml-agent execute --id " + k8sTestTaskID + " --full-monitoring"}, "\n")
 	if got := k8sUnescape(cmd[2].(string)); got != want {
 		t.Errorf("script =\n%s\nwant\n%s", got, want)
 	}

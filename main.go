@@ -74,6 +74,9 @@ type commandInfo struct {
 	description string
 	hidden      bool
 	new         func() commandImpl
+	// envArgs are arguments from the environment, parsed before the
+	// command line's (which win): a glue's Helm-chart settings.
+	envArgs func() ([]string, error)
 }
 
 var commands = []commandInfo{
@@ -87,6 +90,8 @@ var commands = []commandInfo{
 		new: func() commandImpl { return &daemonCmd{} }},
 	{name: "config", description: "Print the effective configuration, with secrets masked.",
 		new: func() commandImpl { return &configCmd{} }},
+	{name: "k8s", description: "Serve queues by running each task as a Kubernetes pod (kubectl).",
+		new: func() commandImpl { return &k8sCmd{} }, envArgs: k8sEnvArgs},
 	{name: "init", description: "Create ~/clearml.conf: paste the credentials from the web UI, answer a few questions.",
 		new: func() commandImpl { return &initWizardCmd{} }},
 	{name: "install-bootstrap", description: "Accepted for compatibility: this agent needs no clearml-agent-bootstrap package.",
@@ -218,7 +223,15 @@ func parseCommandLine(args []string) (*invocation, error) {
 	inv.cmd = inv.info.new()
 	inv.table = newFlagTable(name)
 	inv.cmd.flags(inv.table)
-	if err := parseArgs(inv.table.fs, inv.table.shorts, args[i+1:]); err != nil {
+	rest := args[i+1:]
+	if inv.info.envArgs != nil {
+		pre, err := inv.info.envArgs()
+		if err != nil {
+			return nil, err
+		}
+		rest = append(pre, rest...)
+	}
+	if err := parseArgs(inv.table.fs, inv.table.shorts, rest); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			var b strings.Builder
 			inv.table.usage(&b, name, inv.info.description)
