@@ -373,7 +373,7 @@ func topUsage() string {
 	b.WriteString("\n" + strings.Repeat(" ", len(lead)) + "{" + strings.Join(names, ",") + "} ...\n\ncommands:\n")
 	for _, c := range commands {
 		if !c.hidden {
-			fmt.Fprintf(&b, "  %-17s %s\n", c.name, c.description)
+			fmt.Fprintf(&b, "  %-18s %s\n", c.name, c.description)
 		}
 	}
 	b.WriteString("\noptions:\n")
