@@ -697,7 +697,7 @@ func (x *execution) setup(ctx context.Context) (argv []string, dir string, env [
 			entryArgs = append([]string{py}, entryArgs[1:]...)
 		}
 	}
-	argv = venvPythonArgs(pyExe, int(x.opts.optimization), entryArgs)
+	argv = x.venv.runArgv(venvPythonArgs(pyExe, int(x.opts.optimization), entryArgs)) // uv run for a uv project
 	if shell := taskShell(t.Script.Binary, x.cfg.env); shell != "" {
 		argv = append([]string{shell}, entryArgs...)
 	}
@@ -724,7 +724,7 @@ func (x *execution) pythonEnv(ctx context.Context, root, workDir string, entryAr
 		}
 	}
 	spec := venvSpec{binary: t.Script.Binary, requirements: reqs, taskHasRequirements: hasReqs,
-		workDir: root, standalone: x.opts.standalone}
+		workDir: root, standalone: x.opts.standalone, checkout: root, workingDir: workDir, cpuOnly: x.opts.cpuOnly}
 	if !hasReqs || x.cfg.boolean("agent.package_manager.force_repo_requirements_txt", false) {
 		spec.requirements, spec.taskHasRequirements = nil, false
 		entryDir := workDir
