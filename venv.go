@@ -519,6 +519,9 @@ func (m *venvManager) build(ctx context.Context, in pyInterp, t venvTool, plan *
 	if err := m.install(ctx, t, venvPython(dir), plan, true); err != nil {
 		return nil, err
 	}
+	if plan.empty() && !m.cfg.boolean("agent.package_manager.system_site_packages", false) {
+		return nil, nil // nothing installed, nothing to freeze (pip itself is not listed)
+	}
 	frozen, err := m.freeze(ctx, t, venvPython(dir))
 	if err != nil {
 		m.logf("WARNING: could not freeze installed packages: %v", err)
