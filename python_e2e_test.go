@@ -25,7 +25,7 @@ import (
 //	/whl/cu118/   torch 2.1.0+cu118, torchvision 0.16.0+cu118
 //	/whl/cu121/   torch 2.1.0+cu121
 //	/whl/cpu/     torch 2.1.0+cpu, torchvision 0.16.0+cpu
-//	poetry 1.3.2  (/simple/) a stand-in whose `poetry` runs the system's
+//	poetry 1.2.9  (/simple/) a stand-in whose `poetry` runs the system's
 var pyE2EIndex struct {
 	once sync.Once
 	x    *pyTestIndex
@@ -46,9 +46,9 @@ func pyE2E(t *testing.T) *pyTestIndex {
 			w("simple", pyWheel{Name: "venvdep", Version: "3.1"}), w("simple", pyWheel{Name: "prio1", Version: "1.0"}),
 			w("simple", pyWheel{Name: "postpkg", Version: "1.0"}), w("simple", pyWheel{Name: "Cython", Version: "3.0.0"}),
 			w("simple", pyWheel{Name: "torch", Version: "2.1.0"}),
-			w("simple", pyWheel{Name: "poetry", Version: "1.3.2", Files: map[string]string{
+			w("simple", pyWheel{Name: "poetry", Version: "1.2.9", Files: map[string]string{
 				"poetry/__init__.py":                      "import os, sys\n\ndef main():\n    os.execv('/usr/bin/poetry', ['/usr/bin/poetry'] + sys.argv[1:])\n",
-				"poetry-1.3.2.dist-info/entry_points.txt": "[console_scripts]\npoetry = poetry:main\n",
+				"poetry-1.2.9.dist-info/entry_points.txt": "[console_scripts]\npoetry = poetry:main\n",
 			}}))
 		for _, v := range []string{"cu118", "cu121", "cpu"} {
 			x.Add("/whl/"+v+"/", w(v, pyWheel{Name: "torch", Version: "2.1.0+" + v}))
