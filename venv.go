@@ -1,18 +1,23 @@
 package main
 
-// The task's Python environment (agent-execute.md §4): pick the interpreter,
-// create a venv, install the requirements with pip or uv, freeze the result,
-// and keep finished venvs in a content-addressed cache. One venvManager does
-// it all, in three files:
+// The task's Python environment (agent-execute.md §4, issue 13): pick the
+// interpreter, create a venv, install the requirements with pip or uv (or
+// a Poetry or uv project), freeze the result, and keep finished venvs in a
+// content-addressed, immutable cache. One venvManager does it all:
 //
-//	python.go      interpreters (find, probe, select) and requirement lines (source, normalisation)
-//	venv.go        the package tool, creating a venv, install, freeze, prepare (this file)
-//	venv_cache.go  the content-hash cache: keys, completion marker, locks, eviction; its layout
+//	python.go          interpreters (find, probe, select) and requirement sources
+//	venv.go            the package tool, creating a venv, freeze, prepare (this file)
+//	venv_seed.go       new venvs from a per-interpreter template and a shared pip seed
+//	venv_install.go    planning and installing requirements (requirements.go plans)
+//	torch_host.go      PyTorch for this host (pytorch.go: the pure rules)
+//	pyproject_run.go   Poetry and uv projects (pyproject.go: arguments, environment)
+//	venv_cache.go      the cache: keys, locks, eviction, layout
+//	venv_link.go       the cache's checked hard-link copies
 //
 // Configuration read here (agent.*):
 //
 //	python_binary, default_python, ignore_requested_python_version
-//	package_manager.type                     pip (default) or uv; others fall back to pip
+//	package_manager.type                     pip (default), uv, poetry; conda runs as pip (said once)
 //	package_manager.system_site_packages     venv --system-site-packages
 //	package_manager.extra_index_url          list: --extra-index-url each
 //	package_manager.extra_pip_install_flags  list; CLEARML_EXTRA_PIP_INSTALL_FLAGS (shell words) wins
@@ -20,7 +25,11 @@ package main
 //	package_manager.force_repo_requirements_txt
 //	package_manager.pip_version              pins for pip in a new venv
 //	package_manager.pip_legacy_resolver      pip versions that get --use-deprecated=legacy-resolver
+//	package_manager.{priority,priority_optional,post,post_optional}_packages  (venv_install.go)
+//	package_manager.{pytorch_resolve,extra_index_url_template,torch_page,torch_nightly...}  (torch_host.go)
+//	package_manager.{poetry_*,uv_*}          (pyproject_run.go)
 //	venvs_cache.{path,max_entries,free_space_threshold_gb}; CLEARML_AGENT_VENV_CACHE_PATH wins
+//	pip_download_cache.{enabled,path}, cuda_version, cpu_only
 //	docker_use_activated_venv                in a container, use an active VIRTUAL_ENV (see existingEnv)
 //
 // Keys this port adds (absent from the reference):
@@ -28,6 +37,9 @@ package main
 //	package_manager.no_index    bool: pass --no-index (air-gapped sites)
 //	package_manager.find_links  list (or one string) of wheel folders or URLs: --find-links each
 //	package_manager.venv_tool   "venv" (default) or "virtualenv" (python -m virtualenv, venv if missing)
+//	package_manager.allow_requirement_options  bool: honour pip options in requirement lines
+//	package_manager.cpu_extra_index_url        the CPU PyTorch index (default: derived from the template)
+//	venvs_cache.seed_path       where venv kits live (default: venvs_cache.path)
 
 import (
 	"bufio"
@@ -40,7 +52,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -384,98 +395,6 @@ func (m *venvManager) createVenv(ctx context.Context, in pyInterp, t venvTool, d
 		return fmt.Errorf("venv: %s has no bin/python after creation", dir)
 	}
 	return nil
-}
-
-// legacyResolver says whether the pip of the environment of py matches
-// agent.package_manager.pip_legacy_resolver (default ">=20.3,<24.3"): the
-// reference installs with pip's legacy resolver then, which accepts the
-// loosely pinned requirement lists the SDK records. The version is read from
-// pip's dist-info folder: no process.
-func (m *venvManager) legacyResolver(py string) bool {
-	specs := m.cfg.strList("agent.package_manager.pip_legacy_resolver")
-	if len(specs) == 0 {
-		return false
-	}
-	ver := venvPipVersion(py)
-	if ver == "" {
-		return false
-	}
-	for _, spec := range specs {
-		if pyVersionInSpec(ver, spec) {
-			return true
-		}
-	}
-	return false
-}
-
-// venvPipVersion reads the version of the pip that py runs from its
-// dist-info folder: the venv's own, else the seed's (venv_seed.go).
-func venvPipVersion(py string) string {
-	root := filepath.Dir(filepath.Dir(py))
-	sps, _ := filepath.Glob(filepath.Join(root, "lib", "python*", "site-packages"))
-	for _, sp := range sps {
-		for _, dir := range []string{sp, venvSeedOf(sp)} {
-			if dir == "" {
-				continue
-			}
-			if found, _ := filepath.Glob(filepath.Join(dir, "pip-*.dist-info")); len(found) == 1 {
-				return strings.TrimSuffix(strings.TrimPrefix(filepath.Base(found[0]), "pip-"), ".dist-info")
-			}
-		}
-	}
-	return ""
-}
-
-// pyVersionInSpec checks a version against comma-separated clauses with
-// >=, <=, >, <, ==, != on dotted numbers (what pip_legacy_resolver holds).
-func pyVersionInSpec(version, spec string) bool {
-	num := func(v string) []int {
-		var out []int
-		for _, p := range strings.Split(strings.TrimSpace(v), ".") {
-			n, err := strconv.Atoi(strings.TrimRightFunc(p, func(r rune) bool { return r < '0' || r > '9' }))
-			if err != nil {
-				break
-			}
-			out = append(out, n)
-		}
-		return out
-	}
-	cmp := func(a, b []int) int {
-		for i := 0; i < max(len(a), len(b)); i++ {
-			x, y := 0, 0
-			if i < len(a) {
-				x = a[i]
-			}
-			if i < len(b) {
-				y = b[i]
-			}
-			if x != y {
-				if x < y {
-					return -1
-				}
-				return 1
-			}
-		}
-		return 0
-	}
-	have := num(version)
-	if len(have) == 0 {
-		return false
-	}
-	for _, clause := range strings.Split(spec, ",") {
-		clause = strings.TrimSpace(clause)
-		op := strings.TrimRight(clause[:min(2, len(clause))], "0123456789. ")
-		want := num(strings.TrimPrefix(clause, op))
-		if len(want) == 0 {
-			return false
-		}
-		c := cmp(have, want)
-		ok := map[string]bool{">=": c >= 0, "<=": c <= 0, ">": c > 0, "<": c < 0, "==": c == 0, "!=": c != 0}[op]
-		if !ok {
-			return false
-		}
-	}
-	return true
 }
 
 // pipArgv is the install command for the venv at python.

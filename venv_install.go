@@ -28,6 +28,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -441,4 +442,96 @@ func venvHash(parts ...string) string {
 		h.Write([]byte(p + "\x00"))
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// legacyResolver says whether the pip of the environment of py matches
+// agent.package_manager.pip_legacy_resolver (default ">=20.3,<24.3"): the
+// reference installs with pip's legacy resolver then, which accepts the
+// loosely pinned requirement lists the SDK records. The version is read from
+// pip's dist-info folder: no process.
+func (m *venvManager) legacyResolver(py string) bool {
+	specs := m.cfg.strList("agent.package_manager.pip_legacy_resolver")
+	if len(specs) == 0 {
+		return false
+	}
+	ver := venvPipVersion(py)
+	if ver == "" {
+		return false
+	}
+	for _, spec := range specs {
+		if pyVersionInSpec(ver, spec) {
+			return true
+		}
+	}
+	return false
+}
+
+// venvPipVersion reads the version of the pip that py runs from its
+// dist-info folder: the venv's own, else the seed's (venv_seed.go).
+func venvPipVersion(py string) string {
+	root := filepath.Dir(filepath.Dir(py))
+	sps, _ := filepath.Glob(filepath.Join(root, "lib", "python*", "site-packages"))
+	for _, sp := range sps {
+		for _, dir := range []string{sp, venvSeedOf(sp)} {
+			if dir == "" {
+				continue
+			}
+			if found, _ := filepath.Glob(filepath.Join(dir, "pip-*.dist-info")); len(found) == 1 {
+				return strings.TrimSuffix(strings.TrimPrefix(filepath.Base(found[0]), "pip-"), ".dist-info")
+			}
+		}
+	}
+	return ""
+}
+
+// pyVersionInSpec checks a version against comma-separated clauses with
+// >=, <=, >, <, ==, != on dotted numbers (what pip_legacy_resolver holds).
+func pyVersionInSpec(version, spec string) bool {
+	num := func(v string) []int {
+		var out []int
+		for _, p := range strings.Split(strings.TrimSpace(v), ".") {
+			n, err := strconv.Atoi(strings.TrimRightFunc(p, func(r rune) bool { return r < '0' || r > '9' }))
+			if err != nil {
+				break
+			}
+			out = append(out, n)
+		}
+		return out
+	}
+	cmp := func(a, b []int) int {
+		for i := 0; i < max(len(a), len(b)); i++ {
+			x, y := 0, 0
+			if i < len(a) {
+				x = a[i]
+			}
+			if i < len(b) {
+				y = b[i]
+			}
+			if x != y {
+				if x < y {
+					return -1
+				}
+				return 1
+			}
+		}
+		return 0
+	}
+	have := num(version)
+	if len(have) == 0 {
+		return false
+	}
+	for _, clause := range strings.Split(spec, ",") {
+		clause = strings.TrimSpace(clause)
+		op := strings.TrimRight(clause[:min(2, len(clause))], "0123456789. ")
+		want := num(strings.TrimPrefix(clause, op))
+		if len(want) == 0 {
+			return false
+		}
+		c := cmp(have, want)
+		ok := map[string]bool{">=": c >= 0, "<=": c <= 0, ">": c > 0, "<": c < 0, "==": c == 0, "!=": c != 0}[op]
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
