@@ -289,7 +289,7 @@ func (m *venvManager) torchFetch(ctx context.Context, t venvTool, py string, tp 
 		if tp.mode == "direct" {
 			m.torchDownloadURLs(ctx, dir, tp)
 		} else {
-			args := append([]string{"-m", "pip", "--disable-pip-version-check", "download", "--no-deps", "--dest", dir}, flags...)
+			args := append([]string{"-m", "pip", "--disable-pip-version-check", "download", "--no-deps", "--dest", dir}, venvIndexFlags(flags)...)
 			if _, err := m.runLogged(ctx, "", append(append([]string{py}, args...), fetch...)...); err != nil {
 				m.logf("WARNING: PyTorch: could not download %s into %s (%v); installing from the index", strings.Join(fetch, ", "), dir, err)
 			}

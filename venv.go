@@ -70,6 +70,7 @@ type venvSpec struct {
 	checkout   string // the task's checkout; "" means workDir. -e, VCS and path lines must point inside it
 	workingDir string // the task's working directory: pip's folder, relative paths, *_files_from_repo_working_dir; "" means checkout
 	cpuOnly    bool   // --cpu-only (or services mode): no CUDA detection, CPU PyTorch wheels
+	portable   bool   // the venv outlives the agent's folders (build --target): python -m venv, no shared pip seed
 }
 
 func (s venvSpec) checkoutDir() string {
@@ -124,6 +125,7 @@ type venvManager struct {
 	said     map[string]bool // notes already in the task log
 	offline  bool            // --standalone-mode: no index probes or downloads
 	uvAsPip  bool            // a uv project's sync failed without a lock: uv installs the requirements
+	portable bool            // venvSpec.portable
 
 	// gitAuth, when set, is given to pip's git for git+ requirements
 	// (through ask-pass, as for the task's own repository).
@@ -453,7 +455,7 @@ func (m *venvManager) build(ctx context.Context, in pyInterp, t venvTool, plan *
 // one copied there, and its task_repository and code subfolders are left
 // alone.
 func (m *venvManager) prepare(ctx context.Context, spec venvSpec, taskVenvDir string) (*venvResult, error) {
-	m.offline = spec.standalone
+	m.offline, m.portable = spec.standalone, spec.portable
 	if r, err := m.prepareExisting(ctx, spec); err != nil || r != nil {
 		return r, err
 	}

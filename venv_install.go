@@ -164,6 +164,7 @@ func (m *venvManager) repoLines(spec venvSpec, files []string) ([]string, error)
 		return nil
 	}
 	for _, f := range files {
+		m.logf("Trying pip install: %s", f) // the reference's words
 		if err := read(f, 0); err != nil {
 			return nil, err
 		}
@@ -228,21 +229,27 @@ func (m *venvManager) pinPip(ctx context.Context, t venvTool, py string, flags [
 	if len(pins) == 0 || t.uv != "" {
 		return
 	}
+	if _, err := m.runLogged(ctx, "", pipArgv(t, py, append(pins, venvIndexFlags(flags)...)...)...); err != nil {
+		m.logf("WARNING: could not install pip%s: %v; keeping the venv's pip", strings.Join(pins, ","), err)
+	}
+}
+
+// venvIndexFlags keeps the flags that say where packages come from (for
+// pip calls other than the main install: pip download has no --upgrade).
+func venvIndexFlags(flags []string) []string {
 	var idx []string
 	for i := 0; i < len(flags); i++ {
 		switch flags[i] {
-		case "--no-index":
+		case "--no-index", "--pre", "--prefer-binary":
 			idx = append(idx, flags[i])
-		case "--extra-index-url", "--find-links", "--index-url":
+		case "--extra-index-url", "--find-links", "--index-url", "--trusted-host", "-i", "-f":
 			if i+1 < len(flags) {
 				idx = append(idx, flags[i], flags[i+1])
 				i++
 			}
 		}
 	}
-	if _, err := m.runLogged(ctx, "", pipArgv(t, py, append(pins, idx...)...)...); err != nil {
-		m.logf("WARNING: could not install pip%s: %v; keeping the venv's pip", strings.Join(pins, ","), err)
-	}
+	return idx
 }
 
 // install puts the planned requirements into the environment of py.

@@ -16,10 +16,10 @@ package main
 // it alone).
 //
 // Kits live under agent.venvs_cache.seed_path (default: the venv cache
-// folder), in .kits/<id>/, made under .kits/<id>.lock and published by
-// rename. With no venv cache and no seed_path (`build --target`), venvs are
-// made by `python -m venv` as before: such a venv outlives the agent's
-// folders and must not depend on them.
+// folder, else agent.venvs_dir), in .kits/<id>/, made under .kits/<id>.lock
+// and published by rename. A portable venv (`build --target`) is made by
+// `python -m venv` as before: it outlives the agent's folders and must not
+// depend on them.
 
 import (
 	"archive/zip"
@@ -53,11 +53,21 @@ func (k *venvKit) seed() string     { return filepath.Join(k.dir, "seed") }
 
 const venvSeedPth = "_clearml_seed.pth"
 
-// seedRoot is where kits live; "" when new venvs use python -m venv.
+// seedRoot is where kits live: agent.venvs_cache.seed_path, else the venv
+// cache, else agent.venvs_dir/.kits; "" when new venvs use python -m venv
+// (a portable venv: `build --target`).
 func (m *venvManager) seedRoot() string {
+	if m.portable {
+		return ""
+	}
 	dir := strings.TrimSpace(m.cfg.str("agent.venvs_cache.seed_path"))
 	if dir == "" {
-		return m.cacheDir()
+		dir = m.cacheDir()
+	}
+	if dir == "" {
+		if dir = strings.TrimSpace(m.cfg.str("agent.venvs_dir")); dir == "" {
+			return ""
+		}
 	}
 	dir = expandHomeEnv(dir, m.envLookup())
 	if abs, err := filepath.Abs(dir); err == nil {
