@@ -724,7 +724,8 @@ func (x *execution) pythonEnv(ctx context.Context, root, workDir string, entryAr
 		}
 	}
 	spec := venvSpec{binary: t.Script.Binary, requirements: reqs, taskHasRequirements: hasReqs,
-		workDir: root, standalone: x.opts.standalone, checkout: root, workingDir: workDir, cpuOnly: x.opts.cpuOnly}
+		workDir: root, standalone: x.opts.standalone, checkout: root, workingDir: workDir, cpuOnly: x.opts.cpuOnly,
+		portable: x.buildDir != ""}
 	if !hasReqs || x.cfg.boolean("agent.package_manager.force_repo_requirements_txt", false) {
 		spec.requirements, spec.taskHasRequirements = nil, false
 		entryDir := workDir
