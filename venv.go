@@ -355,7 +355,7 @@ func (m *venvManager) createVenv(ctx context.Context, in pyInterp, t venvTool, d
 		mod := "venv"
 		if strings.EqualFold(strings.TrimSpace(m.cfg.str("agent.package_manager.venv_tool")), "virtualenv") {
 			mod = "virtualenv"
-		} else if kit, err := m.kit(ctx, in); err != nil {
+		} else if kit, err := m.kit(ctx, in); err != nil && !errors.Is(err, errNoPipWheel) {
 			m.logf("WARNING: cannot prepare a venv template for %s (%v); using python -m venv", in.real, err)
 		} else if kit != nil {
 			if err := venvFromKit(kit, dir, ssp); err != nil {

@@ -28,6 +28,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -52,6 +53,11 @@ func (k *venvKit) template() string { return filepath.Join(k.dir, "venv") }
 func (k *venvKit) seed() string     { return filepath.Join(k.dir, "seed") }
 
 const venvSeedPth = "_clearml_seed.pth"
+
+// errNoPipWheel: the interpreter has no bundled pip wheel (Debian's
+// python3 without python3-venv): its venvs are made by python -m venv,
+// which says what to install.
+var errNoPipWheel = errors.New("no bundled pip wheel")
 
 // seedRoot is where kits live: agent.venvs_cache.seed_path, else the venv
 // cache, else agent.venvs_dir/.kits; "" when new venvs use python -m venv
@@ -155,6 +161,9 @@ func (m *venvManager) makeKit(ctx context.Context, in pyInterp, kits, dir string
 		return nil, err
 	}
 	wheels := venvBundledWheels(strings.TrimSpace(out.String()), in.version)
+	if wheels["pip"] == "" {
+		return nil, errNoPipWheel
+	}
 	if err := run(in.real, "-m", "venv", "--without-pip", k.MadeAt); err != nil {
 		return nil, err
 	}
@@ -163,24 +172,22 @@ func (m *venvManager) makeKit(ctx context.Context, in pyInterp, kits, dir string
 		return nil, fmt.Errorf("the venv made by %s has no site-packages", in.real)
 	}
 	k.SitePackages, _ = filepath.Rel(k.MadeAt, sp[0])
-	if pip := wheels["pip"]; pip != "" {
-		seed := filepath.Join(tmp, "seed")
-		for _, w := range wheels {
-			if err := venvUnzip(w, seed); err != nil {
-				return nil, err
-			}
-		}
-		// Compiled once, with the final path in tracebacks: the seed is read-only.
-		if err := run(in.real, "-m", "compileall", "-q", "-j", "0", "-d", filepath.Join(dir, "seed"), seed); err != nil {
+	seed := filepath.Join(tmp, "seed")
+	for _, w := range wheels {
+		if err := venvUnzip(w, seed); err != nil {
 			return nil, err
 		}
-		if err := venvReadOnly(seed, true); err != nil {
-			return nil, err
-		}
-		k.Pip = venvWheelVersion(pip)
-		if err := venvWritePipScripts(k.MadeAt, in.version); err != nil {
-			return nil, err
-		}
+	}
+	// Compiled once, with the final path in tracebacks: the seed is read-only.
+	if err := run(in.real, "-m", "compileall", "-q", "-j", "0", "-d", filepath.Join(dir, "seed"), seed); err != nil {
+		return nil, err
+	}
+	if err := venvReadOnly(seed, true); err != nil {
+		return nil, err
+	}
+	k.Pip = venvWheelVersion(wheels["pip"])
+	if err := venvWritePipScripts(k.MadeAt, in.version); err != nil {
+		return nil, err
 	}
 	data, _ := json.Marshal(k)
 	if err := os.WriteFile(filepath.Join(tmp, "kit.json"), data, 0o644); err != nil {
