@@ -26,9 +26,12 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -90,18 +93,25 @@ type errVenvModified struct{ rel string }
 
 func (e *errVenvModified) Error() string { return "changed since it was cached: " + e.rel }
 
-// venvWalker walks an entry in a fixed order (sorted names, depth first)
-// with *at system calls. With dst set it makes the task's copy; without,
-// it only visits (to write the manifest).
+// venvWalker walks an entry with *at system calls. Without dst it only
+// visits, in a fixed order (sorted names, depth first), to write the
+// manifest; with dst it makes the task's copy, checking each entry against
+// the manifest (index), several folders at once: on a loaded machine more
+// runnable threads get more of the CPU, and the work is system calls.
 type venvWalker struct {
-	src      string
-	dst      string       // "" to only visit
-	oldPath  string       // the path the entry was built at
-	expect   []venvRecord // the manifest to check; nil: record into got
-	got      []venvRecord
-	i        int
-	copyData bool                                             // no hard links (another filesystem)
-	visit    func(fd int, name string, st *unix.Stat_t) error // publish: chmod
+	src     string
+	dst     string                // "" to only visit
+	oldPath string                // the path the entry was built at
+	index   map[string]venvRecord // the manifest to check; nil: record into got
+	got     []venvRecord
+	visit   func(fd int, name string, st *unix.Stat_t) error // publish: chmod
+
+	seen     atomic.Int64 // entries checked against index
+	copyData atomic.Bool  // no hard links (another filesystem): copies
+	sem      chan struct{}
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	err      error
 }
 
 func (w *venvWalker) run() error {
@@ -119,26 +129,47 @@ func (w *venvWalker) run() error {
 			return err
 		}
 		defer dst.Close()
+		w.sem = make(chan struct{}, max(runtime.GOMAXPROCS(0), 2)-1)
 	}
-	if err := w.dir(src, dst, ""); err != nil {
-		return err
+	w.fail(w.dir(src, dst, ""))
+	w.wg.Wait()
+	if w.err != nil {
+		return w.err
 	}
-	if w.expect != nil && w.i != len(w.expect) {
-		return &errVenvModified{rel: w.expect[w.i].rel + " (removed)"}
+	if w.index != nil && int(w.seen.Load()) != len(w.index) {
+		return &errVenvModified{rel: fmt.Sprintf("%d of its %d files or folders are gone", len(w.index)-int(w.seen.Load()), len(w.index))}
 	}
 	return nil
 }
 
-// check compares the next record with the manifest (or records it).
+// fail keeps the first error; later work stops early.
+func (w *venvWalker) fail(err error) {
+	if err == nil {
+		return
+	}
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	w.mu.Unlock()
+}
+
+func (w *venvWalker) failed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err != nil
+}
+
+// check compares a record with the manifest (or records it).
 func (w *venvWalker) check(r venvRecord) error {
-	if w.expect == nil {
+	if w.index == nil {
 		w.got = append(w.got, r)
 		return nil
 	}
-	if w.i >= len(w.expect) || w.expect[w.i] != r {
+	if e, ok := w.index[r.rel]; !ok || e != r {
 		return &errVenvModified{rel: r.rel}
 	}
-	w.i++
+	w.seen.Add(1)
 	return nil
 }
 
@@ -156,6 +187,9 @@ func (w *venvWalker) dir(src, dst *os.File, rel string) error {
 	for _, name := range names {
 		if rel == "" && (name == venvMetaName || name == venvManifestName) {
 			continue
+		}
+		if w.sem != nil && w.failed() {
+			return nil
 		}
 		var st unix.Stat_t
 		if err := unix.Fstatat(sfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -191,26 +225,47 @@ func (w *venvWalker) dir(src, dst *os.File, rel string) error {
 	return nil
 }
 
+// subdir walks a folder: in a goroutine of its own while there is a free
+// slot (copies only), else here.
 func (w *venvWalker) subdir(sfd, dfd int, name, rel string) error {
 	cfd, err := unix.Openat(sfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("%s: %w", filepath.Join(w.src, rel), err)
 	}
 	child := os.NewFile(uintptr(cfd), filepath.Join(w.src, rel))
-	defer child.Close()
 	var dchild *os.File
 	if dfd >= 0 {
 		if err := unix.Mkdirat(dfd, name, 0o755); err != nil && err != unix.EEXIST {
+			child.Close()
 			return fmt.Errorf("%s: %w", filepath.Join(w.dst, rel), err)
 		}
 		fd, err := unix.Openat(dfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
+			child.Close()
 			return fmt.Errorf("%s: %w", filepath.Join(w.dst, rel), err)
 		}
 		dchild = os.NewFile(uintptr(fd), filepath.Join(w.dst, rel))
-		defer dchild.Close()
 	}
-	return w.dir(child, dchild, rel)
+	walk := func() error {
+		defer child.Close()
+		if dchild != nil {
+			defer dchild.Close()
+		}
+		return w.dir(child, dchild, rel)
+	}
+	if w.sem != nil {
+		select {
+		case w.sem <- struct{}{}:
+			w.wg.Add(1)
+			go func() {
+				defer func() { <-w.sem; w.wg.Done() }()
+				w.fail(walk())
+			}()
+			return nil
+		default:
+		}
+	}
+	return walk()
 }
 
 func venvReadlinkat(fd int, name string) (string, error) {
@@ -243,7 +298,7 @@ func (w *venvWalker) file(sfd, dfd int, name, rel string, st *unix.Stat_t) error
 			return venvWriteAt(dfd, name, data, st.Mode&0o777|0o200)
 		}
 	}
-	if !w.copyData {
+	if !w.copyData.Load() {
 		err := unix.Linkat(sfd, name, dfd, name, 0)
 		if err != unix.EXDEV && err != unix.EPERM && err != unix.EMLINK {
 			if err != nil {
@@ -251,7 +306,7 @@ func (w *venvWalker) file(sfd, dfd int, name, rel string, st *unix.Stat_t) error
 			}
 			return nil
 		}
-		w.copyData = true // another filesystem: copies from here on
+		w.copyData.Store(true) // another filesystem: copies from here on
 	}
 	data, err := venvReadAt(sfd, name)
 	if err != nil {
@@ -313,15 +368,19 @@ func venvSeal(entry string) error {
 // manifest as it goes. An *errVenvModified means the entry was tampered
 // with; dst is then left half made (the caller empties it).
 func venvCopyEntry(entry, builtAt, dst string) (copied bool, err error) {
-	expect, err := venvReadManifest(entry)
+	recs, err := venvReadManifest(entry)
 	if err != nil {
 		return false, &errVenvModified{rel: venvManifestName}
 	}
-	w := &venvWalker{src: entry, dst: dst, oldPath: builtAt, expect: expect}
+	index := make(map[string]venvRecord, len(recs))
+	for _, r := range recs {
+		index[r.rel] = r
+	}
+	w := &venvWalker{src: entry, dst: dst, oldPath: builtAt, index: index}
 	err = w.run()
 	var mod *errVenvModified
 	if err != nil && !errors.As(err, &mod) {
 		err = fmt.Errorf("copying the cached venv: %w", err)
 	}
-	return w.copyData, err
+	return w.copyData.Load(), err
 }
