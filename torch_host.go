@@ -188,11 +188,11 @@ func (m *venvManager) torchPipIndex(tp *torchPlan) bool {
 			return false
 		}
 		tp.index, tp.variant = idx, fmt.Sprintf("cu%d", at)
-		m.logf("Torch CUDA %d index page found, adding `%s`", at, idx)
+		m.logf("Torch CUDA %d index page found, adding `%s`", at, reqRedact(idx))
 	}
 	for i := range tp.lines {
 		tp.lines[i].line = torchRelaxPin(tp.lines[i].req)
-		m.logf("PyTorch: Adding index `%s` and installing `%s`", tp.index, tp.lines[i].line)
+		m.logf("PyTorch: Adding index `%s` and installing `%s`", reqRedact(tp.index), tp.lines[i].line)
 	}
 	return true
 }
