@@ -229,7 +229,8 @@ func TestDockerImageActiveVenv(t *testing.T) {
 }
 
 // TestDockerImageLacksPackages: an image whose python3 has no venv module
-// (as Debian's without python3-venv, e.g. CUDA images) and no OpenCV
+// nor pip wheel (as Debian's without python3-venv, e.g. CUDA images: with
+// the wheels, the agent's own venv kit needs no venv module) and no OpenCV
 // libraries gets them from apt-get inside the container, only because they
 // are missing. Where no Debian mirror answers, the task fails with a reason
 // that names the missing module; either way the attempt is in the log.
@@ -237,7 +238,7 @@ func TestDockerImageLacksPackages(t *testing.T) {
 	needDockerImage(t)
 	image := "clearml-agent-test-noensurepip:" + strings.ToLower(fmt.Sprint(time.Now().UnixNano()))
 	tmp := strings.ReplaceAll(image, ":", "-")
-	if out, err := exec.Command("docker", "run", "--name", tmp, dockerTestImage, "dpkg", "--purge", "--force-depends", "python3-venv", "python3.11-venv").CombinedOutput(); err != nil {
+	if out, err := exec.Command("docker", "run", "--name", tmp, dockerTestImage, "dpkg", "--purge", "--force-depends", "python3-venv", "python3.11-venv", "python3-pip-whl", "python3-setuptools-whl").CombinedOutput(); err != nil {
 		t.Fatalf("making the image: %v\n%s", err, out)
 	}
 	defer exec.Command("docker", "rm", "-f", tmp).Run()

@@ -246,7 +246,7 @@ func TestExecuteForcedCodeDir(t *testing.T) {
 		t.Errorf("the forced code did not run as is:\n%s", log)
 	}
 	root, app := filepath.Join(code, "requirements.txt"), filepath.Join(code, "app", "requirements.txt")
-	if i, j := strings.Index(log, "-r "+root), strings.Index(log, "-r "+app); i < 0 || j < i {
+	if i, j := strings.Index(log, "Trying pip install: "+root), strings.Index(log, "Trying pip install: "+app); i < 0 || j < i {
 		t.Errorf("want %s then %s installed:\n%s", root, app, log)
 	}
 }

@@ -100,7 +100,7 @@ func (p *preparer) prepare(ctx context.Context) (argv []string, dir string, env 
 	if forceTaskInit(p.cfg.env) && len(entryArgs) > 0 && taskShell(t.Script.Binary, p.cfg.env) == "" {
 		patchTaskInit(filepath.Join(workDir, entryArgs[0]), p.log)
 	}
-	argv = venvPythonArgs(pyExe, int(p.opts.optimization), entryArgs)
+	argv = p.venv.runArgv(venvPythonArgs(pyExe, int(p.opts.optimization), entryArgs)) // uv run for a uv project
 	if shell := taskShell(t.Script.Binary, p.cfg.env); shell != "" {
 		argv = append([]string{shell}, entryArgs...)
 	}
@@ -190,7 +190,8 @@ func (p *preparer) pythonEnv(ctx context.Context, root, workDir string, entryArg
 		}
 	}
 	spec := venvSpec{binary: t.Script.Binary, requirements: reqs, taskHasRequirements: hasReqs,
-		workDir: root, standalone: p.opts.standalone}
+		workDir: root, standalone: p.opts.standalone, checkout: root, workingDir: workDir, cpuOnly: p.opts.cpuOnly,
+		portable: p.buildDir != ""}
 	if !hasReqs || p.cfg.boolean("agent.package_manager.force_repo_requirements_txt", false) {
 		spec.requirements, spec.taskHasRequirements = nil, false
 		entryDir := workDir

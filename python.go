@@ -372,11 +372,6 @@ type venvRequirementSet struct {
 	all       []string // every line, for the cache key
 }
 
-func (s venvRequirementSet) empty() bool {
-	norm, _ := pyNormalizeRequirements(s.all)
-	return len(norm) == 0
-}
-
 // requirementsFor decides between the task's requirements and the repo's
 // requirements.txt files (§2 step 9, §4 "the source of the requirements").
 func (m *venvManager) requirementsFor(spec venvSpec) (venvRequirementSet, error) {

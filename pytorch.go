@@ -456,8 +456,9 @@ func torchParseWheel(link string) (torchWheelInfo, bool) {
 }
 
 // torchPickWheel chooses, among the links of an index page, the wheel the
-// reference's direct mode would: the right project, the Python tag (cp311),
-// the platform ("linux") and machine ("x86_64"), a version that satisfies
+// reference's direct mode would: the right project, the Python tag (cp311,
+// or a pure py3 wheel), the platform ("linux") and machine ("x86_64"), a
+// version that satisfies
 // spec (local labels ignored); an exact "==" match wins, else the newest.
 func torchPickWheel(links []string, name, spec, pyTag, platform, machine string) (link, version string, ok bool) {
 	name = pyNormalizeName(name)
@@ -469,8 +470,7 @@ func torchPickWheel(links []string, name, spec, pyTag, platform, machine string)
 	var best []int
 	for _, l := range links {
 		w, good := torchParseWheel(l)
-		if !good || w.Name != name || !strings.HasSuffix(w.Python, strings.TrimPrefix(pyTag, "cp")) ||
-			!strings.Contains(strings.ToLower(w.Platform), platform) || !strings.Contains(strings.ToLower(w.Platform), machine) {
+		if !good || w.Name != name || !torchTagFits(w, pyTag, platform, machine) {
 			continue
 		}
 		if spec != "" && !torchSatisfies(w.Version, spec) {
@@ -479,11 +479,23 @@ func torchPickWheel(links []string, name, spec, pyTag, platform, machine string)
 		if exact != "" && w.Version == exact {
 			return l, w.Version, true
 		}
-		if v := torchRelease(w.Version); best == nil || torchCompare(v, best) >= 0 {
+		// The newest; at the same version a build for the platform beats a pure wheel.
+		if v := torchRelease(w.Version); best == nil || torchCompare(v, best) > 0 || (torchCompare(v, best) == 0 && w.Platform != "any") {
 			best, link, version, ok = v, l, w.Version, true
 		}
 	}
 	return link, version, ok
+}
+
+// torchTagFits: a wheel for this Python (cp311, or any Python 3: py3) on
+// this platform and machine (or any: a pure wheel).
+func torchTagFits(w torchWheelInfo, pyTag, platform, machine string) bool {
+	py := false
+	for _, t := range strings.Split(w.Python, ".") {
+		py = py || t == pyTag || t == "py3" || (pyTag != "" && t == "py"+strings.TrimPrefix(pyTag, "cp"))
+	}
+	p := strings.ToLower(w.Platform)
+	return py && (p == "any" || (strings.Contains(p, platform) && strings.Contains(p, machine)))
 }
 
 // torchMachine is the wheel platform's machine for a GOARCH.

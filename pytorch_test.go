@@ -291,7 +291,9 @@ func TestTorchPickWheel(t *testing.T) {
 		{"torch", "", "cp311", "aarch64", page[4], "2.1.0"},
 		{"torchvision", "==0.16.0", "cp311", "x86_64", page[6], "0.16.0"},
 		{"torch", "==2.3.0", "cp311", "x86_64", "", ""},
-		{"torch", "==2.1.0", "cp39", "x86_64", "", ""},
+		{"torch", "==2.1.0", "cp39", "x86_64", page[7], "2.1.0"}, // a pure wheel fits any Python 3
+		{"torch", "==2.1.0", "cp39", "aarch64", page[7], "2.1.0"},
+		{"torch", "==2.0.1", "cp39", "x86_64", "", ""},
 	} {
 		link, v, ok := torchPickWheel(page, c.name, c.spec, c.py, "linux", c.machine)
 		if link != c.want || v != c.version || ok != (c.want != "") {

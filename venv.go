@@ -1,18 +1,23 @@
 package main
 
-// The task's Python environment (agent-execute.md §4): pick the interpreter,
-// create a venv, install the requirements with pip or uv, freeze the result,
-// and keep finished venvs in a content-addressed cache. One venvManager does
-// it all, in three files:
+// The task's Python environment (agent-execute.md §4, issue 13): pick the
+// interpreter, create a venv, install the requirements with pip or uv (or
+// a Poetry or uv project), freeze the result, and keep finished venvs in a
+// content-addressed, immutable cache. One venvManager does it all:
 //
-//	python.go      interpreters (find, probe, select) and requirement lines (source, normalisation)
-//	venv.go        the package tool, creating a venv, install, freeze, prepare (this file)
-//	venv_cache.go  the content-hash cache: keys, completion marker, locks, eviction; its layout
+//	python.go          interpreters (find, probe, select) and requirement sources
+//	venv.go            the package tool, creating a venv, freeze, prepare (this file)
+//	venv_seed.go       new venvs from a per-interpreter template and a shared pip seed
+//	venv_install.go    planning and installing requirements (requirements.go plans)
+//	torch_host.go      PyTorch for this host (pytorch.go: the pure rules)
+//	pyproject_run.go   Poetry and uv projects (pyproject.go: arguments, environment)
+//	venv_cache.go      the cache: keys, locks, eviction, layout
+//	venv_link.go       the cache's checked hard-link copies
 //
 // Configuration read here (agent.*):
 //
 //	python_binary, default_python, ignore_requested_python_version
-//	package_manager.type                     pip (default) or uv; others fall back to pip
+//	package_manager.type                     pip (default), uv, poetry; conda runs as pip (said once)
 //	package_manager.system_site_packages     venv --system-site-packages
 //	package_manager.extra_index_url          list: --extra-index-url each
 //	package_manager.extra_pip_install_flags  list; CLEARML_EXTRA_PIP_INSTALL_FLAGS (shell words) wins
@@ -20,7 +25,11 @@ package main
 //	package_manager.force_repo_requirements_txt
 //	package_manager.pip_version              pins for pip in a new venv
 //	package_manager.pip_legacy_resolver      pip versions that get --use-deprecated=legacy-resolver
+//	package_manager.{priority,priority_optional,post,post_optional}_packages  (venv_install.go)
+//	package_manager.{pytorch_resolve,extra_index_url_template,torch_page,torch_nightly...}  (torch_host.go)
+//	package_manager.{poetry_*,uv_*}          (pyproject_run.go)
 //	venvs_cache.{path,max_entries,free_space_threshold_gb}; CLEARML_AGENT_VENV_CACHE_PATH wins
+//	pip_download_cache.{enabled,path}, cuda_version, cpu_only
 //	docker_use_activated_venv                in a container, use an active VIRTUAL_ENV (see existingEnv)
 //
 // Keys this port adds (absent from the reference):
@@ -28,6 +37,9 @@ package main
 //	package_manager.no_index    bool: pass --no-index (air-gapped sites)
 //	package_manager.find_links  list (or one string) of wheel folders or URLs: --find-links each
 //	package_manager.venv_tool   "venv" (default) or "virtualenv" (python -m virtualenv, venv if missing)
+//	package_manager.allow_requirement_options  bool: honour pip options in requirement lines
+//	package_manager.cpu_extra_index_url        the CPU PyTorch index (default: derived from the template)
+//	venvs_cache.seed_path       where venv kits live (default: venvs_cache.path)
 
 import (
 	"bufio"
@@ -39,9 +51,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // venvSpec is what a task asks of its environment.
@@ -52,6 +64,26 @@ type venvSpec struct {
 	repoRequirementsFiles []string // the repo's requirements.txt files, root first; installed when the task has none
 	workDir               string   // working directory for installs (the repo); "" for the current one
 	standalone            bool     // --standalone-mode: install nothing, build nothing
+
+	// Issue 13 (requirements, PyTorch, Poetry and uv projects):
+	checkout   string // the task's checkout; "" means workDir. -e, VCS and path lines must point inside it
+	workingDir string // the task's working directory: pip's folder, relative paths, *_files_from_repo_working_dir; "" means checkout
+	cpuOnly    bool   // --cpu-only (or services mode): no CUDA detection, CPU PyTorch wheels
+	portable   bool   // the venv outlives the agent's folders (build --target): python -m venv, no shared pip seed
+}
+
+func (s venvSpec) checkoutDir() string {
+	if s.checkout != "" {
+		return s.checkout
+	}
+	return s.workDir
+}
+
+func (s venvSpec) taskWorkDir() string {
+	if s.workingDir != "" {
+		return s.workingDir
+	}
+	return s.checkoutDir()
 }
 
 // venvResult is the environment a task runs in.
@@ -62,6 +94,17 @@ type venvResult struct {
 	cacheHit      bool     // reused from the venv cache
 	frozen        []string // pip freeze lines, for tasks.set_requirements
 	lock          *os.File // shared lock on the cache entry: keeps it from eviction
+	runPrefix     []string // runs the task's python through a tool (uv run ... python); nil: python itself
+}
+
+// runArgv is the task's command line (venvPythonArgs) as the environment
+// wants it run: `uv run [uv_run_extra_args] --python P python -u ...` for
+// a uv project, else unchanged.
+func (r *venvResult) runArgv(argv []string) []string {
+	if r == nil || len(r.runPrefix) == 0 || len(argv) == 0 || argv[0] != r.python {
+		return argv
+	}
+	return append(append([]string(nil), r.runPrefix...), argv[1:]...)
 }
 
 // venvManager prepares environments. One may serve many tasks.
@@ -73,8 +116,15 @@ type venvManager struct {
 	onExec    func(argv []string)              // called before every subprocess (tests count them)
 	freeSpace func(dir string) (uint64, error) // bytes free; tests replace it
 
-	mu     sync.Mutex
-	probes map[string]pyProbe // interpreter probes by executable path
+	mu       sync.Mutex
+	probes   map[string]pyProbe  // interpreter probes by executable path
+	kits     map[string]*venvKit // venv templates and pip seeds by interpreter (venv_seed.go)
+	cuda     int                 // the host's CUDA version (torch_host.go)
+	cudaDone bool
+	said     map[string]bool // notes already in the task log
+	offline  bool            // --standalone-mode: no index probes or downloads
+	uvAsPip  bool            // a uv project's sync failed without a lock: uv installs the requirements
+	portable bool            // venvSpec.portable
 
 	// gitAuth, when set, is given to pip's git for git+ requirements
 	// (through ask-pass, as for the task's own repository).
@@ -116,23 +166,55 @@ type venvTool struct {
 	uv string // uv executable; "" means pip
 }
 
-func (m *venvManager) tool() venvTool {
-	typ := strings.ToLower(strings.TrimSpace(m.cfg.str("agent.package_manager.type")))
-	if b, ok := parseBoolText(m.env("CLEARML_AGENT_FORCE_UV")); ok && b {
-		typ = "uv"
+func (m *venvManager) tool(ctx context.Context, in pyInterp) venvTool {
+	if m.packageManager() != "uv" || !(m.uvAsPip || m.cfg.boolean("agent.package_manager.uv_replace_pip", false)) {
+		return venvTool{}
 	}
+	uv, err := m.toolBinary(ctx, in, "uv")
+	if err != nil {
+		m.logf("WARNING: %v; using pip", err)
+		return venvTool{}
+	}
+	m.sayOnce("uv-pip", "INFO: using UV as pip drop-in replacement (agent.package_manager.uv_replace_pip)")
+	return venvTool{uv: uv}
+}
+
+// packageManager is agent.package_manager.type as the reference reads it:
+// CLEARML_AGENT_FORCE_UV and CLEARML_AGENT_FORCE_POETRY win; conda (out of
+// scope) and unknown types run as pip, which the task log says once.
+func (m *venvManager) packageManager() string {
+	if b, ok := parseBoolText(m.env("CLEARML_AGENT_FORCE_POETRY")); ok && b {
+		return "poetry"
+	}
+	if b, ok := parseBoolText(m.env("CLEARML_AGENT_FORCE_UV")); ok && b {
+		return "uv"
+	}
+	typ := strings.ToLower(strings.TrimSpace(m.cfg.str("agent.package_manager.type")))
 	switch typ {
 	case "", "pip":
-		return venvTool{}
-	case "uv":
-		if p, ok := m.lookPath("uv"); ok {
-			return venvTool{uv: p}
-		}
-		m.logf("WARNING: agent.package_manager.type is uv but uv is not on PATH; using pip")
+		return "pip"
+	case "uv", "poetry":
+		return typ
+	case "conda":
+		m.sayOnce("conda", "NOTE: agent.package_manager.type is conda: this agent does not run conda; it installs the task's requirements with pip")
 	default:
-		m.logf("WARNING: agent.package_manager.type %q is not supported; using pip", typ)
+		m.sayOnce("type", fmt.Sprintf("WARNING: agent.package_manager.type %q is not supported; using pip", typ))
 	}
-	return venvTool{}
+	return "pip"
+}
+
+// sayOnce logs a note once per manager.
+func (m *venvManager) sayOnce(id, msg string) {
+	m.mu.Lock()
+	if m.said == nil {
+		m.said = map[string]bool{}
+	}
+	seen := m.said[id]
+	m.said[id] = true
+	m.mu.Unlock()
+	if !seen {
+		m.logf("%s", msg)
+	}
 }
 
 func (t venvTool) name() string {
@@ -179,6 +261,11 @@ func (m *venvManager) installFlags() []string {
 // run runs argv with stdin from /dev/null and without PYTHONPATH/PYTHONHOME,
 // which would leak the agent's environment into pip.
 func (m *venvManager) run(ctx context.Context, dir string, stdout, stderr io.Writer, argv ...string) error {
+	return m.runEnv(ctx, dir, nil, stdout, stderr, argv...)
+}
+
+// runEnv is run with environment changes: set[k] = v, or removed when v is "\x00".
+func (m *venvManager) runEnv(ctx context.Context, dir string, env map[string]string, stdout, stderr io.Writer, argv ...string) error {
 	if m.onExec != nil {
 		m.onExec(argv)
 	}
@@ -187,8 +274,13 @@ func (m *venvManager) run(ctx context.Context, dir string, stdout, stderr io.Wri
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if k != "PYTHONPATH" && k != "PYTHONHOME" && k != "__PYVENV_LAUNCHER__" {
+		if _, changed := env[k]; !changed && k != "PYTHONPATH" && k != "PYTHONHOME" && k != "__PYVENV_LAUNCHER__" {
 			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	for k, v := range env {
+		if v != venvUnset {
+			cmd.Env = append(cmd.Env, k+"="+v)
 		}
 	}
 	if m.gitAuth != nil {
@@ -198,13 +290,20 @@ func (m *venvManager) run(ctx context.Context, dir string, stdout, stderr io.Wri
 	return cmd.Run()
 }
 
+// venvUnset in runEnv's env removes the variable.
+const venvUnset = "\x00"
+
 // runLogged runs argv with its output in the task log, and returns the
 // output's tail for error messages.
 func (m *venvManager) runLogged(ctx context.Context, dir string, argv ...string) (string, error) {
+	return m.runLoggedEnv(ctx, dir, nil, argv...)
+}
+
+func (m *venvManager) runLoggedEnv(ctx context.Context, dir string, env map[string]string, argv ...string) (string, error) {
 	fmt.Fprintf(m.log, "> %s\n", strings.Join(argv, " "))
 	tail := &venvTail{}
 	w := io.MultiWriter(m.log, tail)
-	err := m.run(ctx, dir, w, w, argv...)
+	err := m.runEnv(ctx, dir, env, w, w, argv...)
 	return string(tail.buf), err
 }
 
@@ -254,6 +353,13 @@ func (m *venvManager) createVenv(ctx context.Context, in pyInterp, t venvTool, d
 		mod := "venv"
 		if strings.EqualFold(strings.TrimSpace(m.cfg.str("agent.package_manager.venv_tool")), "virtualenv") {
 			mod = "virtualenv"
+		} else if kit, err := m.kit(ctx, in); err != nil && !errors.Is(err, errNoPipWheel) {
+			m.logf("WARNING: cannot prepare a venv template for %s (%v); using python -m venv", in.real, err)
+		} else if kit != nil {
+			if err := venvFromKit(kit, dir, ssp); err != nil {
+				return fmt.Errorf("venv: creating %s: %w", dir, err)
+			}
+			return nil
 		}
 		argv = []string{in.real, "-m", mod}
 		if ssp {
@@ -291,179 +397,12 @@ func (m *venvManager) createVenv(ctx context.Context, in pyInterp, t venvTool, d
 	return nil
 }
 
-// legacyResolver says whether the pip of the environment of py matches
-// agent.package_manager.pip_legacy_resolver (default ">=20.3,<24.3"): the
-// reference installs with pip's legacy resolver then, which accepts the
-// loosely pinned requirement lists the SDK records. The version is read from
-// pip's dist-info folder: no process.
-func (m *venvManager) legacyResolver(py string) bool {
-	specs := m.cfg.strList("agent.package_manager.pip_legacy_resolver")
-	if len(specs) == 0 {
-		return false
-	}
-	root := filepath.Dir(filepath.Dir(py))
-	found, _ := filepath.Glob(filepath.Join(root, "lib", "python*", "site-packages", "pip-*.dist-info"))
-	if len(found) != 1 {
-		return false
-	}
-	ver := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(found[0]), "pip-"), ".dist-info")
-	for _, spec := range specs {
-		if pyVersionInSpec(ver, spec) {
-			return true
-		}
-	}
-	return false
-}
-
-// pyVersionInSpec checks a version against comma-separated clauses with
-// >=, <=, >, <, ==, != on dotted numbers (what pip_legacy_resolver holds).
-func pyVersionInSpec(version, spec string) bool {
-	num := func(v string) []int {
-		var out []int
-		for _, p := range strings.Split(strings.TrimSpace(v), ".") {
-			n, err := strconv.Atoi(strings.TrimRightFunc(p, func(r rune) bool { return r < '0' || r > '9' }))
-			if err != nil {
-				break
-			}
-			out = append(out, n)
-		}
-		return out
-	}
-	cmp := func(a, b []int) int {
-		for i := 0; i < max(len(a), len(b)); i++ {
-			x, y := 0, 0
-			if i < len(a) {
-				x = a[i]
-			}
-			if i < len(b) {
-				y = b[i]
-			}
-			if x != y {
-				if x < y {
-					return -1
-				}
-				return 1
-			}
-		}
-		return 0
-	}
-	have := num(version)
-	if len(have) == 0 {
-		return false
-	}
-	for _, clause := range strings.Split(spec, ",") {
-		clause = strings.TrimSpace(clause)
-		op := strings.TrimRight(clause[:min(2, len(clause))], "0123456789. ")
-		want := num(strings.TrimPrefix(clause, op))
-		if len(want) == 0 {
-			return false
-		}
-		c := cmp(have, want)
-		ok := map[string]bool{">=": c >= 0, "<=": c <= 0, ">": c > 0, "<": c < 0, "==": c == 0, "!=": c != 0}[op]
-		if !ok {
-			return false
-		}
-	}
-	return true
-}
-
 // pipArgv is the install command for the venv at python.
 func pipArgv(t venvTool, python string, args ...string) []string {
 	if t.uv != "" {
 		return append([]string{t.uv, "pip", "install", "--python", python}, args...)
 	}
 	return append([]string{python, "-m", "pip", "--disable-pip-version-check", "install"}, args...)
-}
-
-// install puts the requirements into the environment of the interpreter py.
-// pinPip applies agent.package_manager.pip_version first (new venvs only:
-// an existing environment's pip is the user's).
-func (m *venvManager) install(ctx context.Context, t venvTool, py string, reqs venvRequirementSet, workDir string, pinPip bool) error {
-	if reqs.empty() {
-		m.logf("No requirements to install")
-		return nil
-	}
-	flags := m.installFlags()
-	if t.uv == "" && pinPip {
-		// The reference's pip pins, without --upgrade: a pip that already
-		// fits needs no index. Failure only warns.
-		var pins []string
-		for _, p := range m.cfg.strList("agent.package_manager.pip_version") {
-			if p = strings.TrimSpace(p); p != "" {
-				pins = append(pins, "pip"+p)
-			}
-		}
-		if len(pins) > 0 {
-			var idx []string
-			for i := 0; i < len(flags); i++ {
-				switch flags[i] {
-				case "--no-index":
-					idx = append(idx, flags[i])
-				case "--extra-index-url", "--find-links":
-					if i+1 < len(flags) {
-						idx = append(idx, flags[i], flags[i+1])
-						i++
-					}
-				}
-			}
-			if _, err := m.runLogged(ctx, "", pipArgv(t, py, append(pins, idx...)...)...); err != nil {
-				m.logf("WARNING: could not install pip%s: %v; keeping the venv's pip", strings.Join(pins, ","), err)
-			}
-		}
-	}
-	if t.uv == "" && m.legacyResolver(py) {
-		flags = append(flags, "--use-deprecated=legacy-resolver")
-	}
-	if len(reqs.taskLines) > 0 {
-		f, err := os.CreateTemp("", "cached-reqs*.txt")
-		if err != nil {
-			return fmt.Errorf("requirements: %w", err)
-		}
-		defer os.Remove(f.Name())
-		lines := make([]string, len(reqs.taskLines))
-		for i, l := range reqs.taskLines {
-			lines[i] = pyVCSRequirement(l, m.gitAuth != nil)
-		}
-		_, err = f.WriteString(strings.Join(lines, "\n") + "\n")
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return fmt.Errorf("requirements: %w", err)
-		}
-		if err := m.installFile(ctx, t, py, f.Name(), workDir, "the task's requirements", flags); err != nil {
-			return err
-		}
-	}
-	for _, file := range reqs.files {
-		wd := workDir
-		if wd == "" {
-			wd = filepath.Dir(file)
-		}
-		if err := m.installFile(ctx, t, py, file, wd, file, flags); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (m *venvManager) installFile(ctx context.Context, t venvTool, py, file, dir, what string, flags []string) error {
-	if dir != "" {
-		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-			dir = ""
-		}
-	}
-	out, err := m.runLogged(ctx, dir, pipArgv(t, py, append([]string{"-r", file}, flags...)...)...)
-	if err == nil {
-		return nil
-	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("requirements: installing %s: %w", what, ctx.Err())
-	}
-	if pkg := pyInstallFailure(out); pkg != "" {
-		return fmt.Errorf("requirements: installing %s failed: %s could not install %q (%w); see the log above", what, t.name(), pkg, err)
-	}
-	return fmt.Errorf("requirements: installing %s failed: %s %w; see the log above", what, t.name(), err)
 }
 
 // freeze lists what is installed, minus the agent itself, as the reference.
@@ -489,73 +428,65 @@ func (m *venvManager) freeze(ctx context.Context, t venvTool, python string) ([]
 }
 
 // build makes a venv at dir and installs into it.
-func (m *venvManager) build(ctx context.Context, in pyInterp, t venvTool, reqs venvRequirementSet, workDir, dir string) ([]string, error) {
+func (m *venvManager) build(ctx context.Context, in pyInterp, t venvTool, plan *venvPlan, dir string) ([]string, error) {
 	m.logf("Creating virtual environment %s (Python %s, %s)", dir, in.version, t.name())
+	t0 := time.Now()
 	if err := m.createVenv(ctx, in, t, dir); err != nil {
 		return nil, err
 	}
-	if err := m.install(ctx, t, venvPython(dir), reqs, workDir, true); err != nil {
+	m.logf("Virtual environment ready in %d ms", time.Since(t0).Milliseconds())
+	if err := m.install(ctx, t, venvPython(dir), plan, true); err != nil {
 		return nil, err
+	}
+	if plan.empty() && !m.cfg.boolean("agent.package_manager.system_site_packages", false) {
+		return nil, nil // nothing installed, nothing to freeze (pip itself is not listed)
 	}
 	frozen, err := m.freeze(ctx, t, venvPython(dir))
 	if err != nil {
 		m.logf("WARNING: could not freeze installed packages: %v", err)
 	}
-	return frozen, nil
+	return torchWriteBack(frozen, plan.torch), nil
 }
 
 // prepare gives the task its environment. taskVenvDir is the task's own
-// folder (agent.venvs_dir/<version>): an uncached venv is built there, and
-// its task_repository and code subfolders are left alone.
+// folder (agent.venvs_dir/<version>): the venv is built there, or a cached
+// one copied there, and its task_repository and code subfolders are left
+// alone.
 func (m *venvManager) prepare(ctx context.Context, spec venvSpec, taskVenvDir string) (*venvResult, error) {
+	m.offline, m.portable = spec.standalone, spec.portable
 	if r, err := m.prepareExisting(ctx, spec); err != nil || r != nil {
 		return r, err
 	}
-	in, err := m.selectInterpreter(ctx, spec.binary)
-	if errors.Is(err, errNoPython) && m.aptInstall != nil {
-		if aerr := m.aptInstall(ctx, "Python 3", "python3", "python3-venv", "python3-pip"); aerr != nil {
-			return nil, fmt.Errorf("interpreter: the image has no Python, and %w", aerr)
-		}
-		in, err = m.selectInterpreter(ctx, spec.binary)
-	}
+	in, err := m.interpreter(ctx, spec.binary)
 	if err != nil {
 		return nil, err
 	}
-	m.logf("Python interpreter: %s (Python %s)", in.real, in.version)
+	if !spec.standalone {
+		if r, err := m.prepareProject(ctx, spec, in, taskVenvDir); err != nil || r != nil {
+			return r, err
+		}
+	}
 	reqs, err := m.requirementsFor(spec)
 	if err != nil {
 		return nil, err
 	}
-	t := m.tool()
-	key, cacheable := m.cacheKey(in, t, reqs)
+	t := m.tool(ctx, in)
+	plan, err := m.planRequirements(ctx, spec, in, t, reqs)
+	if err != nil {
+		return nil, err
+	}
+	key := m.cacheKey(in, t, plan)
 	cache := m.cacheDir()
-	if cache != "" && !cacheable {
-		m.logf("Requirements refer to local files (-r, -e, paths): not using the venv cache")
+	if cache != "" && plan.local {
+		m.logf("Requirements refer to files of the checkout (-r, -e, paths): not using the venv cache")
+		cache = ""
 	}
-
 	if spec.standalone {
-		// Install nothing, build nothing: a cached or existing venv, else the interpreter itself.
-		if cache != "" && cacheable {
-			if r, err := m.cacheLookup(ctx, cache, key); err != nil || r != nil {
-				return r, err
-			}
-		}
-		r := &venvResult{python: in.real, pythonVersion: in.version}
-		if venvIsExecutable(venvPython(taskVenvDir)) {
-			r.python, r.dir = venvPython(taskVenvDir), taskVenvDir
-			m.logf("Standalone mode: using the existing venv %s", taskVenvDir)
-		} else {
-			m.logf("Standalone mode: no venv in %s; using %s", taskVenvDir, in.real)
-		}
-		if r.frozen, err = m.freeze(ctx, t, r.python); err != nil {
-			m.logf("WARNING: could not freeze installed packages: %v", err)
-		}
-		return r, nil
+		return m.prepareStandalone(ctx, in, t, cache, key, taskVenvDir)
 	}
-
-	if cache != "" && cacheable {
-		r, err := m.cachePrepare(ctx, cache, key, in, func(dir string) ([]string, error) {
-			return m.build(ctx, in, t, reqs, spec.workDir, dir)
+	if cache != "" {
+		r, err := m.cachePrepare(ctx, cache, key, taskVenvDir, in, func(dir string) ([]string, error) {
+			return m.build(ctx, in, t, plan, dir)
 		})
 		if err != nil || r != nil {
 			return r, err
@@ -565,11 +496,49 @@ func (m *venvManager) prepare(ctx context.Context, spec venvSpec, taskVenvDir st
 	if err := venvCleanTaskDir(taskVenvDir); err != nil {
 		return nil, fmt.Errorf("venv: cleaning %s: %w", taskVenvDir, err)
 	}
-	frozen, err := m.build(ctx, in, t, reqs, spec.workDir, taskVenvDir)
+	frozen, err := m.build(ctx, in, t, plan, taskVenvDir)
 	if err != nil {
 		return nil, err
 	}
 	return &venvResult{python: venvPython(taskVenvDir), dir: taskVenvDir, pythonVersion: in.version, frozen: frozen}, nil
+}
+
+// interpreter selects the task's Python, installing one in a container
+// that has none.
+func (m *venvManager) interpreter(ctx context.Context, binary string) (pyInterp, error) {
+	in, err := m.selectInterpreter(ctx, binary)
+	if errors.Is(err, errNoPython) && m.aptInstall != nil {
+		if aerr := m.aptInstall(ctx, "Python 3", "python3", "python3-venv", "python3-pip"); aerr != nil {
+			return in, fmt.Errorf("interpreter: the image has no Python, and %w", aerr)
+		}
+		in, err = m.selectInterpreter(ctx, binary)
+	}
+	if err == nil {
+		m.logf("Python interpreter: %s (Python %s)", in.real, in.version)
+	}
+	return in, err
+}
+
+// prepareStandalone installs nothing and builds nothing: a cached or
+// existing venv, else the interpreter itself.
+func (m *venvManager) prepareStandalone(ctx context.Context, in pyInterp, t venvTool, cache, key, taskVenvDir string) (*venvResult, error) {
+	if cache != "" {
+		if r, err := m.cacheLookup(ctx, cache, key, taskVenvDir); err != nil || r != nil {
+			return r, err
+		}
+	}
+	r := &venvResult{python: in.real, pythonVersion: in.version}
+	if venvIsExecutable(venvPython(taskVenvDir)) {
+		r.python, r.dir = venvPython(taskVenvDir), taskVenvDir
+		m.logf("Standalone mode: using the existing venv %s", taskVenvDir)
+	} else {
+		m.logf("Standalone mode: no venv in %s; using %s", taskVenvDir, in.real)
+	}
+	var err error
+	if r.frozen, err = m.freeze(ctx, t, r.python); err != nil {
+		m.logf("WARNING: could not freeze installed packages: %v", err)
+	}
+	return r, nil
 }
 
 // existingEnv says whether the task runs in an interpreter that is already
@@ -644,18 +613,25 @@ func (m *venvManager) prepareExisting(ctx context.Context, spec venvSpec) (*venv
 			r.dir = d
 		}
 	}
-	t := m.tool()
+	t := m.tool(ctx, *in)
+	var plan *venvPlan
 	if install && !spec.standalone {
 		reqs, err := m.requirementsFor(spec)
 		if err != nil {
 			return nil, err
 		}
-		if err := m.install(ctx, t, in.real, reqs, spec.workDir, false); err != nil {
+		if plan, err = m.planRequirements(ctx, spec, *in, t, reqs); err != nil {
+			return nil, err
+		}
+		if err := m.install(ctx, t, in.real, plan, false); err != nil {
 			return nil, err
 		}
 	}
 	if r.frozen, err = m.freeze(ctx, t, r.python); err != nil {
 		m.logf("WARNING: could not freeze installed packages: %v", err)
+	}
+	if plan != nil {
+		r.frozen = torchWriteBack(r.frozen, plan.torch)
 	}
 	return r, nil
 }

@@ -7,19 +7,25 @@ package main
 //
 //	.lock               serialises eviction
 //	interpreters.json   remembered interpreter probes, so a hit runs no python
-//	<key>.lock          flock: shared while a task uses the entry, exclusive while building or evicting
-//	<key>/              the venv; <key>/.clearml-venv.json is written last and marks it complete
+//	torch-index.json    remembered PyTorch index probes (torch_host.go)
+//	.kits/<id>/         venv templates and pip seeds (venv_seed.go)
+//	<key>.lock          flock: shared while a task copies the entry, exclusive while building or evicting
+//	<key>/              the venv: read-only files, .clearml-manifest, and .clearml-venv.json (the marker, last)
+//	.build-<key>-*      an entry being built (published by rename)
 //	.trash.<key>.*      an entry being removed (renamed first, so no task sees it half gone)
 //
-// Venvs are not relocatable (script shebangs hold absolute paths), so an
-// entry is built in place, at its final path, under the exclusive lock, and
-// tasks run from there: a hit is lock, read the marker, touch it.
+// Entries are immutable: no task runs in one. A hit is a hard-link copy into
+// the task's own folder, checked against the manifest (venv_link.go), so
+// nothing a task does reaches the next task with the same key. Venvs are not
+// relocatable, but only bin/ scripts and pyvenv.cfg hold the build path, and
+// the copy writes those anew.
 
 import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,6 +37,7 @@ import (
 )
 
 // release lets the cache evict the entry again; call it when the task ends.
+// (A task's copy does not need the entry: the lock is only held while copying.)
 func (r *venvResult) release() {
 	if r != nil && r.lock != nil {
 		r.lock.Close()
@@ -64,21 +71,21 @@ func (m *venvManager) cacheDir() string {
 	return dir
 }
 
-const venvKeyVersion = "clearml-go-venv/1"
+const venvKeyVersion = "clearml-go-venv/2"
 
 // cacheKey hashes everything that shapes the venv: interpreter, tool,
-// venv flags, index flags and the normalised requirements.
-func (m *venvManager) cacheKey(in pyInterp, t venvTool, reqs venvRequirementSet) (string, bool) {
-	norm, cacheable := pyNormalizeRequirements(reqs.all)
+// venv flags, index flags and the planned requirements (PyTorch's index
+// for this host included).
+func (m *venvManager) cacheKey(in pyInterp, t venvTool, plan *venvPlan) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n", venvKeyVersion, in.real, in.version, t.name())
 	fmt.Fprintf(h, "system_site_packages=%v\nvenv_tool=%s\n", m.cfg.boolean("agent.package_manager.system_site_packages", false),
 		strings.ToLower(strings.TrimSpace(m.cfg.str("agent.package_manager.venv_tool"))))
 	fmt.Fprintf(h, "flags=%q\npins=%q\n", m.installFlags(), m.cfg.strList("agent.package_manager.pip_version"))
-	for _, l := range norm {
+	for _, l := range plan.keyLines() {
 		fmt.Fprintf(h, "req=%s\n", l)
 	}
-	return hex.EncodeToString(h.Sum(nil))[:32], cacheable
+	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 
 // venvMeta is the completion marker of a cache entry.
@@ -88,6 +95,7 @@ type venvMeta struct {
 	PythonVersion string    `json:"python_version"`
 	Frozen        []string  `json:"frozen"`
 	Created       time.Time `json:"created"`
+	BuiltAt       string    `json:"built_at"` // the staging folder it was built in: its bin/ scripts name it
 }
 
 const venvMetaName = ".clearml-venv.json"
@@ -166,37 +174,69 @@ func venvSameFile(f *os.File, path string) bool {
 	return err1 == nil && err2 == nil && os.SameFile(a, b)
 }
 
-func venvHitResult(entry string, meta *venvMeta, lock *os.File, built bool) *venvResult {
-	return &venvResult{python: venvPython(entry), dir: entry, pythonVersion: meta.PythonVersion,
-		cacheHit: !built, frozen: meta.Frozen, lock: lock}
-}
-
-// cacheLookup returns the entry for key if it is complete, holding its
-// shared lock; nil when it is not there. Runs no python.
-func (m *venvManager) cacheLookup(ctx context.Context, cache, key string) (*venvResult, error) {
+// cacheLookup gives the task (taskDir) a copy of the entry for key if it is
+// complete; nil when there is none. Runs no python. An entry whose files
+// changed since it was cached (a task wrote into a linked file) loses its
+// marker, so the next builder replaces it.
+func (m *venvManager) cacheLookup(ctx context.Context, cache, key, taskDir string) (*venvResult, error) {
 	entry := filepath.Join(cache, key)
-	if _, err := os.Stat(entry); err != nil {
-		return nil, nil
+	if _, err := os.Stat(entry + ".lock"); err != nil {
+		if _, err := os.Stat(entry); err != nil {
+			return nil, nil // never built
+		}
 	}
+	// Shared: waits for a build in progress.
 	f, err := venvLock(ctx, entry+".lock", unix.LOCK_SH)
 	if err != nil {
 		return nil, fmt.Errorf("venv: cache: %w", err)
 	}
+	defer f.Close()
+	return m.cacheCopy(cache, key, taskDir, false)
+}
+
+// cacheCopy copies the entry for key into taskDir; the caller holds the
+// entry's lock. nil, nil: the entry is incomplete or was modified.
+func (m *venvManager) cacheCopy(cache, key, taskDir string, built bool) (*venvResult, error) {
+	entry := filepath.Join(cache, key)
 	meta, ok := venvReadMeta(entry)
-	if !ok || !venvIsExecutable(venvPython(entry)) {
-		f.Close()
+	if !ok || meta.BuiltAt == "" || !venvIsExecutable(venvPython(entry)) {
 		return nil, nil
+	}
+	if err := venvCleanTaskDir(taskDir); err != nil {
+		return nil, fmt.Errorf("venv: cleaning %s: %w", taskDir, err)
+	}
+	t0 := time.Now()
+	copied, err := venvCopyEntry(entry, meta.BuiltAt, taskDir)
+	var mod *errVenvModified
+	if errors.As(err, &mod) {
+		m.logf("WARNING: cached virtual environment %s %v; building it again", key, err)
+		os.Remove(filepath.Join(entry, venvMetaName))
+		if err := venvCleanTaskDir(taskDir); err != nil {
+			return nil, fmt.Errorf("venv: cleaning %s: %w", taskDir, err)
+		}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("venv: cache: %w", err)
 	}
 	now := time.Now()
 	_ = os.Chtimes(filepath.Join(entry, venvMetaName), now, now)
-	m.logf("Using cached virtual environment %s", entry)
-	return venvHitResult(entry, meta, f, false), nil
+	how := "linked"
+	if copied {
+		how = "copied (the cache is on another filesystem than the task's folder: link them for speed)"
+	}
+	if !built {
+		m.logf("Using cached virtual environment %s (%s into %s in %d ms)", entry, how, taskDir, time.Since(t0).Milliseconds())
+	}
+	return &venvResult{python: venvPython(taskDir), dir: taskDir, pythonVersion: meta.PythonVersion,
+		cacheHit: !built, frozen: meta.Frozen}, nil
 }
 
-// cachePrepare returns the cache entry for key, building it with build if
-// needed; concurrent callers wait and reuse it. nil, nil means the cache has
-// no room (free space) and the caller should build elsewhere.
-func (m *venvManager) cachePrepare(ctx context.Context, cache, key string, in pyInterp, build func(dir string) ([]string, error)) (*venvResult, error) {
+// cachePrepare gives the task a copy of the cache entry for key, building
+// the entry with build if needed; concurrent callers wait and reuse it.
+// nil, nil means the cache has no room (free space) and the caller should
+// build elsewhere.
+func (m *venvManager) cachePrepare(ctx context.Context, cache, key, taskDir string, in pyInterp, build func(dir string) ([]string, error)) (*venvResult, error) {
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		m.logf("WARNING: venv cache %s unusable: %v", cache, err)
 		return nil, nil
@@ -204,8 +244,7 @@ func (m *venvManager) cachePrepare(ctx context.Context, cache, key string, in py
 	entry := filepath.Join(cache, key)
 	delay := 5 * time.Millisecond
 	for {
-		// Wait (shared) for a build in progress; a complete entry is a hit.
-		if r, err := m.cacheLookup(ctx, cache, key); err != nil || r != nil {
+		if r, err := m.cacheLookup(ctx, cache, key, taskDir); err != nil || r != nil {
 			return r, err
 		}
 		// Exclusive without waiting: a task may hold the entry shared for
@@ -223,39 +262,67 @@ func (m *venvManager) cachePrepare(ctx context.Context, cache, key string, in py
 			delay = min(delay*2, 250*time.Millisecond)
 			continue
 		}
+		built := false
 		if _, ok := venvReadMeta(entry); !ok {
 			room, err := m.makeRoom(ctx, cache, key)
 			if err != nil || !room {
 				f.Close()
 				return nil, err
 			}
-			if err := os.RemoveAll(entry); err != nil { // a crashed build's leftovers
-				f.Close()
-				return nil, fmt.Errorf("venv: cache: %w", err)
-			}
-			frozen, err := build(entry)
-			if err == nil {
-				meta := venvMeta{Key: key, Python: in.real, PythonVersion: in.version, Frozen: frozen, Created: time.Now().UTC()}
-				data, _ := json.MarshalIndent(meta, "", "  ")
-				err = venvWriteFileAtomic(filepath.Join(entry, venvMetaName), data)
-			}
-			if err != nil {
-				os.RemoveAll(entry)
+			if err := m.cacheBuild(cache, key, in, build); err != nil {
 				f.Close()
 				return nil, err
 			}
-			m.logf("Added the virtual environment to the cache: %s", entry)
+			built = true
 		}
 		// Downgrade to shared; flock may drop the lock for a moment, so check again.
 		if err := unix.Flock(int(f.Fd()), unix.LOCK_SH); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("venv: cache: lock: %w", err)
 		}
-		if meta, ok := venvReadMeta(entry); ok && venvSameFile(f, entry+".lock") {
-			return venvHitResult(entry, meta, f, true), nil
+		if venvSameFile(f, entry+".lock") {
+			r, err := m.cacheCopy(cache, key, taskDir, built)
+			if err != nil || r != nil {
+				f.Close()
+				return r, err
+			}
 		}
 		f.Close()
 	}
+}
+
+// cacheBuild builds the entry in a staging folder, seals it (read-only
+// files, manifest) and publishes it by rename. Called under the entry's
+// exclusive lock.
+func (m *venvManager) cacheBuild(cache, key string, in pyInterp, build func(dir string) ([]string, error)) error {
+	entry := filepath.Join(cache, key)
+	old, _ := filepath.Glob(filepath.Join(cache, ".build-"+key+"-*"))
+	for _, o := range append(old, entry) { // a crashed or dropped build's leftovers
+		if err := venvRemoveAll(o); err != nil {
+			return fmt.Errorf("venv: cache: %w", err)
+		}
+	}
+	stage, err := os.MkdirTemp(cache, ".build-"+key+"-")
+	if err != nil {
+		return fmt.Errorf("venv: cache: %w", err)
+	}
+	frozen, err := build(stage)
+	if err == nil {
+		meta := venvMeta{Key: key, Python: in.real, PythonVersion: in.version, Frozen: frozen, Created: time.Now().UTC(), BuiltAt: stage}
+		data, _ := json.MarshalIndent(meta, "", "  ")
+		if err = venvSeal(stage); err == nil {
+			err = venvWriteFileAtomic(filepath.Join(stage, venvMetaName), data)
+		}
+		if err == nil {
+			err = os.Rename(stage, entry)
+		}
+	}
+	if err != nil {
+		venvRemoveAll(stage)
+		return err
+	}
+	m.logf("Added the virtual environment to the cache: %s", entry)
+	return nil
 }
 
 // venvEntry is a cache entry seen by eviction.

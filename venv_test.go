@@ -24,7 +24,8 @@ func venvTestConfig(t testing.TB, conf string, env map[string]string) *agentConf
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e := map[string]string{"HOME": home, "CLEARML_CONFIG_FILE": path}
+	// Venv kits (templates, pip seeds) are shared by the tests: making one compiles pip.
+	e := map[string]string{"HOME": home, "CLEARML_CONFIG_FILE": path, "CLEARML_AGENT__AGENT__VENVS_CACHE__SEED_PATH": venvTestSeedRoot()}
 	for k, v := range env {
 		e[k] = v
 	}
@@ -231,11 +232,11 @@ func TestVenvRealPython(t *testing.T) {
 		}
 		defer results[i].release()
 	}
-	if n := log.count(" -m venv "); n != 1 {
-		t.Errorf("venvs created: %d, want 1", n)
+	if n := log.count(" install -r "); n != 1 {
+		t.Errorf("venvs built: %d, want 1", n)
 	}
 	r := results[0]
-	if results[0].cacheHit == results[1].cacheHit || r.dir != results[1].dir || !strings.HasPrefix(r.dir, cache+"/") {
+	if results[0].cacheHit == results[1].cacheHit || r.dir != filepath.Join(root, "task0") || results[1].dir != filepath.Join(root, "task1") {
 		t.Errorf("results: %+v / %+v", results[0], results[1])
 	}
 	if !venvHasFrozen(r.frozen, "venvdemo==1.0") || !reflect.DeepEqual(r.frozen, results[1].frozen) {
@@ -275,7 +276,7 @@ func TestVenvRealPython(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer h.release()
-			if !h.cacheHit || h.dir != r.dir || !venvHasFrozen(h.frozen, "venvdemo==1.0") {
+			if !h.cacheHit || h.dir != filepath.Join(root, "task-hit") || !venvHasFrozen(h.frozen, "venvdemo==1.0") {
 				t.Errorf("got %+v", h)
 			}
 			if log.total() != 0 {
@@ -442,7 +443,7 @@ func TestVenvUV(t *testing.T) {
 	wheels := filepath.Join(root, "wheels")
 	venvTestWheel(t, wheels, "venvdemo", "1.0")
 	cfg := venvTestConfig(t, fmt.Sprintf(`agent {
-  package_manager { type: uv, no_index: true, find_links: [%q] }
+  package_manager { type: uv, uv_replace_pip: true, no_index: true, find_links: [%q] }
   venvs_cache.path: %q
 }`, wheels, filepath.Join(root, "cache")), nil)
 	var log execLog
@@ -490,5 +491,21 @@ func TestVenvLegacyResolver(t *testing.T) {
 		if got := m.legacyResolver(filepath.Join(root, "bin", "python")); got != tc.want {
 			t.Errorf("pip %s, %q: %v, want %v", tc.pip, tc.conf, got, tc.want)
 		}
+	}
+}
+
+func TestVenvRunArgv(t *testing.T) {
+	argv := []string{"/p/.venv/bin/python", "-u", "main.py", "--x"}
+	if got := (*venvResult)(nil).runArgv(argv); !reflect.DeepEqual(got, argv) {
+		t.Errorf("nil result: %q", got)
+	}
+	r := &venvResult{python: "/p/.venv/bin/python", runPrefix: []string{"/bin/uv", "run", "--no-dev", "--python", "/p/.venv/bin/python", "python"}}
+	want := []string{"/bin/uv", "run", "--no-dev", "--python", "/p/.venv/bin/python", "python", "-u", "main.py", "--x"}
+	if got := r.runArgv(argv); !reflect.DeepEqual(got, want) {
+		t.Errorf("uv run: %q", got)
+	}
+	// A shell task (bash script.sh) does not go through uv.
+	if got := r.runArgv([]string{"/bin/bash", "x.sh"}); !reflect.DeepEqual(got, []string{"/bin/bash", "x.sh"}) {
+		t.Errorf("shell: %q", got)
 	}
 }
