@@ -8,6 +8,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -47,7 +48,7 @@ func TestPythonPoetryE2E(t *testing.T) {
 	env := pyE2EEnv(t, s, x, `agent.package_manager { type: poetry, poetry_version: "1.2.9", poetry_install_extra_args: ["-v"] }`)
 	id := pyTask(s, repo, "main.py", "python3", "nosuchpkg==1.0") // ignored: the lock file wins
 	r, task, log := pyRun(t, s, env, id)
-	venv := filepath.Join(env["HOME"], ".clearml", "venvs-builds", id, "venv")
+	venv := runDirIn(t, log, env["HOME"], id) + "/venv"
 	if r.code != 0 || task.Status != "completed" || !strings.Contains(log, "POETRY 1.0 "+venv+"\n") {
 		t.Fatalf("exit %d, %s (%s): want the task in %s\n%s", r.code, task.Status, task.StatusReason, venv, log)
 	}
@@ -104,7 +105,7 @@ dev = ["venvdep"]
 	env["UV_STANDIN_LOG"] = uvLog
 	id := pyTask(s, repo, "main.py", "python3", "nosuchpkg==1.0") // ignored: the lock file wins
 	r, task, log := pyRun(t, s, env, id)
-	checkout := filepath.Join(env["HOME"], ".clearml", "venvs-builds", id, "task_repository", "repo.git")
+	checkout := runDirIn(t, log, env["HOME"], id) + "/task_repository/repo.git"
 	venv := filepath.Join(checkout, ".venv")
 	if r.code != 0 || task.Status != "completed" || !strings.Contains(log, "UV 1.0 "+venv+" False\n") {
 		t.Fatalf("exit %d, %s (%s): want venvdemo 1.0 (the lock) in %s, no dev group\n%s", r.code, task.Status, task.StatusReason, venv, log)
@@ -145,4 +146,16 @@ dev = ["venvdep"]
 	if r.code != 0 || task.Status != "completed" || strings.Count(log, "this agent does not run conda; it installs the task's requirements with pip") != 1 {
 		t.Errorf("conda: exit %d, %s\n%s", r.code, task.Status, log)
 	}
+}
+
+// runDirIn is the run's own folder (<venvs_dir>/<task id>.<random>) as
+// the task log names it.
+func runDirIn(t *testing.T, log, home, id string) string {
+	t.Helper()
+	re := regexp.MustCompile(regexp.QuoteMeta(filepath.Join(home, ".clearml", "venvs-builds", id)) + `\.[0-9]+`)
+	dir := re.FindString(log)
+	if dir == "" {
+		t.Fatalf("no run folder of task %s in the log:\n%s", id, log)
+	}
+	return dir
 }
