@@ -332,6 +332,12 @@ func (x *execution) fail(reason string) {
 // has its whole log.
 func (x *execution) finish(code int, stopReason string, userAbort bool) {
 	msg, action, reason, force := finalStatus(code, stopReason, userAbort)
+	if stopReason == "" && (userAbort || code < 0) {
+		// In a SLURM job, scancel, the time limit or a preemption is no user abort.
+		if why := slurmTermReason(x.cfg.env); why != "" {
+			msg, action, reason, force = "Process terminated: "+why, "failed", why, true
+		}
+	}
 	fmt.Fprintln(x.log, msg)
 	x.closeLog()
 	if action != "" {
@@ -493,6 +499,8 @@ func (x *execution) abortReason(ctx context.Context, createdCount *int) string {
 		return "not_found"
 	case r.Tasks[0].Status == "in_progress" && strings.Contains(r.Tasks[0].StatusMessage, "stopping"):
 		return "stopped"
+	case r.Tasks[0].Status == "queued" && x.rank > 0:
+		return "" // rank 0 has not claimed it yet
 	case r.Tasks[0].Status == "created":
 		if *createdCount++; *createdCount < 5 {
 			fmt.Fprintf(x.log, "Warning: Task %s was reset! if state is consistent we shall terminate (%d/4).\n", x.task.ID, *createdCount)

@@ -48,7 +48,14 @@ type daemonProc struct {
 
 func startDaemon(t *testing.T, env map[string]string, args ...string) *daemonProc {
 	t.Helper()
-	cmd := exec.Command(agentBin, append([]string{"daemon", "--foreground"}, args...)...)
+	return startAgentProc(t, env, append([]string{"daemon", "--foreground"}, args...)...)
+}
+
+// startAgentProc runs the binary in the background (a daemon, a glue) with
+// only env (plus PATH) and its own runtime folder.
+func startAgentProc(t *testing.T, env map[string]string, args ...string) *daemonProc {
+	t.Helper()
+	cmd := exec.Command(agentBin, args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)

@@ -104,7 +104,7 @@ func TestCLIUsageAndExitCodes(t *testing.T) {
 		stderr string // substring of the one error line otherwise
 	}{
 		{nil, 0, "usage: clearml-agent", ""},
-		{[]string{"--help"}, 0, "{execute,build,list,daemon,config}", ""},
+		{[]string{"--help"}, 0, "{execute,build,list,daemon,config,slurm}", ""},
 		{[]string{"-h"}, 0, "CLEARML-AGENT Deep Learning DevOps", ""},
 		{[]string{"--version"}, 0, "CLEARML-AGENT version " + agentVersion, ""},
 		{[]string{"daemon", "-h"}, 0, "--child-report-tags", ""},

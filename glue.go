@@ -268,7 +268,7 @@ type glue struct {
 func newGlue(o glueOptions, b glueBackend, s *scheduler) *glue {
 	s.now, s.running, s.owners, s.slotFree = time.Now, map[string]*childTask{}, map[string]string{}, make(chan struct{}, 1)
 	return &glue{opts: o, b: b, s: s, api: s.api, status: statusWriter{s.api, s.workerID}, workerID: s.workerID,
-		logf: s.logf, now: time.Now, warned: map[string]time.Time{}, retryPause: 30 * time.Second}
+		logf: s.logf, now: time.Now, warned: map[string]time.Time{}, retryPause: 10 * time.Second}
 }
 
 // start makes the pending queue, loads the state and starts the backend.

@@ -87,6 +87,8 @@ var commands = []commandInfo{
 		new: func() commandImpl { return &daemonCmd{} }},
 	{name: "config", description: "Print the effective configuration, with secrets masked.",
 		new: func() commandImpl { return &configCmd{} }},
+	{name: "slurm", description: "Serve queues by submitting each task as a SLURM batch job (sbatch).",
+		new: func() commandImpl { return &slurmCmd{} }},
 	{name: "init", description: "Interactive configuration wizard (not supported by this agent).", hidden: true,
 		new: func() commandImpl { return &initCmd{} }},
 }

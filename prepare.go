@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -111,6 +112,9 @@ func (p *preparer) prepare(ctx context.Context) (argv []string, dir string, env 
 func (p *preparer) checkout(ctx context.Context) (res gitResult, src gitSource, venvDir string, err error) {
 	t := p.task
 	taskDir := filepath.Join(p.cfg.str("agent.venvs_dir"), sanitizeDirName(t.ID))
+	if p.rank > 0 {
+		taskDir += ".rank" + strconv.Itoa(p.rank) // the ranks of a multi-node run may share a home folder
+	}
 	venvDir = filepath.Join(taskDir, "venv")
 	if p.buildDir != "" {
 		taskDir, venvDir = p.buildDir, p.buildDir
