@@ -357,7 +357,8 @@ func (x *execution) openLog() error {
 		local = io.MultiWriter(x.stdout, f)
 	}
 	x.localLog = local
-	if x.opts.disableMonitoring {
+	prefix, ship := multiNodeConsole(x.cfg.env, x.rank)
+	if x.opts.disableMonitoring || !ship {
 		x.log = local
 		return nil
 	}
@@ -371,6 +372,9 @@ func (x *execution) openLog() error {
 		secrets:       x.secrets(),
 	})
 	x.log = x.shipper
+	if prefix != "" {
+		x.log = &linePrefixer{w: x.shipper, prefix: []byte(prefix)}
+	}
 	return nil
 }
 

@@ -146,10 +146,32 @@ func (e *slurmGlueEnv) waitStatus(t *testing.T, p *daemonProc, id, job, status s
 	return task
 }
 
+// logTimings logs the time from enqueue to the job's start (its own mark)
+// and to the task's first console line (the event's time).
+func (e *slurmGlueEnv) logTimings(t *testing.T, id string, enqueued time.Time) {
+	var started float64
+	if b, err := os.ReadFile(filepath.Join(e.state, "jobs", "started-"+id)); err == nil {
+		fmt.Sscan(string(b), &started)
+	}
+	var agentLine int64
+	var printed float64
+	for _, ev := range e.s.TaskLog(id) {
+		if agentLine == 0 && strings.HasSuffix(ev.Worker, ":"+id) {
+			agentLine = ev.Timestamp // execute's first console line in the job
+		}
+		if m := regexp.MustCompile(`hello from rank 0 .* at ([0-9.]+)`).FindStringSubmatch(ev.Msg); m != nil {
+			fmt.Sscan(m[1], &printed)
+		}
+	}
+	at := float64(enqueued.UnixNano()) / 1e9
+	t.Logf("task %s: enqueue to job start %.2fs, to execute's first console line %.2fs, to the task's own first line %.2fs",
+		id, started-at, float64(agentLine)/1000-at, printed-at)
+}
+
 // slurmScriptRepo holds the tasks' scripts.
 func slurmScriptRepo(t *testing.T) string {
 	repo, _ := makeTaskRepo(t, map[string]string{
-		"hello.py": "import os\nprint('hello from rank', os.environ.get('SLURM_PROCID'), 'of job', os.environ.get('SLURM_JOB_ID'), flush=True)\n",
+		"hello.py": "import os, time\nprint('hello from rank', os.environ.get('SLURM_PROCID'), 'of job', os.environ.get('SLURM_JOB_ID'), 'at', time.time(), flush=True)\n",
 		"loop.py":  "import time\nprint('looping', flush=True)\nwhile True:\n    time.sleep(0.2)\n",
 	})
 	return repo
@@ -179,7 +201,9 @@ func enqueueSlurmTask(t *testing.T, s *fakeserver.Server, p *daemonProc, repo, e
 func TestSlurmGlueRunsTask(t *testing.T) {
 	e := newSlurmGlueEnv(t)
 	repo := slurmScriptRepo(t)
-	p := e.start(t, "--queue", "slurmq", "--create-queue", "--template-files", e.template(t, "native.sh", "", ""))
+	// The default polling pace, for the timings.
+	p := startAgentProc(t, e.env, "slurm", "--foreground", "--state-dir", e.state, "--queue", "slurmq", "--create-queue",
+		"--template-files", e.template(t, "native.sh", "", ""))
 	enqueued := time.Now()
 	id := enqueueSlurmTask(t, e.s, p, repo, "hello.py", "slurmq", "hello")
 	job := e.jobOf(t, p, id)
@@ -196,20 +220,16 @@ func TestSlurmGlueRunsTask(t *testing.T) {
 	if j := waitSlurmJob(t, e.c, job.ID, time.Minute); j.State != "COMPLETED" || task.StatusReason != "worker execution done" {
 		t.Errorf("job %s, task reason %q", j.Describe(), task.StatusReason)
 	}
-	// Timings, from the job's own start mark and the console's first line of the task.
-	var started float64
-	if b, err := os.ReadFile(filepath.Join(e.state, "jobs", "started-"+id)); err == nil {
-		fmt.Sscan(string(b), &started)
+	// Timings: this first task (the glue had just started), then three more
+	// in steady state, enqueued at a random point of the glue's poll cycle.
+	e.logTimings(t, id, enqueued)
+	for i := 0; i < 3; i++ {
+		time.Sleep(time.Duration(700+i*600) * time.Millisecond)
+		at := time.Now()
+		next := enqueueSlurmTask(t, e.s, p, repo, "hello.py", "slurmq", fmt.Sprint("hello ", i))
+		e.waitStatus(t, p, next, "", "completed", 3*time.Minute)
+		e.logTimings(t, next, at)
 	}
-	first := int64(0)
-	for _, ev := range e.s.TaskLog(id) {
-		if strings.Contains(ev.Msg, "hello from rank") {
-			first = ev.Timestamp
-			break
-		}
-	}
-	t.Logf("enqueue to job start: %.2fs; enqueue to the task's first console line: %.2fs",
-		started-float64(enqueued.UnixNano())/1e9, float64(first-enqueued.UnixMilli())/1000)
 
 	// The glue's worker is listed; the job had no secret.
 	if r := runAgent(t, serverEnv(e.s), "list"); !regexp.MustCompile(`id: \S+:slurm:\d+`).MatchString(r.stdout) {
@@ -333,7 +353,8 @@ func TestSlurmGlueTwoQueues(t *testing.T) {
 }
 
 // A two-rank job: both ranks run execute (srun), only rank 0 claims the
-// task and sets its status; rank 1's output still reaches the console.
+// task and sets its status; rank 1's output reaches the console prefixed
+// (CLEARML_MULTI_NODE_SINGLE_TASK=1).
 func TestSlurmGlueTwoRanks(t *testing.T) {
 	e := newSlurmGlueEnv(t)
 	repo := slurmScriptRepo(t)
@@ -346,7 +367,7 @@ func TestSlurmGlueTwoRanks(t *testing.T) {
 		t.Errorf("job %s: a rank failed\n%s", j.Describe(), e.jobOutput(id, job.ID))
 	}
 	log := e.s.TaskLogText(id)
-	for _, want := range []string{"hello from rank 0 of job " + job.ID, "hello from rank 1 of job " + job.ID} {
+	for _, want := range []string{"\nhello from rank 0 of job " + job.ID, "RANK 1: hello from rank 1 of job " + job.ID} {
 		if !strings.Contains(log, want) {
 			t.Errorf("console has no %q:\n%s", want, log)
 		}
