@@ -60,7 +60,14 @@ type glueSubmission struct {
 	Task     map[string]any // the task document (tasks.get_by_id)
 	Queue    queueRef       // the queue it was pulled from
 	WorkerID string         // the glue's worker id
+	// TaskWorkerID is the worker id the job's execute must run as
+	// (CLEARML_WORKER_ID): the glue tells its own runs of a task from
+	// another agent's by it.
+	TaskWorkerID string
 }
+
+// glueTaskWorkerID is the worker id of the execute in a glue's job.
+func glueTaskWorkerID(glueWorkerID, taskID string) string { return glueWorkerID + ":" + taskID }
 
 // glueFound is a job of this worker that the backend knows about.
 type glueFound struct {
@@ -436,7 +443,8 @@ func (g *glue) take(ctx context.Context, taskID string, q queueRef) {
 		g.returnTask(ctx, e) // else the monitor tries again
 		return
 	}
-	job, err := g.b.Submit(c, glueSubmission{TaskID: taskID, Task: doc, Queue: q, WorkerID: g.workerID})
+	job, err := g.b.Submit(c, glueSubmission{TaskID: taskID, Task: doc, Queue: q, WorkerID: g.workerID,
+		TaskWorkerID: glueTaskWorkerID(g.workerID, taskID)})
 	var refusal *glueRefusal
 	switch {
 	case errors.As(err, &refusal):

@@ -217,7 +217,7 @@ func writeJobConfig(cfg *agentConfig, path string) error {
 // SIGTERM on: execute then stops the task and reports SLURM's reason. The
 // line's status is execute's.
 func (b *slurmBackend) executeCommand(s glueSubmission) string {
-	return shellJoin([]string{"env", "CLEARML_WORKER_ID=" + s.WorkerID + ":" + s.TaskID, b.agentBin,
+	return shellJoin([]string{"env", "CLEARML_WORKER_ID=" + s.TaskWorkerID, b.agentBin,
 		"--config-file", b.jobConfig, "execute", "--require-queue", "--id", s.TaskID}) +
 		" & trap 'kill -TERM $! 2>/dev/null; wait $!' TERM; wait $!"
 }
