@@ -431,6 +431,12 @@ func (x *execution) finish(code int, stopReason string, cause stopCause) {
 		// daemon) gives it seconds, not minutes.
 		x.budget = shutdownFlushBudget
 	}
+	if stopReason == "" && (cause != stopNone || code < 0) {
+		// In a SLURM job, scancel, the time limit or a preemption is no user abort.
+		if why := slurmTermReason(x.cfg.env); why != "" {
+			msg, action, reason, force = "Process terminated: "+why, "failed", why, true
+		}
+	}
 	fmt.Fprintln(x.log, msg)
 	x.closeLog()
 	if action != "" {
@@ -450,7 +456,8 @@ func (x *execution) openLog() error {
 		local = io.MultiWriter(x.stdout, f)
 	}
 	x.localLog = local
-	if x.opts.disableMonitoring {
+	prefix, ship := multiNodeConsole(x.cfg.env, x.rank)
+	if x.opts.disableMonitoring || !ship {
 		x.log = local
 		return nil
 	}
@@ -464,6 +471,9 @@ func (x *execution) openLog() error {
 		secrets:       x.secrets(),
 	})
 	x.log = x.shipper
+	if prefix != "" {
+		x.log = &linePrefixer{w: x.shipper, prefix: []byte(prefix)}
+	}
 	return nil
 }
 
@@ -605,6 +615,8 @@ func (x *execution) abortReason(ctx context.Context, createdCount *int) string {
 		return "not_found"
 	case r.Tasks[0].Status == "in_progress" && strings.Contains(r.Tasks[0].StatusMessage, "stopping"):
 		return "stopped"
+	case r.Tasks[0].Status == "queued" && x.rank > 0:
+		return "" // rank 0 has not claimed it yet
 	case r.Tasks[0].Status == "created":
 		if *createdCount++; *createdCount < 5 {
 			fmt.Fprintf(x.log, "Warning: Task %s was reset! if state is consistent we shall terminate (%d/4).\n", x.task.ID, *createdCount)

@@ -105,7 +105,7 @@ func TestCLIUsageAndExitCodes(t *testing.T) {
 		stderr string // substring of the one error line otherwise
 	}{
 		{nil, 0, "usage: clearml-agent", ""},
-		{[]string{"--help"}, 0, "{execute,build,list,daemon,config,k8s,init,install-bootstrap}", ""},
+		{[]string{"--help"}, 0, "{execute,build,list,daemon,config,k8s,slurm,init,install-bootstrap}", ""},
 		{[]string{"-h"}, 0, "CLEARML-AGENT AI Orchestration DevOps", ""},
 		{[]string{"--version"}, 0, "CLEARML-AGENT version " + agentVersion, ""},
 		{[]string{"daemon", "-h"}, 0, "--child-report-tags", ""},

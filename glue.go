@@ -60,7 +60,14 @@ type glueSubmission struct {
 	Task     map[string]any // the task document (tasks.get_by_id)
 	Queue    queueRef       // the queue it was pulled from
 	WorkerID string         // the glue's worker id
+	// TaskWorkerID is the worker id the job's execute must run as
+	// (CLEARML_WORKER_ID): the glue tells its own runs of a task from
+	// another agent's by it.
+	TaskWorkerID string
 }
+
+// glueTaskWorkerID is the worker id of the execute in a glue's job.
+func glueTaskWorkerID(glueWorkerID, taskID string) string { return glueWorkerID + ":" + taskID }
 
 // glueFound is a job of this worker that the backend knows about.
 type glueFound struct {
@@ -273,7 +280,7 @@ type glue struct {
 func newGlue(o glueOptions, b glueBackend, s *scheduler) *glue {
 	s.now, s.running, s.owners, s.slotFree = time.Now, map[string]*childTask{}, map[string]string{}, make(chan struct{}, 1)
 	return &glue{opts: o, b: b, s: s, api: s.api, status: statusWriter{s.api, s.workerID}, workerID: s.workerID,
-		logf: s.logf, now: time.Now, warned: map[string]time.Time{}, retryPause: 30 * time.Second}
+		logf: s.logf, now: time.Now, warned: map[string]time.Time{}, retryPause: 10 * time.Second}
 }
 
 // start makes the pending queue, loads the state and starts the backend.
@@ -444,7 +451,8 @@ func (g *glue) take(ctx context.Context, taskID string, q queueRef) {
 		g.returnTask(ctx, e) // else the monitor tries again
 		return
 	}
-	job, err := g.b.Submit(c, glueSubmission{TaskID: taskID, Task: doc, Queue: q, WorkerID: g.workerID})
+	job, err := g.b.Submit(c, glueSubmission{TaskID: taskID, Task: doc, Queue: q, WorkerID: g.workerID,
+		TaskWorkerID: glueTaskWorkerID(g.workerID, taskID)})
 	var refusal *glueRefusal
 	switch {
 	case errors.As(err, &refusal):

@@ -15,6 +15,7 @@ type glueTask struct {
 	ID           string `json:"id"`
 	Status       string `json:"status"`
 	StatusReason string `json:"status_reason"`
+	LastWorker   string `json:"last_worker"`
 }
 
 // monitor follows every tracked job once.
@@ -119,7 +120,7 @@ func (g *glue) taskStates(ctx context.Context, ids []string) (map[string]glueTas
 		Tasks []glueTask `json:"tasks"`
 	}
 	err := g.api.call(withBudget(ctx, 15*time.Second), "tasks.get_all", "2.14", map[string]any{"id": ids,
-		"only_fields": []string{"id", "status", "status_reason"}, "search_hidden": true}, &r)
+		"only_fields": []string{"id", "status", "status_reason", "last_worker"}, "search_hidden": true}, &r)
 	if err != nil {
 		return nil, err
 	}
@@ -135,9 +136,11 @@ func (g *glue) follow(ctx context.Context, e *glueJob, st glueJobState, known bo
 	c := withBudget(ctx, 15*time.Second)
 	label := g.b.Label(e.Job)
 	// The task still waits for (or runs in) this job: queued by us in the
-	// pending queue, or claimed by execute. Anything else is a user's
-	// doing (abort, dequeue, reset, enqueue elsewhere) or a final status.
-	ours := exists && (t.Status == "in_progress" || t.Status == "queued" && t.StatusReason == g.opts.PendingReason)
+	// pending queue, or claimed by execute in the job (not by some other
+	// agent it was enqueued to since). Anything else is a user's doing
+	// (abort, dequeue, reset, enqueue elsewhere) or a final status.
+	ours := exists && (t.Status == "queued" && t.StatusReason == g.opts.PendingReason ||
+		t.Status == "in_progress" && (t.LastWorker == "" || t.LastWorker == glueTaskWorkerID(g.workerID, e.Task)))
 	switch {
 	case !exists:
 		if known && st.Phase != glueEnded {

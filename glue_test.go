@@ -291,6 +291,26 @@ func TestGlueJobEndedFailsTask(t *testing.T) {
 	if !strings.Contains(task.StatusReason, "ended CANCELLED") || len(queueEntries(s, "fake_scheduler")) != 0 {
 		t.Errorf("never started: %q, pending queue %v", task.StatusReason, queueEntries(s, "fake_scheduler"))
 	}
+
+	// A task that another agent runs by now (re-enqueued elsewhere after
+	// its job) is not this job's to fail; one its job's execute reported
+	// from is.
+	for _, worker := range []string{"otherhost:0", glueTaskWorkerID(testGlueWorker, "")} {
+		id := enqueueTestTask(t, s, "work")
+		job := b.jobOf(t, id)
+		if worker != "otherhost:0" {
+			worker += id
+		}
+		s.SetTaskStatus(id, "in_progress", "")
+		s.UpdateTask(id, func(doc map[string]any) { doc["last_worker"] = worker })
+		b.set(job, glueEnded, "COMPLETED")
+		if !waitUntil(func() bool { b.mu.Lock(); defer b.mu.Unlock(); return slices.Contains(b.released, job) }, 10*time.Second) {
+			t.Fatalf("job %s still tracked\n%s", job, tg.log.String())
+		}
+		if st := taskStatus(t, s, id).Status; (st == "failed") != (worker != "otherhost:0") {
+			t.Errorf("task run by %s: %s after its job ended", worker, st)
+		}
+	}
 }
 
 // An abort (tasks.stop, as the UI) while the job is pending cancels the

@@ -92,6 +92,8 @@ var commands = []commandInfo{
 		new: func() commandImpl { return &configCmd{} }},
 	{name: "k8s", description: "Serve queues by running each task as a Kubernetes pod (kubectl).",
 		new: func() commandImpl { return &k8sCmd{} }, envArgs: k8sEnvArgs},
+	{name: "slurm", description: "Serve queues by submitting each task as a SLURM batch job (sbatch).",
+		new: func() commandImpl { return &slurmCmd{} }},
 	{name: "init", description: "Create ~/clearml.conf: paste the credentials from the web UI, answer a few questions.",
 		new: func() commandImpl { return &initWizardCmd{} }},
 	{name: "install-bootstrap", description: "Accepted for compatibility: this agent needs no clearml-agent-bootstrap package.",

@@ -46,6 +46,7 @@ type slurmJob struct {
 	Reason   string // squeue's reason (TimeLimit, OutOfMemory, NodeDown, NonZeroExitCode, Priority...)
 	ExitCode string // "code:signal"
 	Nodes    string
+	Comment  string // --comment (Find only): the glue's worker
 	Source   string // squeue, sacct, or sacct -c (the job completion log)
 }
 
@@ -207,16 +208,27 @@ func (c slurmClient) Submit(ctx context.Context, script string, o slurmSubmit) (
 // a "|" in it does not shift the others.
 const slurmQueueFormat = "JobID:|,State:|,Reason:|,exit_code:|,NodeList:|,Name:"
 
-// parseSlurmQueue reads squeue output in slurmQueueFormat.
-func parseSlurmQueue(out string) []slurmJob {
+// slurmFindFormat adds the comment (the glue's, without "|") before the name.
+const slurmFindFormat = "JobID:|,State:|,Reason:|,exit_code:|,NodeList:|,Comment:|,Name:"
+
+// parseSlurmQueue reads squeue output in slurmQueueFormat, or
+// slurmFindFormat withComment.
+func parseSlurmQueue(out string, withComment bool) []slurmJob {
+	n := 6
+	if withComment {
+		n = 7
+	}
 	var jobs []slurmJob
 	for _, line := range strings.Split(out, "\n") {
-		f := strings.SplitN(line, "|", 6)
-		if len(f) < 6 || !slurmJobIDPattern().MatchString(strings.TrimSpace(f[0])) {
+		f := strings.SplitN(line, "|", n)
+		if len(f) < n || !slurmJobIDPattern().MatchString(strings.TrimSpace(f[0])) {
 			continue // a header, or a line of a name with a newline in it
 		}
 		j := slurmJob{ID: strings.TrimSpace(f[0]), State: strings.TrimSpace(f[1]), Reason: strings.TrimSpace(f[2]),
-			Nodes: strings.TrimSpace(f[4]), Name: strings.TrimRight(f[5], " "), Source: "squeue"}
+			Nodes: strings.TrimSpace(f[4]), Name: strings.TrimRight(f[n-1], " "), Source: "squeue"}
+		if withComment {
+			j.Comment = strings.TrimSpace(f[5])
+		}
 		// squeue's exit_code is the raw wait status.
 		if st, err := strconv.Atoi(strings.TrimSpace(f[3])); err == nil {
 			j.ExitCode = fmt.Sprintf("%d:%d", st>>8&0xff, st&0x7f)
@@ -243,7 +255,7 @@ func (c slurmClient) Jobs(ctx context.Context, ids []string) (map[string]slurmJo
 	if err != nil && !(errors.As(err, &se) && strings.Contains(se.Stderr, "Invalid job id")) {
 		return nil, err
 	}
-	for _, j := range parseSlurmQueue(out) {
+	for _, j := range parseSlurmQueue(out, false) {
 		found[j.ID] = j
 	}
 	var rest []string
@@ -300,14 +312,15 @@ func (c slurmClient) accounting(ctx context.Context, ids []string) []slurmJob {
 }
 
 // Find lists the jobs of this user whose name starts with prefix that
-// slurmctld still knows (live, or ended within MinJobAge), by job id.
+// slurmctld still knows (live, or ended within MinJobAge), by job id, with
+// their comments.
 func (c slurmClient) Find(ctx context.Context, prefix string) ([]slurmJob, error) {
-	out, err := c.run(ctx, "", "squeue", "--noheader", "--me", "--states=all", "-O", slurmQueueFormat)
+	out, err := c.run(ctx, "", "squeue", "--noheader", "--me", "--states=all", "-O", slurmFindFormat)
 	if err != nil {
 		return nil, err
 	}
 	var jobs []slurmJob
-	for _, j := range parseSlurmQueue(out) {
+	for _, j := range parseSlurmQueue(out, true) {
 		if strings.HasPrefix(j.Name, prefix) {
 			jobs = append(jobs, j)
 		}
@@ -337,4 +350,40 @@ func (c slurmClient) Cancel(ctx context.Context, ids ...string) error {
 		return nil
 	}
 	return err
+}
+
+// slurmTermReason is, inside a SLURM job (SLURM_JOB_ID set), why SLURM is
+// ending it, for execute when its task was stopped by a signal: scancel,
+// the time limit or a preemption is SLURM's doing, not a user abort. ""
+// outside a job, when scontrol cannot tell, or while the job is still
+// RUNNING (then the signal was not SLURM's).
+func slurmTermReason(env envLookup) string {
+	id := firstEnv(env, "SLURM_JOB_ID")
+	if id == "" {
+		return ""
+	}
+	out, err := slurmClient{Timeout: 3 * time.Second}.run(context.Background(), "", "scontrol", "show", "job", "-o", id)
+	if err != nil {
+		return ""
+	}
+	fields := map[string]string{}
+	for _, f := range strings.Fields(out) {
+		if k, v, ok := strings.Cut(f, "="); ok {
+			fields[k] = v
+		}
+	}
+	state, reason := fields["JobState"], fields["Reason"]
+	switch {
+	case state == "" || state == "RUNNING":
+		return ""
+	case reason == "TimeLimit" || state == "TIMEOUT":
+		return fmt.Sprintf("SLURM job %s reached its time limit (TIMEOUT, TimeLimit)", id)
+	case state == "PREEMPTED" || strings.HasPrefix(reason, "Preempt"):
+		return fmt.Sprintf("SLURM job %s was preempted (PREEMPTED)", id)
+	case reason == "None" && (state == "COMPLETING" || state == "CANCELLED"):
+		return fmt.Sprintf("SLURM job %s was cancelled (CANCELLED, scancel)", id)
+	case reason == "" || reason == "None":
+		return fmt.Sprintf("SLURM job %s is ending: %s", id, state)
+	}
+	return fmt.Sprintf("SLURM job %s is ending: %s (%s)", id, state, reason)
 }
