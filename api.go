@@ -694,11 +694,11 @@ func (c *apiClient) send(ctx context.Context, r request, deadline time.Time, tok
 	if resp.ContentLength > limit {
 		return 0, nil, 0, &replyTooLargeError{endpoint: r.endpoint, size: resp.ContentLength, limit: limit}
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	body, err := readCapped(resp.Body, resp.ContentLength, limit)
 	if err != nil {
 		return 0, nil, 0, err
 	}
-	if int64(len(body)) > limit {
+	if body == nil {
 		return 0, nil, 0, &replyTooLargeError{endpoint: r.endpoint, limit: limit}
 	}
 	var retryAfter time.Duration
@@ -777,4 +777,41 @@ type budgetKey struct{}
 // default, e.g. a final status that must survive a server restart.
 func withBudget(ctx context.Context, d time.Duration) context.Context {
 	return context.WithValue(ctx, budgetKey{}, d)
+}
+
+// readCapped reads a reply of at most limit bytes (nil, nil when it is
+// longer). A reply of unknown length is read in chunks joined once at the
+// end: io.ReadAll's doubling would leave up to twice the cap as garbage
+// before an oversized reply is refused.
+func readCapped(r io.Reader, length, limit int64) ([]byte, error) {
+	if length >= 0 && length <= limit {
+		body := make([]byte, length)
+		if _, err := io.ReadFull(r, body); err != nil {
+			return nil, err
+		}
+		return body, nil
+	}
+	var chunks [][]byte
+	var total int64
+	size := 32 << 10
+	for {
+		chunk := make([]byte, size)
+		n, err := io.ReadFull(r, chunk)
+		total += int64(n)
+		if total > limit {
+			return nil, nil
+		}
+		chunks = append(chunks, chunk[:n])
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		size = min(size*2, 1<<20)
+	}
+	if len(chunks) == 1 {
+		return chunks[0], nil
+	}
+	return bytes.Join(chunks, nil), nil
 }

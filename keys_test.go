@@ -399,9 +399,9 @@ func TestExecuteExecUser(t *testing.T) {
 	t.Cleanup(func() { exec.Command("userdel", "-r", name).Run() })
 	home := "/home/" + name
 	s := startServer(t)
-	repo, _ := makeTaskRepo(t, map[string]string{"who.py": `import os, pwd, json, sys
-cfg = json.load(open(os.environ["CLEARML_CONFIG_FILE"]))
-cache = cfg["sdk"]["storage"]["cache"]["default_base_dir"]
+	repo, _ := makeTaskRepo(t, map[string]string{"who.py": `import os, pwd, re, sys
+conf = open(os.environ["CLEARML_CONFIG_FILE"]).read()  # HOCON; the one value this needs
+cache = re.search(r'default_base_dir"?\s*[:=]\s*"?([^"\n]+)"?', conf).group(1)
 os.makedirs(cache, exist_ok=True)
 open(os.path.join(cache, "probe"), "w").write("x")
 open("written-in-cwd", "w").write("x")

@@ -136,7 +136,7 @@ func startPrometheus(bin string) (*promHarness, error) {
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	// Prometheus dies with the test binary: Pdeathsig follows the thread
 	// that started it, so that thread stays locked until Prometheus exits.
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p.cmd.SysProcAttr = childSysProcAttr(syscall.SIGKILL)
 	started := make(chan error)
 	go func() {
 		runtime.LockOSThread()

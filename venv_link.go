@@ -295,7 +295,7 @@ func (w *venvWalker) file(sfd, dfd int, name, rel string, st *unix.Stat_t) error
 		}
 		if bytes.Contains(data, []byte(w.oldPath)) && bytes.IndexByte(data[:min(len(data), 8192)], 0) < 0 {
 			data = bytes.ReplaceAll(data, []byte(w.oldPath), []byte(w.dst))
-			return venvWriteAt(dfd, name, data, st.Mode&0o777|0o200)
+			return venvWriteAt(dfd, name, data, uint32(st.Mode)&0o777|0o200)
 		}
 	}
 	if !w.copyData.Load() {
@@ -312,7 +312,7 @@ func (w *venvWalker) file(sfd, dfd int, name, rel string, st *unix.Stat_t) error
 	if err != nil {
 		return err
 	}
-	if err := venvWriteAt(dfd, name, data, st.Mode&0o777|0o200); err != nil {
+	if err := venvWriteAt(dfd, name, data, uint32(st.Mode)&0o777|0o200); err != nil {
 		return err
 	}
 	// Keep the mtime: .pyc files are checked against their source's.
@@ -350,7 +350,7 @@ func venvSeal(entry string) error {
 		if st.Mode&0o222 == 0 {
 			return nil
 		}
-		err := unix.Fchmodat(fd, name, st.Mode&0o7777&^0o222, 0)
+		err := unix.Fchmodat(fd, name, uint32(st.Mode)&0o7777&^0o222, 0)
 		st.Mode &^= 0o222
 		return err
 	}}
