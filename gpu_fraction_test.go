@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -118,6 +119,9 @@ print("SHARE", os.environ.get("CLEARML_AGENT_GPU_FRACTIONS"), os.environ.get("NV
 	}
 	env := dockerEnv(t, s)
 	env["CLEARML_DOCKER_SKIP_GPUS_FLAG"] = "1" // no GPU here: the variable, not docker's --gpus
+	// The fake nvidia-smi makes this a GPU host for the daemon's start-up check.
+	fake, _ := filepath.Abs("testdata/gpu/fake/bin")
+	env["PATH"] = fake + string(os.PathListSeparator) + os.Getenv("PATH")
 	p := startDaemon(t, env, "--dynamic-gpus", "--gpus", "0", "--queue", "half=0.5", "--docker")
 	for _, id := range ids {
 		waitStatus(t, s, p, id, "completed", 180*time.Second)
