@@ -197,9 +197,11 @@ func (g *glue) followPending(ctx context.Context, e *glueJob, st glueJobState, t
 			g.warn("cancel "+e.Job, "Warning: cannot cancel %s of task %s (%s): %v (retrying)", label, e.Task, t.Status, err)
 			return false
 		}
-		g.status.removeFromQueue(ctx, g.pending.ID, e.Task)
+		// The console line goes first: once the entry leaves the pending
+		// queue, a reader may take the task as settled.
 		msg := fmt.Sprintf("%s cancelled: the task was %s while the job was pending", label, t.Status)
 		g.s.postLog(ctx, e.Task, msg+"\n")
+		g.status.removeFromQueue(ctx, g.pending.ID, e.Task)
 		g.logf("task %s: %s", e.Task, msg)
 		return true
 	case st.Fatal != "":

@@ -226,7 +226,10 @@ sample:
 		t.Errorf("exit %d, want 1\n%s", r.code, r.stdout)
 	}
 	oneErrorLine(t, r, "workers.get_all: the server's reply is more than 16 MiB, over the 16 MiB this agent accepts from that endpoint")
-	if peakKiB == 0 || peakKiB > 64<<10 {
+	// Reading the whole reply would take more than its 100 MiB; a bounded
+	// read holds the 16 MiB cap plus the collector's slack, which grows
+	// on a loaded machine (26 MiB here idle, 66 MiB seen under the suite).
+	if peakKiB == 0 || peakKiB > 90<<10 {
 		t.Errorf("peak RSS %d KiB; want a few times the 16 MiB cap at most, not the reply's size", peakKiB)
 	}
 	if n := len(s.RequestsTo("workers.get_all")); n != 1 {

@@ -573,7 +573,7 @@ func TestK8sGlueHostileTasks(t *testing.T) {
 		t.Fatal(err)
 	}
 	specs := []map[string]string{
-		{"image": "ubuntu --privileged -v /:/host", "arguments": "-e A=1 --pid=host --env=B=$(CLEARML_API_SECRET_KEY) -e CLEARML_API_HOST=http://evil -e NVIDIA_VISIBLE_DEVICES=all"},
+		{"image": "ubuntu", "arguments": "-e A=1 --privileged -v /:/host --pid=host --env=B=$(CLEARML_API_SECRET_KEY) -e CLEARML_API_HOST=http://evil -e NVIDIA_VISIBLE_DEVICES=all"},
 		{"image": "ubuntu", "setup_shell_script": "cat <<'EOF'\n$(CLEARML_API_SECRET_KEY)\nEOF\n"},
 		{"image": "ubuntu", "arguments": `-e "X=1" --mount type=bind,src=/,dst=/host --security-opt seccomp=unconfined`},
 	}
@@ -581,7 +581,11 @@ func TestK8sGlueHostileTasks(t *testing.T) {
 	for _, c := range specs {
 		ids = append(ids, k.enqueue(t, hostileQueue, fakeserver.TaskSpec{Container: c}))
 	}
-	bad := k.enqueue(t, hostileQueue, fakeserver.TaskSpec{Container: map[string]string{"image": "$(whoami)"}})
+	// Not one image reference: the task fails with the reason, no pod.
+	bad := map[string]string{
+		k.enqueue(t, hostileQueue, fakeserver.TaskSpec{Container: map[string]string{"image": "$(whoami)"}}):                      "is not a valid image reference",
+		k.enqueue(t, hostileQueue, fakeserver.TaskSpec{Container: map[string]string{"image": "ubuntu --privileged -v /:/host"}}): "it holds spaces",
+	}
 	slots := map[any]bool{}
 	for _, id := range ids {
 		pod, _ := k.waitPodOf(t, p, id, 60*time.Second)
@@ -614,12 +618,14 @@ func TestK8sGlueHostileTasks(t *testing.T) {
 	if len(slots) != len(ids) {
 		t.Errorf("slots %v: not one per pod", slots)
 	}
-	task := waitStatus(t, k.s, p, bad, "failed", 60*time.Second)
-	if !strings.Contains(task.StatusReason, "is not a container image reference") {
-		t.Errorf("bad image: %q", task.StatusReason)
-	}
-	if k.pod(t, bad) != nil {
-		t.Error("a pod was created for an invalid image")
+	for id, reason := range bad {
+		task := waitStatus(t, k.s, p, id, "failed", 60*time.Second)
+		if !strings.Contains(task.StatusReason, reason) {
+			t.Errorf("bad image: %q, want %q", task.StatusReason, reason)
+		}
+		if k.pod(t, id) != nil {
+			t.Errorf("a pod was created for an invalid image (%s)", reason)
+		}
 	}
 }
 

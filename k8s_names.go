@@ -4,31 +4,23 @@ package main
 // the environment from the container arguments, Kubernetes names and labels.
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
 
-// Image references as the container runtimes parse them (the distribution
-// reference grammar): [domain[:port]/]path[:tag][@digest].
-var k8sImageRef = lazyRegexp(`^` +
-	`(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?/)?` +
-	`[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*` +
-	`(?::[\w][\w.-]{0,127})?` +
-	`(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$`)
-
-// k8sValidImage refuses anything but one image reference.
+// k8sValidImage refuses anything but one image reference (docker mode's
+// rule, so a task is refused the same way by both).
 func k8sValidImage(ref string) error {
-	if ref == "" {
-		return fmt.Errorf("no container image")
-	}
-	if len(ref) > 512 || !k8sImageRef().MatchString(ref) {
-		return fmt.Errorf("%q is not a container image reference ([registry/]name[:tag][@digest])", k8sShort(ref))
+	if why := dockerImageRefError(ref); why != "" {
+		return errors.New(why)
 	}
 	return nil
 }
 
-// k8sTaskImage splits the task's image field ("image args", as docker mode
-// reads it) and its arguments, and checks the image.
+// k8sTaskImage splits the image field ("image args": the task's image was
+// checked as one reference before, but a default image, like --docker's,
+// may carry arguments) and the container arguments, and checks the image.
 func k8sTaskImage(image, arguments string) (string, []string, error) {
 	f := strings.Fields(image)
 	if len(f) == 0 {

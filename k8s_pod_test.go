@@ -296,10 +296,10 @@ func TestPodRenderCredentials(t *testing.T) {
 func TestPodRenderHostileTask(t *testing.T) {
 	tmpl := k8sJSONTemplate()
 	bad := []struct{ name, id, image, args, want string }{
-		{"image with a flag", "", "--privileged", "", "not a container image"},
-		{"image with shell", "", "ubuntu;rm -rf /", "", "not a container image"},
-		{"image uppercase path", "", "Ubuntu/Latest", "", "not a container image"},
-		{"image with a quote", "", `ubuntu"`, "", "not a container image"},
+		{"image with a flag", "", "--privileged", "", "not an image name: it starts with -"},
+		{"image with shell", "", "ubuntu;rm", "", "not a valid image reference"},
+		{"image uppercase path", "", "Ubuntu/Latest", "", "not a valid image reference"},
+		{"image with a quote", "", `ubuntu"`, "", "not a valid image reference"},
 		{"no image", "", "   ", "", "no container image"},
 		{"bad quoting", "", "ubuntu", `-e "A=1`, "container arguments"},
 		{"id with a slash", "../../etc", "ubuntu", "", "cannot name a pod"},
