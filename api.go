@@ -618,6 +618,7 @@ func (c *apiClient) do(ctx context.Context, r request) (json.RawMessage, error) 
 				return decodeEnvelope(r.endpoint, status, body)
 			}
 		}
+		metricsOn().apiRetry(r.endpoint)
 		if err != nil {
 			c.logf("%s: %s; retrying in %s", r.endpoint, describeNetErr(err), wait.Round(time.Millisecond))
 		} else {
@@ -687,8 +688,10 @@ func (c *apiClient) send(ctx context.Context, r request, deadline time.Time, tok
 	c.logf("%s %s", method, req.URL.Redacted())
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		metricsOn().apiAnswer(r.endpoint, 0, err)
 		return 0, nil, 0, err
 	}
+	metricsOn().apiAnswer(r.endpoint, resp.StatusCode, nil)
 	defer resp.Body.Close()
 	limit := replyCap(r.endpoint)
 	if resp.ContentLength > limit {

@@ -42,6 +42,7 @@ type daemonCmd struct {
 	podman              listFlag // --podman: docker mode with the podman CLI
 	noGPUHost           bool     // docker mode on a host without a GPU: containers without GPU flags
 	checkBootstrap      bool
+	metricsAddress      string // --metrics-address
 
 	pool     []string       // --dynamic-gpus: the GPUs to hand out (--gpus)
 	gpuSpecs []gpuQueueSpec // --dynamic-gpus: what each queue's task takes
@@ -66,6 +67,7 @@ func (d *daemonCmd) flags(t *flagTable) {
 	t.boolVar(&d.checkBootstrap, "check-bootstrap", "", "Accepted for compatibility: this agent needs no clearml-agent-bootstrap package")
 	t.boolVar(&d.useOwnerToken, "use-owner-token", "", "Run each task with its owner's credentials")
 	registerPollingInterval(t, &d.pollingInterval)
+	registerMetricsAddress(t, &d.metricsAddress)
 	d.workerFlags.register(t)
 	registerDocker(t, &d.docker)
 	registerPodman(t, &d.podman)
@@ -150,6 +152,14 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 	}
 	if d.checkBootstrap {
 		logf("--check-bootstrap: %s", bootstrapNotNeeded)
+	}
+	if !d.status {
+		// Before any request: a port in use ends the daemon unregistered.
+		stopMetrics, err := startAgentMetrics(d.metricsAddress, cfg, logf)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
 	}
 	c, err := cx.newClient(cfg, clientOptions{budget: 30 * time.Second, workerID: ident.idFor(0)}, func(format string, args ...any) { logf("debug: "+format, args...) })
 	if err != nil {
@@ -310,6 +320,8 @@ func (d *daemonCmd) serve(cx *cmdContext, s *scheduler, inst *agentInstance, sig
 	}
 	if err := c.call(withBudget(context.Background(), 5*time.Minute), "workers.register", "", map[string]any{"worker": workerID, "queues": ids}, nil); err != nil {
 		s.logf("Worker failed registering itself with backend service: %v", err)
+	} else {
+		agentHealth.setReady(readyRegistered)
 	}
 	if d.dynamicGPUs {
 		publishAvailableGPUs(c, workerID, d.pool, s.logf, cx.global.debug)
@@ -324,6 +336,11 @@ func (d *daemonCmd) serve(cx *cmdContext, s *scheduler, inst *agentInstance, sig
 	s.failOrphans(context.Background(), ownsWorker(workerID, s.cfg.str("agent.worker_name"), d.pool), inst.reg)
 	notify := takeSDNotifier()
 	notify.ready()
+	if metricsOn() != nil {
+		// A poll waits up to its 15 s budget in an outage, and the loop
+		// up to a minute outside the schedule: the period covers both.
+		s.pollBeat = agentHealth.loop("poll", s.pace+30*time.Second)
+	}
 
 	runCtx, stopRun := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
@@ -334,7 +351,9 @@ func (d *daemonCmd) serve(cx *cmdContext, s *scheduler, inst *agentInstance, sig
 	loopDone := make(chan struct{})
 	go func() { s.runGuarded(runCtx); close(loopDone) }()
 
-	s.shutdown(<-sigs, sigs, notify)
+	sig := <-sigs
+	agentHealth.setNotReady(readyStopping, "shutting down: taking no new task")
+	s.shutdown(sig, sigs, notify)
 	stopRun()
 	select {
 	case <-loopDone:

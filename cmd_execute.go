@@ -26,6 +26,7 @@ type executeCmd struct{ taskOptions }
 func (e *executeCmd) flags(t *flagTable) { e.taskOptions.register(t) }
 
 func (e *executeCmd) run(cx *cmdContext) error {
+	defer startChildMetrics()() // under a daemon with metrics: counters for it at exit
 	if err := dockerEngineFlags(&e.docker, &e.podman); err != nil {
 		return err
 	}
@@ -416,6 +417,7 @@ func (x *execution) fail(reason string) {
 		return
 	}
 	ctx := withBudget(context.Background(), x.budget)
+	noteTaskResult(taskFailed)
 	if err := x.status.set(ctx, "failed", x.task.ID, reason, true); err != nil && x.log != nil {
 		fmt.Fprintf(x.log, "clearml_agent: Warning: could not mark task %s failed: %v\n", x.task.ID, err)
 	}
@@ -439,6 +441,7 @@ func (x *execution) finish(code int, stopReason string, cause stopCause) {
 	}
 	fmt.Fprintln(x.log, msg)
 	x.closeLog()
+	noteTaskResult(action)
 	if action != "" {
 		x.setStatus(context.Background(), action, reason, force)
 	}

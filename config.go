@@ -179,6 +179,7 @@ var specificEnv = []struct {
 	{"agent.worker_id", []string{"CLEARML_WORKER_ID", "TRAINS_WORKER_ID"}},
 	{"agent.cuda_version", []string{"CLEARML_CUDA_VERSION", "TRAINS_CUDA_VERSION", "CUDA_VERSION"}},
 	{"agent.cudnn_version", []string{"CLEARML_CUDNN_VERSION", "TRAINS_CUDNN_VERSION", "CUDNN_VERSION"}},
+	{"agent.metrics.address", []string{"CLEARML_AGENT_METRICS_ADDRESS"}},
 	{"sdk.aws.s3.key", []string{"AWS_ACCESS_KEY_ID"}},
 	{"sdk.aws.s3.secret", []string{"AWS_SECRET_ACCESS_KEY"}},
 	{"sdk.aws.s3.region", []string{"AWS_DEFAULT_REGION"}},

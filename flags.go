@@ -469,3 +469,8 @@ func registerPollingInterval(t *flagTable, p *intFlag) {
 	*p = intFlag{n: 5}
 	t.add(p, "polling-interval", "", "POLLING_INTERVAL", "Seconds between queue polls (default: 5)")
 }
+
+// registerMetricsAddress adds --metrics-address (daemon, slurm, k8s).
+func registerMetricsAddress(t *flagTable, p *string) {
+	t.stringVar(p, "metrics-address", "HOST:PORT", "Serve Prometheus /metrics, /healthz and /readyz on HOST:PORT (off by default; a bare PORT is loopback)")
+}

@@ -140,6 +140,7 @@ type glueFlags struct {
 	foreground, orderFairness, createQueue, detached, status bool
 	queues, stop, uptime, downtime                           listFlag
 	pollingInterval                                          intFlag
+	metricsAddress                                           string
 }
 
 func (f *glueFlags) register(t *flagTable) {
@@ -152,6 +153,7 @@ func (f *glueFlags) register(t *flagTable) {
 	registerSchedule(t, &f.uptime, &f.downtime)
 	registerStatus(t, &f.status)
 	registerPollingInterval(t, &f.pollingInterval)
+	registerMetricsAddress(t, &f.metricsAddress)
 }
 
 // runGlue is a glue command: --stop, --detached, --status or serve.
@@ -217,6 +219,14 @@ func glueWork(cx *cmdContext, f *glueFlags, o glueOptions, b glueBackend, cfg *a
 		log = logFile
 	}
 	logf := func(format string, args ...any) { fmt.Fprintf(log, format+"\n", args...) }
+	if !f.status {
+		// Before any request: a port in use ends the glue unregistered.
+		stopMetrics, err := startAgentMetrics(f.metricsAddress, cfg, logf)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 	c, err := cx.newClient(cfg, clientOptions{budget: 30 * time.Second, workerID: ident.idFor(0)}, func(format string, args ...any) { logf("debug: "+format, args...) })
 	if err != nil {
 		return err
@@ -343,6 +353,8 @@ func (g *glue) serve(sigs <-chan os.Signal, inst *agentInstance) error {
 	}
 	if err := g.api.call(withBudget(context.Background(), 5*time.Minute), "workers.register", "", map[string]any{"worker": g.workerID, "queues": ids}, nil); err != nil {
 		g.logf("Worker failed registering itself with backend service: %v", err)
+	} else {
+		agentHealth.setReady(readyRegistered)
 	}
 	defer func() {
 		if err := g.api.call(withBudget(context.Background(), 30*time.Second), "workers.unregister", "", map[string]any{"worker": g.workerID, "queues": ids}, nil); err != nil {
@@ -358,6 +370,7 @@ func (g *glue) serve(sigs <-chan os.Signal, inst *agentInstance) error {
 	go func() { defer bg.Done(); notify.watchdogLoop(ctx) }()
 	go func() { defer bg.Done(); g.run(ctx) }()
 	sig := <-sigs
+	agentHealth.setNotReady(readyStopping, "shutting down: taking no new task")
 	g.logf("clearml-agent received %s: stopping; %d job(s) keep running and the next start picks them up", sig, len(g.state.Jobs))
 	notify.stopping()
 	stop()
@@ -368,7 +381,14 @@ func (g *glue) serve(sigs <-chan os.Signal, inst *agentInstance) error {
 // run is the loop: follow the jobs, then pull when there is room.
 func (g *glue) run(ctx context.Context) {
 	lastMeta := g.now()
+	var beat *loopBeat
+	if metricsOn() != nil {
+		// Each turn's requests wait at most about a minute in an outage.
+		beat = agentHealth.loop("poll", g.s.pace+time.Minute)
+		defer beat.done()
+	}
 	for ctx.Err() == nil {
+		beat.beat()
 		g.monitor(ctx)
 		if g.now().Sub(lastMeta) > 10*time.Minute {
 			g.s.refreshQueues(ctx)
@@ -467,6 +487,7 @@ func (g *glue) take(ctx context.Context, taskID string, q queueRef) {
 		g.returnTask(ctx, e)
 	default:
 		e.Job = job
+		metricsOn().taskStarted(q.Name, g.s.takePickup(taskID), g.now())
 		label := g.b.Label(job)
 		g.logf("task %s: submitted %s", taskID, label)
 		g.s.postLog(c, taskID, fmt.Sprintf("%s submitted by worker %s for queue %s\n", label, g.workerID, q.Name))

@@ -68,6 +68,9 @@ func (g *glue) monitor(ctx context.Context) {
 			dirty = dirty || e.Detail != detail || e.Started != started
 		}
 		if done {
+			if e.Job != "" {
+				metricsOn().glueJobEnded(e, t.Status, exists, g.now())
+			}
 			g.state.remove(e)
 			if e.Job != "" {
 				g.b.Release(ctx, e.Job)

@@ -24,6 +24,7 @@ func (s *consoleShipper) settle(b shipBatch, err error) bool {
 	case err == nil:
 		s.q.commit(b.consumed)
 		s.lastTS, s.sent, s.outage, s.lastErr = b.lastTS, s.sent+b.lines-b.notes, false, nil
+		metricsOn().linesDelivered(b.lines - b.notes)
 		s.headCut, s.refuseAll = 0, false
 		return true
 	case !errors.As(err, &perm):

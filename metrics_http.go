@@ -30,6 +30,7 @@ const healthStaleFactor = 3
 // Readiness conditions; each holds the agent not ready while set.
 const (
 	readyRegistered = "registered" // set until workers.register succeeds
+	readyStopping   = "stopping"   // a drain or stop: no new task is taken
 )
 
 // healthState is what /healthz and /readyz report.
@@ -57,6 +58,7 @@ type loopBeat struct {
 	name   string
 	period time.Duration
 	last   atomic.Int64 // unix nanoseconds
+	parked atomic.Bool  // waiting on purpose (a running task), not stalled
 }
 
 // loop registers a loop that turns every period (it counts as turning now).
@@ -69,11 +71,27 @@ func (h *healthState) loop(name string, period time.Duration) *loopBeat {
 	return b
 }
 
-// beat marks one turn of the loop; it is one atomic store.
-func (b *loopBeat) beat() { b.last.Store(time.Now().UnixNano()) }
+// beat marks one turn of the loop; it is one atomic store. A nil beat
+// (metrics off) does nothing, as do park and done.
+func (b *loopBeat) beat() {
+	if b != nil {
+		b.last.Store(time.Now().UnixNano())
+	}
+}
+
+// park marks the loop waiting on purpose (on) or turning again (off).
+func (b *loopBeat) park(on bool) {
+	if b != nil {
+		b.parked.Store(on)
+		b.beat()
+	}
+}
 
 // done unregisters a loop that ended on purpose (a drain, a shutdown).
 func (b *loopBeat) done() {
+	if b == nil {
+		return
+	}
 	b.h.mu.Lock()
 	delete(b.h.loops, b)
 	b.h.mu.Unlock()
@@ -93,7 +111,9 @@ func (h *healthState) live(now time.Time) (ok bool, reasons []string) {
 	for _, b := range loops {
 		ago := now.Sub(time.Unix(0, b.last.Load())).Round(time.Millisecond)
 		limit := healthStaleFactor * b.period
-		if ago > limit {
+		if b.parked.Load() {
+			reasons = append(reasons, fmt.Sprintf("loop %s: waiting for a running task", b.name))
+		} else if ago > limit {
 			ok = false
 			reasons = append(reasons, fmt.Sprintf("loop %s: stalled: last turn %s ago, limit %s (%d × its %s period)", b.name, ago, limit, healthStaleFactor, b.period))
 		} else {

@@ -201,7 +201,8 @@ func (s *scheduler) refreshQueues(ctx context.Context) {
 func (s *scheduler) nextTask(ctx context.Context, q queueRef) (string, error) {
 	var r struct {
 		Entry struct {
-			Task string `json:"task"`
+			Task  string `json:"task"`
+			Added string `json:"added"` // when it was enqueued
 		} `json:"entry"`
 		TaskInfo struct {
 			User string `json:"user"`
@@ -212,6 +213,12 @@ func (s *scheduler) nextTask(ctx context.Context, q queueRef) (string, error) {
 		req["get_task_info"] = true
 	}
 	err := s.api.call(withBudget(ctx, 15*time.Second), "queues.get_next_task", "2.14", req, &r)
+	if m := metricsOn(); m != nil {
+		m.queuePolled(q.Name, err)
+		if err == nil && r.Entry.Task != "" {
+			s.notePickup(r.Entry.Task, r.Entry.Added)
+		}
+	}
 	if err == nil && r.Entry.Task != "" && s.opts.useOwnerToken {
 		s.mu.Lock()
 		s.owners[r.Entry.Task] = r.TaskInfo.User

@@ -35,6 +35,12 @@ type childTask struct {
 	workerID  string    // the worker it runs as (services mode, --dynamic-gpus: not the daemon's)
 	signalled bool      // sent the shutdown (stopNow)
 	killed    bool      // killed after shutdownChildWait
+
+	// Metrics (metrics_wire.go): the queue's name, the start, and the
+	// file the child execute leaves its counters in.
+	queueName   string
+	started     time.Time
+	metricsFile string
 }
 
 // schedOptions are the daemon's options the scheduler acts on.
@@ -80,6 +86,9 @@ type scheduler struct {
 	reportMu     sync.Mutex // a report and the unregister never overlap
 	unregistered bool       // nothing reaches the server for the worker after it
 
+	pickups  map[string]time.Time // task -> enqueue time, for the pickup latency (metrics on)
+	pollBeat *loopBeat            // the poll loop's heartbeat (metrics on)
+
 	crashErr error  // the internal error that stopped the loop (agent.crash_on_exception)
 	onCrash  func() // test hook: instead of SIGTERM to the daemon
 	childCfg *childConfig
@@ -99,13 +108,21 @@ func (s *scheduler) status() statusWriter { return statusWriter{s.api, s.workerI
 func (s *scheduler) run(ctx context.Context) {
 	lastMeta := s.now()
 	var nextPoll, lastExternal time.Time
+	defer func() {
+		if ctx.Err() != nil || s.isDraining() {
+			s.pollBeat.done() // ended on purpose; after a panic it runs again
+		}
+	}()
 	for ctx.Err() == nil && !s.isDraining() {
+		s.pollBeat.beat()
 		if !s.hasFreeSlot() {
+			s.pollBeat.park(true) // waiting for a task to end is no stall
 			select {
 			case <-ctx.Done():
 				return
 			case <-s.slotFree:
 			}
+			s.pollBeat.park(false)
 			continue
 		}
 		if s.childAgentsFull(ctx) { // CLEARML_AGENT_CHILD_AGENTS_COUNT_CMD
@@ -189,6 +206,7 @@ func (s *scheduler) pollRound(ctx context.Context, nextPoll *time.Time) (polled,
 			}
 		}
 		polled = true
+		s.pollBeat.beat()
 		// Polls keep a fixed rhythm (one per pace, not pace after each
 		// answer), so slow answers do not stretch the pickup time.
 		if wait := time.Until(*nextPoll); wait > 0 && !sleepCtx(ctx, wait) {
@@ -414,9 +432,13 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 		s.abandon(ctx, taskID, "agent could not start execute: "+err.Error())
 		return
 	}
+	child.queueName, child.started = q.Name, time.Now()
+	metricsOn().taskStarted(q.Name, s.takePickup(taskID), child.started)
 	go s.watchChild(ctx, child)
 	if s.maxRun == 1 {
+		s.pollBeat.park(true)
 		<-child.done
+		s.pollBeat.park(false)
 	}
 }
 
@@ -468,6 +490,10 @@ func (s *scheduler) startChild(ctx context.Context, taskID, queueID, ownerToken 
 		cmd = exec.Command(self, executeArgv(s.opts.global, o)...)
 	}
 	cmd.Env = append(s.childEnv(o, wid, inner, ownerToken), cliEnv...)
+	if metricsOn() != nil && !o.docker.set {
+		child.metricsFile = childMetricsPath(tempDirFor(s.cfg), taskID)
+		cmd.Env = append(cmd.Env, metricsFileEnv+"="+child.metricsFile)
+	}
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	// Should the daemon die, the child learns it (stop.go); the docker
 	// client passes the signal on to the agent in the container.
@@ -569,9 +595,11 @@ func (s *scheduler) watchChild(ctx context.Context, child *childTask) {
 		budget, cause = shutdownFlushBudget, stopShutdown
 	}
 	bg := withBudget(context.Background(), budget)
-	if action, err := s.status().settleUnfinished(bg, child.taskID, true, cause, exitCodeReason(child.code)); action != "" && err != nil {
+	action, err := s.status().settleUnfinished(bg, child.taskID, true, cause, exitCodeReason(child.code))
+	if action != "" && err != nil {
 		s.logf("Warning: could not update task id '%s' status. Task exit code %d", child.taskID, child.code)
 	}
+	s.countEnded(child, action, cause)
 	if child.workerID != s.workerID && (child.killed || child.code < 0 || child.container != "" && child.code > 128) {
 		// Killed before its execute could unregister its own worker.
 		s.api.call(withBudget(context.Background(), budget), "workers.unregister", "", map[string]any{"worker": child.workerID}, nil)
@@ -656,6 +684,8 @@ func (s *scheduler) report(ctx context.Context) {
 	}
 	if err := s.api.call(withBudget(context.WithoutCancel(ctx), reportBudget), "workers.status_report", "", body, nil); err != nil && ctx.Err() == nil {
 		s.logf("Warning: status report failed: %v", err)
+	} else if err == nil {
+		agentHealth.setReady(readyRegistered) // a report registers the worker too
 	}
 }
 
@@ -676,14 +706,22 @@ func (s *scheduler) unregister(queueIDs []string) {
 // start, then every 30 s. It also keeps the pid file fresh against temp
 // cleaners.
 func (s *scheduler) reportLoop(ctx context.Context, every time.Duration, inst *agentInstance) {
+	var beat *loopBeat
+	if metricsOn() != nil {
+		// A report waits at most reportBudget, outage or not: the loop beats.
+		beat = agentHealth.loop("report", every+reportBudget)
+		defer beat.done()
+	}
 	if !sleepCtx(ctx, 3*time.Second) {
 		return
 	}
 	for {
+		beat.beat()
 		s.report(ctx)
 		if inst != nil {
 			inst.refresh()
 		}
+		metricsOn().refreshSpoolBytes(tempDirFor(s.cfg))
 		if !sleepCtx(ctx, every) {
 			return
 		}

@@ -72,6 +72,7 @@ func (q *spoolQueue) push(ts int64, level byte, text string, toDisk bool) bool {
 		}
 		before := len(q.wbuf)
 		q.wbuf = appendRecord(q.wbuf, ts, level, text)
+		metricsOn().linesToSpool(1)
 		q.wr += int64(len(q.wbuf) - before)
 		q.spilled += int64(len(q.wbuf) - before)
 		if len(q.wbuf) >= max(q.flushAt, shipDiskFlushBytes) {
@@ -100,6 +101,9 @@ func (q *spoolQueue) spill() error {
 		q.f, q.path, q.rd, q.wr, q.wbuf = f, f.Name(), 0, 0, q.wbuf[:0]
 	}
 	if m := q.memLen(); m > 0 {
+		if m := metricsOn(); m != nil {
+			m.linesToSpool(bytes.Count(q.mem[q.head:], []byte{'\n'}))
+		}
 		q.wbuf = append(q.wbuf, q.mem[q.head:]...)
 		q.wr += int64(m)
 		q.spilled += int64(m)

@@ -70,6 +70,7 @@ type statsSampler struct {
 	gpuDefaultUtil     float64 // for GPUs without a reading (MIG); 0 when disabled
 
 	// sampler goroutine only
+	lastGPU   *gpuReading // the reading last published to the metrics
 	files     [pfCount]*os.File
 	buf       []byte
 	gen       uint64
@@ -243,6 +244,10 @@ func (s *statsSampler) sample(now time.Time) {
 		s.acc.addGPU(gr.gpus, s.gpuDefaultUtil)
 	}
 	s.mu.Unlock()
+	if m := metricsOn(); m != nil && gr != nil && gr != s.lastGPU {
+		s.lastGPU = gr // a new reading: published once, not per sample
+		m.setGPUReadings(gr.gpus)
+	}
 }
 
 func (a *statsAcc) add(v *sampleValues) {

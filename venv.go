@@ -438,6 +438,7 @@ func (m *venvManager) build(ctx context.Context, in pyInterp, t venvTool, plan *
 	if err := m.install(ctx, t, venvPython(dir), plan, true); err != nil {
 		return nil, err
 	}
+	metricsOn().venvBuilt(time.Since(t0))
 	if plan.empty() && !m.cfg.boolean("agent.package_manager.system_site_packages", false) {
 		return nil, nil // nothing installed, nothing to freeze (pip itself is not listed)
 	}
@@ -488,6 +489,9 @@ func (m *venvManager) prepare(ctx context.Context, spec venvSpec, taskVenvDir st
 		r, err := m.cachePrepare(ctx, cache, key, taskVenvDir, in, func(dir string) ([]string, error) {
 			return m.build(ctx, in, t, plan, dir)
 		})
+		if r != nil {
+			metricsOn().venvCache(r.cacheHit)
+		}
 		if err != nil || r != nil {
 			return r, err
 		}
