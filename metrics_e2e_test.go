@@ -1,0 +1,197 @@
+package main
+
+// The metrics of a running daemon, end to end: the built binary with
+// --metrics-address, the stand-in server, tasks that complete and fail,
+// and Debian's Prometheus scraping the daemon's listener.
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const trainFail = "import sys\nprint('about to fail')\nsys.exit(3)\n"
+
+// probeGet answers a GET's status and body; status 0 when nothing answered.
+func probeGet(url string) (int, string) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// waitHTTP waits until url answers want, and returns the body.
+func waitHTTP(t *testing.T, url string, want int, timeout time.Duration, p *daemonProc) string {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var code int
+	var body string
+	for time.Now().Before(deadline) {
+		if code, body = probeGet(url); code == want {
+			return body
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: %d %q, want %d; daemon output:\n%s", url, code, body, want, p.out.String())
+	return ""
+}
+
+func TestPrometheusDaemonEndToEnd(t *testing.T) {
+	prom := sharedPrometheus(t)
+	s := startServer(t)
+	repo, _ := makeTaskRepo(t, map[string]string{"train.py": trainOK, "fail.py": trainFail})
+	port, err := freeLoopbackPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	env := executeEnv(t, s)
+	p := startDaemon(t, env, "--queue", "default", "--metrics-address", addr)
+	base := "http://" + addr
+
+	// Ready once registered; alive with its loops turning.
+	waitHTTP(t, base+"/readyz", 200, 60*time.Second, p)
+	if code, body := probeGet(base + "/healthz"); code != 200 || !strings.HasPrefix(body, "ok\n") || !strings.Contains(body, "loop poll:") || !strings.Contains(body, "loop report:") {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+
+	ok1 := enqueueScript(t, s, repo, "train.py", "default")
+	bad := enqueueScript(t, s, repo, "fail.py", "default")
+	ok2 := enqueueScript(t, s, repo, "train.py", "default")
+	waitStatus(t, s, p, ok1, "completed", 120*time.Second)
+	waitStatus(t, s, p, bad, "failed", 120*time.Second)
+	waitStatus(t, s, p, ok2, "completed", 120*time.Second)
+	// The daemon counts a task once its child is gone and settled.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, page := probeGet(base + "/metrics")
+		if strings.Contains(page, `clearml_agent_tasks_total{queue="default",result="completed"} 2`) &&
+			strings.Contains(page, `clearml_agent_tasks_total{queue="default",result="failed"} 1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon's page does not show 2 completed and 1 failed task:\n%s\ndaemon output:\n%s", page, p.out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	prom.scrapeAddr(t, addr)
+	prom.waitScrape(t)
+	eq := func(q string, want float64) {
+		t.Helper()
+		if v := prom.queryValue(t, "%s", q); v != want {
+			t.Errorf("%s = %v, want %v", q, v, want)
+		}
+	}
+	pos := func(q string) {
+		t.Helper()
+		if v := prom.queryValue(t, "%s", q); !(v > 0) {
+			t.Errorf("%s = %v, want > 0", q, v)
+		}
+	}
+	eq(`clearml_agent_tasks_total{result="completed"}`, 2)
+	eq(`clearml_agent_tasks_total{result="failed"}`, 1)
+	eq(`clearml_agent_tasks_started_total{queue="default"}`, 3)
+	eq(`clearml_agent_task_pickup_latency_seconds_count{queue="default"}`, 3)
+	eq(`sum(clearml_agent_task_duration_seconds_count)`, 3)
+	eq(`clearml_agent_ready`, 1)
+	eq(`clearml_agent_queue_poll_errors_total{queue="default"} or vector(0)`, 0)
+	pos(`clearml_agent_queue_polls_total{queue="default"}`)
+	pos(`clearml_agent_api_requests_total{endpoint="queues.get_next_task",class="2xx"}`)
+	pos(`clearml_agent_api_requests_total{endpoint="workers.register",class="2xx"}`)
+	pos(`process_resident_memory_bytes`)
+	// What the tasks' execute processes counted reaches the daemon when
+	// they end (README: Metrics and health): console lines, venv cache,
+	// and their API requests.
+	pos(`clearml_agent_console_lines_shipped_total`)
+	eq(`clearml_agent_venv_cache_hits_total + clearml_agent_venv_cache_misses_total`, 3)
+	pos(`clearml_agent_api_requests_total{endpoint="events.add_batch",class="2xx"}`)
+	eq(`clearml_agent_build_info{version="`+agentVersion+`"}`, 1)
+	if v := prom.queryValue(t, `histogram_quantile(0.95, sum by (le) (clearml_agent_task_pickup_latency_seconds_bucket))`); !(v >= 0 && v < 300) {
+		t.Errorf("pickup latency p95 = %v s", v)
+	}
+	// No metrics file is left behind in the tasks' temp dir.
+	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf(".clearml_agent.metrics.%d.*", p.cmd.Process.Pid))); len(left) > 0 {
+		t.Errorf("metrics files left: %v", left)
+	}
+
+	// Stopping: not ready; then the listener is gone with the daemon.
+	p.stop(t)
+	if code, _ := probeGet(base + "/readyz"); code != 0 {
+		t.Errorf("/readyz answers %d after the daemon exited", code)
+	}
+}
+
+// A port in use: one error line, exit status 1, and the server never hears
+// of the worker.
+func TestMetricsAddressInUse(t *testing.T) {
+	s := startServer(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	env := executeEnv(t, s)
+	env["CLEARML_AGENT_RUNTIME_DIR"] = t.TempDir()
+	r := runAgent(t, env, "daemon", "--foreground", "--queue", "default", "--metrics-address", ln.Addr().String())
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	oneErrorLine(t, r, "metrics address "+ln.Addr().String()+" is already in use")
+	if n := len(s.Requests()); n != 0 {
+		t.Errorf("%d requests reached the server, want none", n)
+	}
+	// The same from the environment (and from agent.metrics.address, below
+	// it), for slurm too.
+	env["CLEARML_AGENT_METRICS_ADDRESS"] = ln.Addr().String()
+	r = runAgent(t, env, "daemon", "--foreground", "--queue", "default")
+	if r.code != 1 || !strings.Contains(r.stderr, "already in use") {
+		t.Errorf("CLEARML_AGENT_METRICS_ADDRESS: exit %d, stderr %q", r.code, r.stderr)
+	}
+	tmpl := filepath.Join(t.TempDir(), "job.sh")
+	os.WriteFile(tmpl, []byte("#!/bin/sh\n#SBATCH --job-name=${CLEARML_TASK.id}\n${CLEARML_AGENT_EXECUTE}\n"), 0o644)
+	r = runAgent(t, env, "slurm", "--foreground", "--queue", "default", "--template-files", tmpl)
+	if r.code != 1 || !strings.Contains(r.stderr, "already in use") {
+		t.Errorf("slurm: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if n := len(s.RequestsTo("workers.register")); n != 0 {
+		t.Errorf("workers.register sent %d times", n)
+	}
+}
+
+// Flag over environment over configuration.
+func TestMetricsAddressPrecedence(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "clearml.conf")
+	if err := os.WriteFile(conf, []byte("agent.metrics.address: \"127.0.0.1:7001\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	load := func(env map[string]string) *agentConfig {
+		t.Helper()
+		cfg, err := loadConfig(conf, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	home := map[string]string{"HOME": t.TempDir()}
+	if got := metricsAddress("", load(home)); got != "127.0.0.1:7001" {
+		t.Errorf("config: %q", got)
+	}
+	withEnv := map[string]string{"HOME": home["HOME"], "CLEARML_AGENT_METRICS_ADDRESS": "127.0.0.1:7002"}
+	if got := metricsAddress("", load(withEnv)); got != "127.0.0.1:7002" {
+		t.Errorf("env over config: %q", got)
+	}
+	if got := metricsAddress("127.0.0.1:7003", load(withEnv)); got != "127.0.0.1:7003" {
+		t.Errorf("flag over env: %q", got)
+	}
+}
