@@ -136,6 +136,7 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, sigDrain)
 	defer signal.Stop(sigs)
+	idleMemoryMode()
 	log := cx.stdout
 	if !d.foreground && !d.status && !detachedChild {
 		logFile, err := createDaemonLog(cfg.env)
@@ -169,6 +170,7 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 	if err != nil {
 		return err
 	}
+	dropBinaryPages() // the login's code is not the loops'
 	if claims := c.identity(); d.useOwnerToken && !claims.mayImpersonate() {
 		// Refuse now rather than fail every task pulled, as the reference.
 		return &exitError{code: 1, msg: fmt.Sprintf("--use-owner-token: this key's role (%s) may not act as a task's owner; use an admin or service-account key, or run without --use-owner-token", claims.Identity.Role)}
@@ -194,7 +196,9 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 	}
 	defer inst.release()
 	c.setWorker(inst.WorkerID)
+	dropBinaryPages()
 	printConfiguration(cx.stdout, cfg)
+	dropBinaryPages()
 	statusReportEach = reportFrequency(cfg.env, statusReportEach)
 	childCfg, err := newChildConfig(cfg, cx.global.configFile)
 	if err != nil {
@@ -336,6 +340,7 @@ func (d *daemonCmd) serve(cx *cmdContext, s *scheduler, inst *agentInstance, sig
 	s.failOrphans(context.Background(), ownsWorker(workerID, s.cfg.str("agent.worker_name"), d.pool), inst.reg)
 	notify := takeSDNotifier()
 	notify.ready()
+	startupDone()
 	if metricsOn() != nil {
 		// A poll waits up to its 15 s budget in an outage, and the loop
 		// up to a minute outside the schedule: the period covers both.

@@ -220,6 +220,7 @@ func glueWork(cx *cmdContext, f *glueFlags, o glueOptions, b glueBackend, cfg *a
 	}
 	logf := func(format string, args ...any) { fmt.Fprintf(log, format+"\n", args...) }
 	if !f.status {
+		idleMemoryMode()
 		// Before any request: a port in use ends the glue unregistered.
 		stopMetrics, err := startAgentMetrics(f.metricsAddress, cfg, logf)
 		if err != nil {
@@ -363,6 +364,7 @@ func (g *glue) serve(sigs <-chan os.Signal, inst *agentInstance) error {
 	}()
 	notify := takeSDNotifier()
 	notify.ready()
+	startupDone()
 	ctx, stop := context.WithCancel(context.Background())
 	var bg sync.WaitGroup
 	bg.Add(3)
