@@ -210,44 +210,48 @@ func startChildMetrics() (write func()) {
 		return func() {}
 	}
 	m := enableMetrics()
-	return func() {
-		var out childCounters
-		if r := childResult.Load(); r != nil {
-			out.Result = *r
+	return func() { writeChildCounters(m, path) }
+}
+
+// writeChildCounters writes m's counter and histogram series that moved,
+// and the result noted, to path.
+func writeChildCounters(m *agentMetricSet, path string) {
+	var out childCounters
+	if r := childResult.Load(); r != nil {
+		out.Result = *r
+	}
+	m.reg.mu.Lock()
+	fams := m.reg.families
+	m.reg.mu.Unlock()
+	for _, f := range fams {
+		if f.collect != nil || f.kind == kindGauge {
+			continue
 		}
-		m.reg.mu.Lock()
-		fams := m.reg.families
-		m.reg.mu.Unlock()
-		for _, f := range fams {
-			if f.collect != nil || f.kind == kindGauge {
+		f.mu.RLock()
+		for _, s := range f.sorted {
+			if f.kind == kindCounter {
+				if v := (*metricCounter)(s).value(); v > 0 {
+					out.Counters = append(out.Counters, childSeries{f.name, s.labelValues, v})
+				}
 				continue
 			}
-			f.mu.RLock()
-			for _, s := range f.sorted {
-				if f.kind == kindCounter {
-					if v := (*metricCounter)(s).value(); v > 0 {
-						out.Counters = append(out.Counters, childSeries{f.name, s.labelValues, v})
-					}
-					continue
-				}
-				h := childHistSeries{Name: f.name, Labels: s.labelValues, Counts: make([]uint64, len(s.counts)), Sum: (*metricGauge)(s).value()}
-				var n uint64
-				for i := range s.counts {
-					h.Counts[i] = s.counts[i].Load()
-					n += h.Counts[i]
-				}
-				if n > 0 {
-					out.Histograms = append(out.Histograms, h)
-				}
+			h := childHistSeries{Name: f.name, Labels: s.labelValues, Counts: make([]uint64, len(s.counts)), Sum: (*metricGauge)(s).value()}
+			var n uint64
+			for i := range s.counts {
+				h.Counts[i] = s.counts[i].Load()
+				n += h.Counts[i]
 			}
-			f.mu.RUnlock()
+			if n > 0 {
+				out.Histograms = append(out.Histograms, h)
+			}
 		}
-		data, _ := json.Marshal(out)
-		// Written whole, then renamed: the daemon never reads half a file.
-		tmp := path + ".tmp"
-		if os.WriteFile(tmp, data, 0o600) == nil {
-			os.Rename(tmp, path)
-		}
+		f.mu.RUnlock()
+	}
+	data, _ := json.Marshal(out)
+	// Written whole, then renamed: the daemon never reads half a file.
+	tmp := path + ".tmp"
+	if os.WriteFile(tmp, data, 0o600) == nil {
+		os.Rename(tmp, path)
 	}
 }
 
