@@ -597,24 +597,28 @@ type outageClock struct {
 	count uint64
 }
 
-// down marks the server unreachable (again marks nothing new).
-func (o *outageClock) down(now time.Time) {
+// down marks the server unreachable (again marks nothing new); began says
+// whether an outage began.
+func (o *outageClock) down(now time.Time) (began bool) {
 	o.mu.Lock()
-	if o.since.IsZero() {
+	if began = o.since.IsZero(); began {
 		o.since = now
 		o.count++
 	}
 	o.mu.Unlock()
+	return began
 }
 
-// up marks the server reachable and adds the outage's length.
-func (o *outageClock) up(now time.Time) {
+// up marks the server reachable and adds the outage's length; ended says
+// whether an outage ended.
+func (o *outageClock) up(now time.Time) (ended bool) {
 	o.mu.Lock()
-	if !o.since.IsZero() {
+	if ended = !o.since.IsZero(); ended {
 		o.total += max(now.Sub(o.since), 0)
 		o.since = time.Time{}
 	}
 	o.mu.Unlock()
+	return ended
 }
 
 func (o *outageClock) read(now time.Time) (count uint64, d time.Duration) {

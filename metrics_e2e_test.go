@@ -85,6 +85,20 @@ func TestPrometheusDaemonEndToEnd(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	// An outage: not ready (no task can be taken), still alive (the loops
+	// retry), and ready again once the server answers.
+	s.Refuse(true)
+	body := waitHTTP(t, base+"/readyz", 503, 30*time.Second, p)
+	if !strings.Contains(body, "server: ") {
+		t.Errorf("/readyz in an outage: %q", body)
+	}
+	time.Sleep(3 * time.Second)
+	if code, body := probeGet(base + "/healthz"); code != 200 {
+		t.Errorf("/healthz in an outage: %d %q", code, body)
+	}
+	s.Refuse(false)
+	waitHTTP(t, base+"/readyz", 200, 60*time.Second, p)
+
 	prom.scrapeAddr(t, addr)
 	prom.waitScrape(t)
 	eq := func(q string, want float64) {
@@ -105,7 +119,10 @@ func TestPrometheusDaemonEndToEnd(t *testing.T) {
 	eq(`clearml_agent_task_pickup_latency_seconds_count{queue="default"}`, 3)
 	eq(`sum(clearml_agent_task_duration_seconds_count)`, 3)
 	eq(`clearml_agent_ready`, 1)
-	eq(`clearml_agent_queue_poll_errors_total{queue="default"} or vector(0)`, 0)
+	eq(`clearml_agent_api_outages_total`, 1)
+	pos(`clearml_agent_api_outage_seconds_total`)
+	pos(`sum(clearml_agent_api_requests_total{class="error"})`)
+	pos(`sum(clearml_agent_api_retries_total)`)
 	pos(`clearml_agent_queue_polls_total{queue="default"}`)
 	pos(`clearml_agent_api_requests_total{endpoint="queues.get_next_task",class="2xx"}`)
 	pos(`clearml_agent_api_requests_total{endpoint="workers.register",class="2xx"}`)

@@ -31,6 +31,7 @@ const healthStaleFactor = 3
 const (
 	readyRegistered = "registered" // set until workers.register succeeds
 	readyStopping   = "stopping"   // a drain or stop: no new task is taken
+	readyServer     = "server"     // the API server does not answer
 )
 
 // healthState is what /healthz and /readyz report.

@@ -80,10 +80,14 @@ func (m *agentMetricSet) apiAnswer(endpoint string, status int, err error) {
 		return
 	}
 	m.apiRequests.with(endpoint, apiResultClass(status, err)).inc()
+	// No task can be taken while the server is away: not ready (only on
+	// the change, so an answer costs no lock of the health state).
 	if err != nil || status == 502 || status == 503 || status == 504 {
-		m.outage.down(time.Now())
-	} else {
-		m.outage.up(time.Now())
+		if m.outage.down(time.Now()) {
+			agentHealth.setNotReady(readyServer, "the API server does not answer (outage)")
+		}
+	} else if m.outage.up(time.Now()) {
+		agentHealth.setReady(readyServer)
 	}
 }
 
