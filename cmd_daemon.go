@@ -170,7 +170,7 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 	if err != nil {
 		return err
 	}
-	dropBinaryPages() // the login's code is not the loops'
+	startupStep() // the login's code and garbage are not the loops'
 	if claims := c.identity(); d.useOwnerToken && !claims.mayImpersonate() {
 		// Refuse now rather than fail every task pulled, as the reference.
 		return &exitError{code: 1, msg: fmt.Sprintf("--use-owner-token: this key's role (%s) may not act as a task's owner; use an admin or service-account key, or run without --use-owner-token", claims.Identity.Role)}
@@ -196,9 +196,9 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 	}
 	defer inst.release()
 	c.setWorker(inst.WorkerID)
-	dropBinaryPages()
+	startupStep()
 	printConfiguration(cx.stdout, cfg)
-	dropBinaryPages()
+	startupStep()
 	statusReportEach = reportFrequency(cfg.env, statusReportEach)
 	childCfg, err := newChildConfig(cfg, cx.global.configFile)
 	if err != nil {
@@ -206,6 +206,7 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 	}
 	defer childCfg.remove()
 	s := d.newScheduler(cx, cfg, c, inst.WorkerID, log, queues, uptime)
+	startupStep()
 	s.childCfg, s.opts.global.configFile = childCfg, childCfg.path
 	if detachedChild {
 		logf("Worker \"%s\" :", s.workerID)
@@ -330,6 +331,7 @@ func (d *daemonCmd) serve(cx *cmdContext, s *scheduler, inst *agentInstance, sig
 	if d.dynamicGPUs {
 		publishAvailableGPUs(c, workerID, d.pool, s.logf, cx.global.debug)
 	}
+	startupStep()
 	// Exactly one unregister, on every way out, and no report after it.
 	defer s.unregister(ids)
 	if d.docker.set {

@@ -4,4 +4,5 @@ package main
 // daemons run there; on macOS they do nothing.
 func idleMemoryMode()  {}
 func startupDone()     {}
+func startupStep()     {}
 func dropBinaryPages() {}

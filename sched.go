@@ -722,6 +722,7 @@ func (s *scheduler) reportLoop(ctx context.Context, every time.Duration, inst *a
 			inst.refresh()
 		}
 		metricsOn().refreshSpoolBytes(tempDirFor(s.cfg))
+		dropBinaryPages() // what rare paths mapped (a GC, a refresh) goes
 		if !sleepCtx(ctx, every) {
 			return
 		}
