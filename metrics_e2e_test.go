@@ -229,3 +229,43 @@ func TestMetricsAddressPrecedence(t *testing.T) {
 		t.Errorf("flag over env: %q", got)
 	}
 }
+
+// The GPU gauges come from the status reports' sampler: on the stand-in
+// nvidia-smi (one GPU, 81559 MiB, 41 °C idle).
+func TestMetricsDaemonGPUs(t *testing.T) {
+	s := startServer(t)
+	port, err := freeLoopbackPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	env := executeEnv(t, s)
+	fake, _ := filepath.Abs("testdata/gpu/fake/bin")
+	env["PATH"] = fake + string(os.PathListSeparator) + os.Getenv("PATH")
+	env["FAKE_SMI_STATE"] = filepath.Join(t.TempDir(), "none")
+	p := startDaemon(t, env, "--queue", "default", "--gpus", "0", "--metrics-address", addr)
+	want := []string{
+		`clearml_agent_gpu_memory_total_bytes{gpu="0",uuid="GPU-11111111-2222-3333-4444-555555555555"} 8.5520809984e+10`,
+		`clearml_agent_gpu_memory_used_bytes{gpu="0",uuid="GPU-11111111-2222-3333-4444-555555555555"} 5.36870912e+08`,
+		`clearml_agent_gpu_temperature_celsius{gpu="0",uuid="GPU-11111111-2222-3333-4444-555555555555"} 41`,
+		`clearml_agent_gpu_utilization_ratio{gpu="0",uuid="GPU-11111111-2222-3333-4444-555555555555"} 0`,
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		_, page := probeGet("http://" + addr + "/metrics")
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(page, w+"\n") {
+				missing = w
+			}
+		}
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s on the page:\n%s\ndaemon output:\n%s", missing, page, p.out.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	p.stop(t)
+}
