@@ -57,6 +57,10 @@ func TestPrometheusDaemonEndToEnd(t *testing.T) {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	env := executeEnv(t, s)
+	// The tasks' temp folder, where spool and metrics files go: this test's
+	// own, as other tests leave undelivered spools in theirs.
+	tmp := t.TempDir()
+	env["CLEARML_AGENT_TEMP_STDOUT_FILE_DIR"] = tmp
 	p := startDaemon(t, env, "--queue", "default", "--metrics-address", addr)
 	base := "http://" + addr
 
@@ -155,7 +159,7 @@ func TestPrometheusDaemonEndToEnd(t *testing.T) {
 		t.Errorf("pickup latency p95 = %v s", v)
 	}
 	// No metrics file is left behind in the tasks' temp dir.
-	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf(".clearml_agent.metrics.%d.*", p.cmd.Process.Pid))); len(left) > 0 {
+	if left, _ := filepath.Glob(filepath.Join(tmp, ".clearml_agent.metrics.*")); len(left) > 0 {
 		t.Errorf("metrics files left: %v", left)
 	}
 

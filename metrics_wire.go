@@ -213,6 +213,7 @@ func startChildMetrics() (write func()) {
 	if path == "" {
 		return func() {}
 	}
+	os.Unsetenv(metricsFileEnv) // for this process only, not the task's
 	m := enableMetrics()
 	return func() { writeChildCounters(m, path) }
 }
@@ -359,11 +360,12 @@ func (s *scheduler) countEnded(child *childTask, action string, cause stopCause)
 		result = taskFailed
 	}
 	m.taskEnded(child.queueName, result, time.Since(child.started))
+	m.refreshSpoolBytes(tempDirFor(s.cfg)) // the task's spool is delivered, or left
 }
 
 // refreshSpoolBytes sets the spool gauge to the console spool files now in
 // dir (the tasks' temp dir): the tasks are other processes, so their spool
-// is read from the disk, at the report loop's pace.
+// is read from the disk, at each status report and when a task ends.
 func (m *agentMetricSet) refreshSpoolBytes(dir string) {
 	if m == nil {
 		return
