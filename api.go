@@ -261,6 +261,13 @@ func (c *apiClient) login(ctx context.Context) error {
 	return nil
 }
 
+// checkLogin makes one auth.login with the client's keys and returns the
+// reply's data; the client does not keep the token (init checks the keys
+// it is given with it).
+func (c *apiClient) checkLogin(ctx context.Context) (json.RawMessage, error) {
+	return c.do(ctx, request{endpoint: "auth.login", login: true})
+}
+
 // ownerToken logs in as user through impersonation (X-ClearML-Impersonate-As),
 // for --use-owner-token. The server allows it to admin, root and system
 // roles only; its refusal is returned as is.
