@@ -23,8 +23,6 @@ import (
 	"time"
 )
 
-const k8sPendingReason = "k8s pending scheduler" // the reference's status_reason in the pending queue
-
 // k8sPorts is the ports mode's slots.
 type k8sPorts struct {
 	first, count int

@@ -28,7 +28,6 @@ import (
 
 const (
 	slurmPendingQueue  = "slurm_scheduler"
-	slurmPendingReason = "slurm pending scheduler"
 	slurmCommentPrefix = "clearml_worker="
 )
 
