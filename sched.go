@@ -395,7 +395,7 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 		s.mu.Unlock()
 		tok, err := s.api.ownerToken(c, owner)
 		if err != nil || owner == "" {
-			reason := fmt.Sprintf("--use-owner-token: the server refused a token for the task's owner %q: %v", owner, err)
+			reason := fmt.Sprintf("--%s: the server refused a token for the task's owner %q: %v", useOwnerTokenFlag, owner, err)
 			s.logf("Error: %s", reason)
 			s.abandon(ctx, taskID, reason)
 			return
