@@ -8,32 +8,6 @@ import (
 	"testing"
 )
 
-// mapEnv is an environment for tests; HOME points at a temp dir.
-func mapEnv(m map[string]string) envLookup {
-	return func(k string) (string, bool) {
-		if k == "\x00environ" {
-			var kv []string
-			for k, v := range m {
-				kv = append(kv, k+"="+v)
-			}
-			return strings.Join(kv, "\x00"), true
-		}
-		v, ok := m[k]
-		return v, ok
-	}
-}
-
-func writeFile(t *testing.T, path, content string) string {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 func TestConfigPrecedence(t *testing.T) {
 	home := t.TempDir()
 	writeFile(t, filepath.Join(home, "trains.conf"), `
