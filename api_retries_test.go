@@ -13,9 +13,10 @@ import (
 // retrying a 503 beyond that cap.
 func TestConfigHTTPRetries(t *testing.T) {
 	client := func(t *testing.T, s *fakeserver.Server, extra map[string]string) *apiClient {
-		env := map[string]string{"HOME": t.TempDir(), "CLEARML_API_HOST": s.URL(),
-			"CLEARML_API_ACCESS_KEY": fakeserver.TestsAccessKey, "CLEARML_API_SECRET_KEY": fakeserver.TestsSecretKey,
-			"CLEARML_AGENT__API__HTTP__RETRIES__BACKOFF_FACTOR": "0.01", "CLEARML_AGENT__API__HTTP__RETRIES__BACKOFF_MAX": "0.02"}
+		env := serverEnv(s)
+		env["HOME"] = t.TempDir()
+		env["CLEARML_AGENT__API__HTTP__RETRIES__BACKOFF_FACTOR"] = "0.01"
+		env["CLEARML_AGENT__API__HTTP__RETRIES__BACKOFF_MAX"] = "0.02"
 		for k, v := range extra {
 			env[k] = v
 		}

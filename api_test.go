@@ -37,12 +37,8 @@ func testClient(t testing.TB, host string, extra map[string]string, opts clientO
 // newTestClient is testClient with HOME at home, for goroutines other
 // than the test's (which may not call t.Fatal).
 func newTestClient(home, host string, extra map[string]string, opts clientOptions) (*apiClient, error) {
-	env := map[string]string{
-		"HOME":                   home,
-		"CLEARML_API_HOST":       host,
-		"CLEARML_API_ACCESS_KEY": fakeserver.TestsAccessKey,
-		"CLEARML_API_SECRET_KEY": fakeserver.TestsSecretKey,
-	}
+	env := serverEnvAt(host)
+	env["HOME"] = home
 	for k, v := range extra {
 		env[k] = v
 	}

@@ -110,14 +110,6 @@ func execAgent(env []string, stdin string, args ...string) (runResult, error) {
 	return runResult{code, out.String(), errb.String()}, nil
 }
 
-func serverEnv(s *fakeserver.Server) map[string]string {
-	return map[string]string{
-		"CLEARML_API_HOST":       s.URL(),
-		"CLEARML_API_ACCESS_KEY": fakeserver.TestsAccessKey,
-		"CLEARML_API_SECRET_KEY": fakeserver.TestsSecretKey,
-	}
-}
-
 // oneErrorLine checks the stderr of a failed run: one line, the prefix, a needle.
 func oneErrorLine(t *testing.T, r runResult, needle string) {
 	t.Helper()

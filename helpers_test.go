@@ -1,7 +1,8 @@
 package main
 
 // Test helpers shared by the package's tests: one locked buffer, one
-// environment, one configuration builder, one git runner, one file writer.
+// environment (and the stand-in server's variables), one configuration
+// builder, one git runner, one file writer.
 
 import (
 	"bytes"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/clearml-go/clearml-agent/testdata/fakeserver"
 )
 
 // lockedBuffer collects output that one goroutine writes while another
@@ -46,6 +49,19 @@ func mapEnv(m map[string]string) envLookup {
 		}
 		v, ok := m[k]
 		return v, ok
+	}
+}
+
+// serverEnv is the environment that points the agent at the stand-in
+// server s, with its keys.
+func serverEnv(s *fakeserver.Server) map[string]string { return serverEnvAt(s.URL()) }
+
+// serverEnvAt is serverEnv for a server at host.
+func serverEnvAt(host string) map[string]string {
+	return map[string]string{
+		"CLEARML_API_HOST":       host,
+		"CLEARML_API_ACCESS_KEY": fakeserver.TestsAccessKey,
+		"CLEARML_API_SECRET_KEY": fakeserver.TestsSecretKey,
 	}
 }
 
