@@ -1,20 +1,19 @@
 package main
 
 // The clearml-server REST client: {host}/v{X.Y}/{service}.{action} with a
-// JSON body (GET by default, as the reference sends), the meta/data
-// envelope, token login and refresh, and retries with capped backoff.
+// JSON body (GET by default, as the reference sends), token login and
+// refresh, and the retry loop. The client's lock, token and raw send are
+// used by this file only. The replies (envelope, errors, caps) are in
+// api_reply.go; the retry policy in api_retries.go.
 
 import (
 	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -22,214 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
-
-// apiError is a non-200 envelope from the server.
-type apiError struct {
-	Endpoint   string
-	HTTPStatus int
-	Code       int
-	Subcode    int
-	Msg        string
-	Stack      string
-}
-
-func (e *apiError) Error() string {
-	if e.Code == 0 && e.Subcode == 0 {
-		// Not the API's answer (a proxy's page, a web server): Msg says
-		// what came back, with its HTTP status.
-		return fmt.Sprintf("%s failed: %s", e.Endpoint, e.Msg)
-	}
-	msg := e.Msg
-	if msg == "" {
-		msg = http.StatusText(e.HTTPStatus)
-	}
-	return fmt.Sprintf("%s failed: %s (HTTP %d, result code %d/%d)", e.Endpoint, msg, e.HTTPStatus, e.Code, e.Subcode)
-}
-
-// is reports whether the error has this code and subcode.
-func (e *apiError) is(code, subcode int) bool { return e.Code == code && e.Subcode == subcode }
-
-// Reply caps: a reply is held in memory whole, so neither a server nor
-// whatever answers in its place may make the agent hold hundreds of
-// megabytes. The largest replies the agent reads are task documents
-// (tasks.get_by_id, tasks.get_all, tasks.get_hyper_params): MongoDB caps a
-// document at 16 MiB of BSON, and its JSON can be larger (escapes), hence
-// 64 MiB for those. Everything else is far smaller: a workers.get_all
-// entry is about 1 KiB, a queue entry under 100 bytes, a status change or
-// a login a few hundred bytes; 16 MiB.
-const (
-	replyCapDefault  = 16 << 20
-	replyCapTaskDocs = 64 << 20
-)
-
-// replyCap is the largest reply accepted from endpoint.
-func replyCap(endpoint string) int64 {
-	switch endpoint {
-	case "tasks.get_by_id", "tasks.get_all", "tasks.get_hyper_params":
-		return replyCapTaskDocs
-	}
-	return replyCapDefault
-}
-
-// replyTooLargeError is a reply over its endpoint's cap. It is not retried.
-type replyTooLargeError struct {
-	endpoint string
-	size     int64 // the announced length; 0 when only "over the cap" is known
-	limit    int64
-}
-
-func (e *replyTooLargeError) Error() string {
-	size := fmt.Sprintf("more than %d MiB", e.limit>>20)
-	if e.size > 0 {
-		size = fmt.Sprintf("%.1f MiB", float64(e.size)/(1<<20))
-	}
-	return fmt.Sprintf("%s: the server's reply is %s, over the %d MiB this agent accepts from that endpoint; is api.api_server the ClearML API server, and is it healthy?", e.endpoint, size, e.limit>>20)
-}
-
-// unreachableError means the server could not be reached at all.
-type unreachableError struct {
-	host  string
-	cause error
-}
-
-func (e *unreachableError) Error() string {
-	return fmt.Sprintf("cannot reach the ClearML API server at %s: %s (check api.api_server in ~/clearml.conf or CLEARML_API_HOST)", e.host, describeNetErr(e.cause))
-}
-
-func (e *unreachableError) Unwrap() error { return e.cause }
-
-// describeNetErr shortens Go's wrapped network errors to their cause.
-func describeNetErr(err error) string {
-	var dnsErr *net.DNSError
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.As(err, &dnsErr):
-		return "unknown host " + dnsErr.Name
-	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
-		return "timed out"
-	case errors.Is(err, syscall.ECONNRESET):
-		return "connection reset"
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return "connection closed without an answer"
-	}
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return oneLine(ue.Err.Error())
-	}
-	return oneLine(err.Error())
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// tokenClaims are the JWT claims the agent reads (never verified: the
-// server signs them, the agent only needs the values).
-type tokenClaims struct {
-	Exp           float64 `json:"exp"`
-	Iat           float64 `json:"iat"`
-	APIVersion    string  `json:"api_version"`
-	FeatureSet    string  `json:"feature_set"`
-	ServerVersion string  `json:"server_version"`
-	Env           string  `json:"env"`
-	Identity      struct {
-		User               string `json:"user"`
-		Company            string `json:"company"`
-		Role               string `json:"role"`
-		ServiceAccountType int    `json:"service_account_type"`
-	} `json:"identity"`
-}
-
-// mayImpersonate: the server lets system, root and admin keys impersonate
-// (server-api.md §2.4), and the reference also accepts service accounts of
-// type 2 and up. An unknown role (no claims) is given the benefit.
-func (c tokenClaims) mayImpersonate() bool {
-	switch c.Identity.Role {
-	case "", "system", "root", "admin":
-		return true
-	}
-	return c.Identity.ServiceAccountType >= 2
-}
-
-// parseTokenClaims decodes a JWT's payload without verifying it.
-func parseTokenClaims(token string) (tokenClaims, error) {
-	var c tokenClaims
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return c, errors.New("token is not a JWT")
-	}
-	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
-	if err != nil {
-		return c, fmt.Errorf("token payload: %v", err)
-	}
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return c, fmt.Errorf("token payload: %v", err)
-	}
-	if c.APIVersion == "" {
-		c.APIVersion = "2.1"
-		if c.Env == "prod" {
-			c.APIVersion = "2.2"
-		}
-	}
-	if c.FeatureSet == "" {
-		c.FeatureSet = "basic"
-	}
-	return c, nil
-}
-
-// envelope is the server's reply wrapper.
-type envelope struct {
-	Meta *struct {
-		ResultCode    int             `json:"result_code"`
-		ResultSubcode int             `json:"result_subcode"`
-		ResultMsg     string          `json:"result_msg"`
-		ErrorStack    json.RawMessage `json:"error_stack"`
-	} `json:"meta"`
-	Data json.RawMessage `json:"data"`
-}
-
-// decodeEnvelope turns an HTTP reply into data or an *apiError.
-func decodeEnvelope(endpoint string, status int, body []byte) (json.RawMessage, error) {
-	var env envelope
-	if err := json.Unmarshal(body, &env); err != nil || env.Meta == nil {
-		return nil, &apiError{Endpoint: endpoint, HTTPStatus: status,
-			Msg: fmt.Sprintf("HTTP %d with a reply that is not a ClearML API envelope (is api.api_server the API server, usually port 8008?): %s", status, replySnippet(body))}
-	}
-	m := env.Meta
-	if m.ResultCode != 200 {
-		var stack string
-		_ = json.Unmarshal(m.ErrorStack, &stack)
-		return nil, &apiError{Endpoint: endpoint, HTTPStatus: status, Code: m.ResultCode, Subcode: m.ResultSubcode, Msg: m.ResultMsg, Stack: stack}
-	}
-	if len(env.Data) == 0 || string(env.Data) == "null" {
-		return json.RawMessage("{}"), nil
-	}
-	return env.Data, nil
-}
-
-var htmlTitlePattern = lazyRegexp(`(?is)<title>(.{0,200}?)</title>`)
-
-// replySnippet shows what came back instead of an envelope: an HTML page
-// by its title (a proxy's or web server's error page), else the start of
-// the text.
-func replySnippet(body []byte) string {
-	text := strings.TrimSpace(string(body))
-	if text == "" {
-		return "an empty reply"
-	}
-	if m := htmlTitlePattern().FindStringSubmatch(text); m != nil {
-		return fmt.Sprintf("an HTML page titled %q", strings.Join(strings.Fields(m[1]), " "))
-	}
-	if len(text) > 120 {
-		text = text[:120] + "..."
-	}
-	return strconv.Quote(text)
-}
 
 // clientOptions tune a client for its caller.
 type clientOptions struct {
@@ -379,26 +172,6 @@ func expTime(exp float64) time.Time {
 	return time.Unix(int64(exp), 0)
 }
 
-// retryableStatus are the statuses the reference retries (plus 504 from
-// proxies in front of a restarting server).
-func retryableStatus(code int) bool {
-	switch code {
-	case 429, 502, 503, 504, 509:
-		return true
-	}
-	return false
-}
-
-// retryableNetErr: connection-level failures worth another try.
-func retryableNetErr(err error) bool {
-	var dnsErr *net.DNSError
-	if errors.As(err, &dnsErr) {
-		return !dnsErr.IsNotFound
-	}
-	var ce *tls.CertificateVerificationError
-	return !errors.As(err, &ce)
-}
-
 // request describes one call.
 type request struct {
 	endpoint    string // service.action
@@ -488,6 +261,13 @@ func (c *apiClient) login(ctx context.Context) error {
 	return nil
 }
 
+// checkLogin makes one auth.login with the client's keys and returns the
+// reply's data; the client does not keep the token (init checks the keys
+// it is given with it).
+func (c *apiClient) checkLogin(ctx context.Context) (json.RawMessage, error) {
+	return c.do(ctx, request{endpoint: "auth.login", login: true})
+}
+
 // ownerToken logs in as user through impersonation (X-ClearML-Impersonate-As),
 // for --use-owner-token. The server allows it to admin, root and system
 // roles only; its refusal is returned as is.
@@ -551,19 +331,7 @@ func (c *apiClient) url(r request) string {
 
 // do sends one request with retries and returns the envelope's data.
 func (c *apiClient) do(ctx context.Context, r request) (json.RawMessage, error) {
-	start := time.Now()
-	budget := c.opts.budget
-	// A refused connection at an interactive prompt is a wrong host or a
-	// stopped server: stop asking after a moment. A call with its own
-	// budget (a final status, a log batch) waits out a restart instead.
-	fastRefusal := c.opts.interactive
-	if b, ok := ctx.Value(budgetKey{}).(time.Duration); ok {
-		budget, fastRefusal = b, false
-	}
-	var deadline time.Time
-	if budget > 0 {
-		deadline = start.Add(budget)
-	}
+	b := c.callBudget(ctx)
 	reauthed := false
 	for attempt := 0; ; attempt++ {
 		var token string
@@ -573,7 +341,7 @@ func (c *apiClient) do(ctx context.Context, r request) (json.RawMessage, error) 
 				return nil, err
 			}
 		}
-		status, body, retryAfter, err := c.send(ctx, r, deadline, token)
+		status, body, retryAfter, err := c.send(ctx, r, b.deadline, token)
 		var tooLarge *replyTooLargeError
 		if errors.As(err, &tooLarge) {
 			return nil, err // the same request gets the same reply
@@ -596,51 +364,44 @@ func (c *apiClient) do(ctx context.Context, r request) (json.RawMessage, error) 
 		if err != nil && !retryableNetErr(err) {
 			return nil, &unreachableError{c.host, err}
 		}
-		if c.retriesSpent(attempt, status, err) {
-			if err != nil {
-				return nil, &unreachableError{c.host, err}
-			}
-			return decodeEnvelope(r.endpoint, status, body)
-		}
 		wait := c.backoff(attempt)
 		if retryAfter > 0 {
 			wait = min(retryAfter, c.retryMax)
 		}
-		if !deadline.IsZero() {
-			limit := deadline
-			if fastRefusal && err != nil && errors.Is(err, syscall.ECONNREFUSED) {
-				limit = start.Add(min(budget, 1500*time.Millisecond))
-			}
-			if time.Now().Add(wait).After(limit) {
-				if err != nil {
-					return nil, &unreachableError{c.host, err}
-				}
-				return decodeEnvelope(r.endpoint, status, body)
-			}
+		if c.retriesSpent(attempt, status, err) || b.exceededBy(wait, err) {
+			return c.lastAnswer(r, status, body, err)
 		}
 		metricsOn().apiRetry(r.endpoint)
-		if err != nil {
-			c.logf("%s: %s; retrying in %s", r.endpoint, describeNetErr(err), wait.Round(time.Millisecond))
-		} else {
-			c.logf("%s: HTTP %d; retrying in %s", r.endpoint, status, wait.Round(time.Millisecond))
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, ctx.Err()
-		case <-t.C:
+		if err := c.waitRetry(ctx, r, status, err, wait); err != nil {
+			return nil, err
 		}
 	}
 }
 
-// backoff is capped exponential with jitter in [d/2, d].
-func (c *apiClient) backoff(attempt int) time.Duration {
-	d := c.retryBase << min(attempt, 16)
-	if d > c.retryMax || d <= 0 {
-		d = c.retryMax
+// lastAnswer is what a call that may not retry again returns.
+func (c *apiClient) lastAnswer(r request, status int, body []byte, err error) (json.RawMessage, error) {
+	if err != nil {
+		return nil, &unreachableError{c.host, err}
 	}
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+	return decodeEnvelope(r.endpoint, status, body)
+}
+
+// waitRetry logs why the call is retried and waits; the error is the
+// context's, when it ends first.
+func (c *apiClient) waitRetry(ctx context.Context, r request, status int, err error, wait time.Duration) error {
+	if err != nil {
+		c.logf("%s: %s; retrying in %s", r.endpoint, describeNetErr(err), wait.Round(time.Millisecond))
+	} else {
+		c.logf("%s: HTTP %d; retrying in %s", r.endpoint, status, wait.Round(time.Millisecond))
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // send makes one HTTP attempt. A non-nil error is a transport failure.
@@ -771,50 +532,4 @@ func (c *apiClient) postEventBatch(ctx context.Context, body []byte, events int,
 		c.logf("events.add_batch: only %d of %d log events registered: %v", res.Added, events, res.ErrorsInfo)
 	}
 	return 0, nil
-}
-
-// budgetKey carries a per-call retry budget (see withBudget).
-type budgetKey struct{}
-
-// withBudget lets one call retry for longer (or shorter) than the client's
-// default, e.g. a final status that must survive a server restart.
-func withBudget(ctx context.Context, d time.Duration) context.Context {
-	return context.WithValue(ctx, budgetKey{}, d)
-}
-
-// readCapped reads a reply of at most limit bytes (nil, nil when it is
-// longer). A reply of unknown length is read in chunks joined once at the
-// end: io.ReadAll's doubling would leave up to twice the cap as garbage
-// before an oversized reply is refused.
-func readCapped(r io.Reader, length, limit int64) ([]byte, error) {
-	if length >= 0 && length <= limit {
-		body := make([]byte, length)
-		if _, err := io.ReadFull(r, body); err != nil {
-			return nil, err
-		}
-		return body, nil
-	}
-	var chunks [][]byte
-	var total int64
-	size := 32 << 10
-	for {
-		chunk := make([]byte, size)
-		n, err := io.ReadFull(r, chunk)
-		total += int64(n)
-		if total > limit {
-			return nil, nil
-		}
-		chunks = append(chunks, chunk[:n])
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		size = min(size*2, 1<<20)
-	}
-	if len(chunks) == 1 {
-		return chunks[0], nil
-	}
-	return bytes.Join(chunks, nil), nil
 }

@@ -1,6 +1,17 @@
 package main
 
-import "time"
+// Retries: which failures are retried, the backoff, the per-call budget
+// and the api.http.retries configuration.
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"syscall"
+	"time"
+)
 
 // The reference's shipped api.http.retries values. This agent's own
 // schedule (0.25 s doubling to 30 s, 4 s for commands you type; retrying
@@ -36,4 +47,77 @@ func (c *apiClient) retriesSpent(retries, status int, err error) bool {
 		return false
 	}
 	return err != nil || status != 503 || !c.maintenanceForever
+}
+
+// retryableStatus are the statuses the reference retries (plus 504 from
+// proxies in front of a restarting server).
+func retryableStatus(code int) bool {
+	switch code {
+	case 429, 502, 503, 504, 509:
+		return true
+	}
+	return false
+}
+
+// retryableNetErr: connection-level failures worth another try.
+func retryableNetErr(err error) bool {
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return !dnsErr.IsNotFound
+	}
+	var ce *tls.CertificateVerificationError
+	return !errors.As(err, &ce)
+}
+
+// callBudget is how long one call may keep retrying.
+type callBudget struct {
+	start    time.Time
+	budget   time.Duration
+	deadline time.Time // zero: no limit
+	// A refused connection at an interactive prompt is a wrong host or a
+	// stopped server: stop asking after a moment. A call with its own
+	// budget (a final status, a log batch) waits out a restart instead.
+	fastRefusal bool
+}
+
+func (c *apiClient) callBudget(ctx context.Context) callBudget {
+	b := callBudget{start: time.Now(), budget: c.opts.budget, fastRefusal: c.opts.interactive}
+	if d, ok := ctx.Value(budgetKey{}).(time.Duration); ok {
+		b.budget, b.fastRefusal = d, false
+	}
+	if b.budget > 0 {
+		b.deadline = b.start.Add(b.budget)
+	}
+	return b
+}
+
+// exceededBy says whether waiting wait after an attempt that failed with
+// err (nil: a retryable status) would go past the budget.
+func (b callBudget) exceededBy(wait time.Duration, err error) bool {
+	if b.deadline.IsZero() {
+		return false
+	}
+	limit := b.deadline
+	if b.fastRefusal && err != nil && errors.Is(err, syscall.ECONNREFUSED) {
+		limit = b.start.Add(min(b.budget, 1500*time.Millisecond))
+	}
+	return time.Now().Add(wait).After(limit)
+}
+
+// backoff is capped exponential with jitter in [d/2, d].
+func (c *apiClient) backoff(attempt int) time.Duration {
+	d := c.retryBase << min(attempt, 16)
+	if d > c.retryMax || d <= 0 {
+		d = c.retryMax
+	}
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// budgetKey carries a per-call retry budget (see withBudget).
+type budgetKey struct{}
+
+// withBudget lets one call retry for longer (or shorter) than the client's
+// default, e.g. a final status that must survive a server restart.
+func withBudget(ctx context.Context, d time.Duration) context.Context {
+	return context.WithValue(ctx, budgetKey{}, d)
 }

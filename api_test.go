@@ -24,28 +24,35 @@ func startServer(t testing.TB) *fakeserver.Server {
 	return s
 }
 
+// testClient is a client of the stand-in server at host with fast retries.
 func testClient(t testing.TB, host string, extra map[string]string, opts clientOptions) *apiClient {
 	t.Helper()
-	env := map[string]string{
-		"HOME":                   t.TempDir(),
-		"CLEARML_API_HOST":       host,
-		"CLEARML_API_ACCESS_KEY": fakeserver.TestsAccessKey,
-		"CLEARML_API_SECRET_KEY": fakeserver.TestsSecretKey,
+	c, err := newTestClient(t.TempDir(), host, extra, opts)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return c
+}
+
+// newTestClient is testClient with HOME at home, for goroutines other
+// than the test's (which may not call t.Fatal).
+func newTestClient(home, host string, extra map[string]string, opts clientOptions) (*apiClient, error) {
+	env := serverEnvAt(host)
+	env["HOME"] = home
 	for k, v := range extra {
 		env[k] = v
 	}
 	cfg, err := loadConfig("", mapEnv(env))
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	c, err := newAPIClient(cfg, opts)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	c.retryBase = time.Millisecond
 	c.retryMax = 20 * time.Millisecond
-	return c
+	return c, nil
 }
 
 func TestClientRequestShape(t *testing.T) {

@@ -65,7 +65,7 @@ func (d *daemonCmd) flags(t *flagTable) {
 	registerSchedule(t, &d.uptime, &d.downtime)
 	registerStatus(t, &d.status)
 	t.boolVar(&d.checkBootstrap, "check-bootstrap", "", "Accepted for compatibility: this agent needs no clearml-agent-bootstrap package")
-	t.boolVar(&d.useOwnerToken, "use-owner-token", "", "Run each task with its owner's credentials")
+	t.boolVar(&d.useOwnerToken, useOwnerTokenFlag, "", "Run each task with its owner's credentials")
 	registerPollingInterval(t, &d.pollingInterval)
 	registerMetricsAddress(t, &d.metricsAddress)
 	d.workerFlags.register(t)

@@ -374,7 +374,7 @@ func (x *execution) claim(ctx context.Context) error {
 	if x.opts.disableMonitoring {
 		return nil
 	}
-	return x.status.set(ctx, "started", x.task.ID, "worker started execution", true)
+	return x.status.started(ctx, x.task.ID)
 }
 
 // mayRun refuses to run a task that another worker is running (both runs
@@ -436,7 +436,7 @@ func (x *execution) finish(code int, stopReason string, cause stopCause) {
 	if stopReason == "" && (cause != stopNone || code < 0) {
 		// In a SLURM job, scancel, the time limit or a preemption is no user abort.
 		if why := slurmTermReason(x.cfg.env); why != "" {
-			msg, action, reason, force = "Process terminated: "+why, "failed", why, true
+			msg, action, reason, force = terminatedStatus(why)
 		}
 	}
 	fmt.Fprintln(x.log, msg)

@@ -20,7 +20,7 @@ type ptySession struct {
 	t      *testing.T
 	master *os.File
 	slave  *os.File
-	out    syncBuffer
+	out    lockedBuffer
 	cmd    *exec.Cmd
 	seen   int // output already matched by expect
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,22 +13,15 @@ import (
 // the given environment, as runAgent does.
 func runInit(t *testing.T, env map[string]string, stdin string, args ...string) runResult {
 	t.Helper()
-	cmd := exec.Command(agentBin, append(args, "init")...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	cmdEnv := []string{"PATH=" + os.Getenv("PATH")}
 	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+		cmdEnv = append(cmdEnv, k+"="+v)
 	}
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
+	r, err := execAgent(cmdEnv, stdin, append(args, "init")...)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return runResult{code, out.String(), errb.String()}
+	return r
 }
 
 // webUIBlock is the text the web UI's "Copy to clipboard" gives.

@@ -8,32 +8,6 @@ import (
 	"testing"
 )
 
-// mapEnv is an environment for tests; HOME points at a temp dir.
-func mapEnv(m map[string]string) envLookup {
-	return func(k string) (string, bool) {
-		if k == "\x00environ" {
-			var kv []string
-			for k, v := range m {
-				kv = append(kv, k+"="+v)
-			}
-			return strings.Join(kv, "\x00"), true
-		}
-		v, ok := m[k]
-		return v, ok
-	}
-}
-
-func writeFile(t *testing.T, path, content string) string {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 func TestConfigPrecedence(t *testing.T) {
 	home := t.TempDir()
 	writeFile(t, filepath.Join(home, "trains.conf"), `
@@ -278,4 +252,49 @@ sdk.aws.s3.credentials: [{ bucket: b1, key: k1, secret: s-one }]
 		t.Error("null leaves must be omitted")
 	}
 	_ = conf
+}
+
+// files {} modes in Python's octal spellings, "0o777" included.
+func TestConfigFilesModeSpellings(t *testing.T) {
+	home := t.TempDir()
+	writeFile(t, filepath.Join(home, "clearml.conf"), `
+files {
+  a: { path: "~/a.sh", contents: "x", mode: "0o755" }
+  b: { path: "~/b.txt", contents: "x", mode: "0O640" }
+  c: { path: "~/c.txt", contents: "x", mode: 600 }
+  d: { path: "~/d.txt", contents: "x", mode: " 0604 " }
+}
+`)
+	cfg, err := loadConfig("", mapEnv(map[string]string{"HOME": home}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	applyConfigFiles(cfg, &log)
+	for name, want := range map[string]os.FileMode{"a.sh": 0o755, "b.txt": 0o640, "c.txt": 0o600, "d.txt": 0o604} {
+		st, err := os.Stat(filepath.Join(home, name))
+		if err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: mode %v (%v), want %v\n%s", name, st.Mode().Perm(), err, want, log.String())
+		}
+	}
+	if strings.Contains(log.String(), "failed setting mode") {
+		t.Errorf("a mode was refused:\n%s", log.String())
+	}
+}
+
+// CLEARML_CPU_ONLY (and its twins) is agent.cpu_only, as in the reference.
+func TestConfigCPUOnlyVariables(t *testing.T) {
+	for _, name := range []string{"CLEARML_CPU_ONLY", "TRAINS_CPU_ONLY", "CPU_ONLY"} {
+		cfg, err := loadConfig("", mapEnv(map[string]string{"HOME": t.TempDir(), name: "1"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !cfg.boolean("agent.cpu_only", false) {
+			t.Errorf("%s=1 does not set agent.cpu_only", name)
+		}
+	}
+	cfg, _ := loadConfig("", mapEnv(map[string]string{"HOME": t.TempDir()}))
+	if cfg.boolean("agent.cpu_only", false) {
+		t.Error("agent.cpu_only is on by default")
+	}
 }

@@ -152,7 +152,7 @@ func stripDetachedFlag(args []string) []string {
 		case a == "--":
 			return append(out, args[i:]...)
 		case strings.HasPrefix(a, "--"):
-			if len(a) >= 4 && strings.HasPrefix("--detached", a) {
+			if len(a) >= 4 && strings.HasPrefix("--"+detachedFlag, a) {
 				continue
 			}
 		case len(a) > 1 && a[0] == '-' && strings.Trim(a[1:], "dO") == "":

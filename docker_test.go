@@ -7,27 +7,17 @@ import (
 	"testing"
 )
 
+// dockerTestConfig is testConfig with API credentials and HOME set in env
+// (the caller reads them back).
 func dockerTestConfig(t *testing.T, env map[string]string, conf string) *agentConfig {
 	t.Helper()
-	home := t.TempDir()
 	if _, ok := env["HOME"]; !ok {
-		env["HOME"] = home
-	}
-	file := ""
-	if conf != "" {
-		file = home + "/clearml.conf"
-		if err := os.WriteFile(file, []byte(conf), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		env["HOME"] = t.TempDir()
 	}
 	env["CLEARML_API_HOST"] = "http://127.0.0.1:8008"
 	env["CLEARML_API_ACCESS_KEY"] = "AK"
 	env["CLEARML_API_SECRET_KEY"] = "SK-very-secret"
-	cfg, err := loadConfig(file, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return testConfig(t, conf, env)
 }
 
 func TestDockerArgHelpers(t *testing.T) {

@@ -53,13 +53,50 @@ type runResult struct {
 // the developer's own ~/clearml.conf never leaks into a test.
 func runAgent(t testing.TB, env map[string]string, args ...string) runResult {
 	t.Helper()
-	cmd := exec.Command(agentBin, args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	r, err := execAgent(agentEnv(t, env), "", args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// runAgentAsync runs the agent in the background; its result arrives on
+// the channel. A failure to start it is reported with t.Error (t.Fatal
+// belongs to the test's own goroutine) and gives exit code -1.
+func runAgentAsync(t testing.TB, env map[string]string, args ...string) <-chan runResult {
+	cmdEnv := agentEnv(t, env)
+	done := make(chan runResult, 1)
+	go func() {
+		r, err := execAgent(cmdEnv, "", args...)
+		if err != nil {
+			t.Error(err)
+			r.code = -1
+		}
+		done <- r
+	}()
+	return done
+}
+
+// agentEnv is the agent's whole environment: PATH, env, and HOME at a
+// temp dir unless env sets it.
+func agentEnv(t testing.TB, env map[string]string) []string {
+	cmdEnv := []string{"PATH=" + os.Getenv("PATH")}
 	if _, ok := env["HOME"]; !ok {
-		cmd.Env = append(cmd.Env, "HOME="+t.TempDir())
+		cmdEnv = append(cmdEnv, "HOME="+t.TempDir())
 	}
 	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+		cmdEnv = append(cmdEnv, k+"="+v)
+	}
+	return cmdEnv
+}
+
+// execAgent runs the agent with stdin ("": none) to its end; the error is a failure
+// to run it at all (an exit status is the result's code).
+func execAgent(env []string, stdin string, args ...string) (runResult, error) {
+	cmd := exec.Command(agentBin, args...)
+	cmd.Env = env
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
 	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -68,24 +105,9 @@ func runAgent(t testing.TB, env map[string]string, args ...string) runResult {
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatal(err)
+		return runResult{}, err
 	}
-	return runResult{code, out.String(), errb.String()}
-}
-
-// runAgentAsync runs the agent in the background; its result arrives on the channel.
-func runAgentAsync(t testing.TB, env map[string]string, args ...string) <-chan runResult {
-	done := make(chan runResult, 1)
-	go func() { done <- runAgent(t, env, args...) }()
-	return done
-}
-
-func serverEnv(s *fakeserver.Server) map[string]string {
-	return map[string]string{
-		"CLEARML_API_HOST":       s.URL(),
-		"CLEARML_API_ACCESS_KEY": fakeserver.TestsAccessKey,
-		"CLEARML_API_SECRET_KEY": fakeserver.TestsSecretKey,
-	}
+	return runResult{code, out.String(), errb.String()}, nil
 }
 
 // oneErrorLine checks the stderr of a failed run: one line, the prefix, a needle.

@@ -22,25 +22,12 @@ import (
 	"github.com/clearml-go/clearml-agent/testdata/fakeserver"
 )
 
-// runGitT runs git in dir with a private, empty configuration.
-func runGitT(t testing.TB, dir string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("git", append([]string{"-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main", "-c", "protocol.file.allow=always"}, args...)...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("git %v: %v\n%s", args, err, out)
-	}
-	return strings.TrimSpace(string(out))
-}
-
 // makeTaskRepo commits files into a new repo and returns a bare copy to
 // clone from, and the commit id.
 func makeTaskRepo(t testing.TB, files map[string]string) (bare, sha string) {
 	t.Helper()
 	work := t.TempDir()
-	runGitT(t, work, "init", "-q")
+	runGit(t, nil, work, "init", "-q")
 	for name, content := range files {
 		p := filepath.Join(work, name)
 		os.MkdirAll(filepath.Dir(p), 0o755)
@@ -48,11 +35,11 @@ func makeTaskRepo(t testing.TB, files map[string]string) (bare, sha string) {
 			t.Fatal(err)
 		}
 	}
-	runGitT(t, work, "add", "-A")
-	runGitT(t, work, "commit", "-q", "-m", "task code")
-	sha = runGitT(t, work, "rev-parse", "HEAD")
+	runGit(t, nil, work, "add", "-A")
+	runGit(t, nil, work, "commit", "-q", "-m", "task code")
+	sha = runGit(t, nil, work, "rev-parse", "HEAD")
 	bare = filepath.Join(t.TempDir(), "repo.git")
-	runGitT(t, work, "clone", "-q", "--bare", work, bare)
+	runGit(t, nil, work, "clone", "-q", "--bare", work, bare)
 	return bare, sha
 }
 
@@ -698,7 +685,7 @@ def build_wheel(d, config_settings=None, metadata_directory=None):
 // The git password reaches git only through ask-pass: never a command
 // line, a log, the server's events or a file on disk.
 func TestExecuteGitPasswordNeverLeaks(t *testing.T) {
-	execPath := runGitT(t, "", "--exec-path")
+	execPath := runGit(t, nil, "", "--exec-path")
 	backend := filepath.Join(execPath, "git-http-backend")
 	if _, err := os.Stat(backend); err != nil {
 		t.Skip("git-http-backend is not installed")
@@ -774,31 +761,31 @@ func TestExecuteGitPasswordNeverLeaks(t *testing.T) {
 func TestExecuteCheckoutVariants(t *testing.T) {
 	// A submodule repo, and a main repo with a branch and a tag.
 	subWork := t.TempDir()
-	runGitT(t, subWork, "init", "-q")
+	runGit(t, nil, subWork, "init", "-q")
 	writeFile(t, filepath.Join(subWork, "helper.py"), "VALUE = 'from submodule'\n")
-	runGitT(t, subWork, "add", "-A")
-	runGitT(t, subWork, "commit", "-q", "-m", "sub")
+	runGit(t, nil, subWork, "add", "-A")
+	runGit(t, nil, subWork, "commit", "-q", "-m", "sub")
 	subBare := filepath.Join(t.TempDir(), "sub.git")
-	runGitT(t, subWork, "clone", "-q", "--bare", subWork, subBare)
+	runGit(t, nil, subWork, "clone", "-q", "--bare", subWork, subBare)
 
 	work := t.TempDir()
-	runGitT(t, work, "init", "-q")
+	runGit(t, nil, work, "init", "-q")
 	writeFile(t, filepath.Join(work, "main.py"), "import sys\nsys.path.insert(0, 'lib')\nimport helper\nprint('main', helper.VALUE)\n")
 	writeFile(t, filepath.Join(work, "pkg", "__init__.py"), "")
 	writeFile(t, filepath.Join(work, "pkg", "mod.py"), "import sys\nprint('module', sys.argv[1:])\n")
 	writeFile(t, filepath.Join(work, "run.sh"), "echo \"shell says $1\"\n")
-	runGitT(t, work, "submodule", "add", "-q", subBare, "lib")
-	runGitT(t, work, "add", "-A")
-	runGitT(t, work, "commit", "-q", "-m", "v1")
-	runGitT(t, work, "tag", "v1")
-	runGitT(t, work, "checkout", "-q", "-b", "feature")
+	runGit(t, nil, work, "submodule", "add", "-q", subBare, "lib")
+	runGit(t, nil, work, "add", "-A")
+	runGit(t, nil, work, "commit", "-q", "-m", "v1")
+	runGit(t, nil, work, "tag", "v1")
+	runGit(t, nil, work, "checkout", "-q", "-b", "feature")
 	writeFile(t, filepath.Join(work, "main.py"), "import sys\nsys.path.insert(0, 'lib')\nimport helper\nprint('feature', helper.VALUE)\n")
-	runGitT(t, work, "commit", "-q", "-am", "feature")
-	runGitT(t, work, "checkout", "-q", "main")
+	runGit(t, nil, work, "commit", "-q", "-am", "feature")
+	runGit(t, nil, work, "checkout", "-q", "main")
 	writeFile(t, filepath.Join(work, "main.py"), "print('main moved on')\n")
-	runGitT(t, work, "commit", "-q", "-am", "later")
+	runGit(t, nil, work, "commit", "-q", "-am", "later")
 	bare := filepath.Join(t.TempDir(), "repo.git")
-	runGitT(t, work, "clone", "-q", "--bare", work, bare)
+	runGit(t, nil, work, "clone", "-q", "--bare", work, bare)
 
 	diff := `diff --git a/main.py b/main.py
 --- a/main.py

@@ -434,9 +434,18 @@ func registerForeground(t *flagTable, p *bool) {
 	t.boolVar(p, "foreground", "", "Pipe the full log to stdout/stderr; do not use when running in the background")
 }
 
+// Flag names other files build or match argv and messages with.
+const (
+	queueFlag         = "queue"
+	detachedFlag      = "detached"
+	uptimeFlag        = "uptime"
+	downtimeFlag      = "downtime"
+	useOwnerTokenFlag = "use-owner-token" // daemon (cmd_daemon.go) and k8s (k8s_cmd.go)
+)
+
 func registerQueues(t *flagTable, l *listFlag) {
 	l.min = 1
-	t.add(l, "queue", "", "QUEUES", "Queues to serve, by name or id, in priority order (default: the queue tagged 'default')")
+	t.add(l, queueFlag, "", "QUEUES", "Queues to serve, by name or id, in priority order (default: the queue tagged 'default')")
 }
 
 func registerOrderFairness(t *flagTable, p *bool) {
@@ -448,7 +457,7 @@ func registerCreateQueue(t *flagTable, p *bool) {
 }
 
 func registerDetached(t *flagTable, p *bool) {
-	t.boolVar(p, "detached", "d", "Run in the background; the command returns at once")
+	t.boolVar(p, detachedFlag, "d", "Run in the background; the command returns at once")
 }
 
 func registerStop(t *flagTable, l *listFlag) {
@@ -457,8 +466,8 @@ func registerStop(t *flagTable, l *listFlag) {
 
 // registerSchedule adds --uptime and --downtime.
 func registerSchedule(t *flagTable, up, down *listFlag) {
-	t.add(up, "uptime", "", "UPTIME", `Hours and days the agent serves queues, e.g. "17-20 TUE"`)
-	t.add(down, "downtime", "", "DOWNTIME", `Hours and days the agent does not serve queues, e.g. "09-13 TUE"`)
+	t.add(up, uptimeFlag, "", "UPTIME", `Hours and days the agent serves queues, e.g. "17-20 TUE"`)
+	t.add(down, downtimeFlag, "", "DOWNTIME", `Hours and days the agent does not serve queues, e.g. "09-13 TUE"`)
 }
 
 func registerStatus(t *flagTable, p *bool) {

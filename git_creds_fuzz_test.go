@@ -18,10 +18,10 @@ func FuzzGitURL(f *testing.F) {
 	}
 	f.Add("https://GitHub.com/a/b.git", "us@er", "p:a/ss", "github.com", uint8(3))
 	cfgs := []*agentConfig{
-		gitFuzzConfig(f, ""),
-		gitFuzzConfig(f, "agent.force_git_ssh_protocol: true"),
-		gitFuzzConfig(f, "agent.force_git_ssh_protocol: true\nagent.force_git_ssh_port: 2222\nagent.force_git_ssh_user: bob"),
-		gitFuzzConfig(f, "agent.translate_ssh: false"),
+		testConfig(f, "", nil),
+		testConfig(f, "agent.force_git_ssh_protocol: true", nil),
+		testConfig(f, "agent.force_git_ssh_protocol: true\nagent.force_git_ssh_port: 2222\nagent.force_git_ssh_user: bob", nil),
+		testConfig(f, "agent.translate_ssh: false", nil),
 	}
 	f.Fuzz(func(t *testing.T, raw, user, pass, host string, mode uint8) {
 		c := gitCreds{user: user, pass: pass, host: strings.ToLower(host)}
@@ -54,17 +54,4 @@ func FuzzGitURL(f *testing.F) {
 			t.Errorf("incomplete ask-pass binding %+v for %q", auth, argvURL)
 		}
 	})
-}
-
-func gitFuzzConfig(f *testing.F, text string) *agentConfig {
-	root, err := parseHOCON("defaults", defaultsConf, func(string) (string, bool) { return "", false })
-	if err != nil {
-		f.Fatal(err)
-	}
-	obj, err := parseHOCON("fuzz", []byte(text), func(string) (string, bool) { return "", false })
-	if err != nil {
-		f.Fatal(err)
-	}
-	root.Merge(obj)
-	return &agentConfig{root: root, env: func(string) (string, bool) { return "", false }}
 }

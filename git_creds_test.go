@@ -105,7 +105,7 @@ func TestGitRewriteURLVectors(t *testing.T) {
 		{force, gitCreds{user: "U", pass: "P", host: "gitlab.com"}, "https://github.com/foo/bar.git", "https://github.com/foo/bar.git", "https://github.com/foo/bar.git"},
 		{force, gitCreds{}, "ssh://alice@github.com/foo/bar.git", "ssh://alice@github.com/foo/bar.git", "ssh://alice@github.com/foo/bar.git"},
 	} {
-		cfg := gitTestConfig(t, tc.conf, nil)
+		cfg := testConfig(t, tc.conf, nil)
 		got := gitRewriteURL(cfg, tc.in, tc.c)
 		if got != tc.rewritten {
 			t.Errorf("[%s] %+v gitRewriteURL(%q) = %q, want %q", tc.conf, tc.c, tc.in, got, tc.rewritten)
@@ -148,11 +148,11 @@ func TestGitAuthFor(t *testing.T) {
 
 func TestGitCredentialsFrom(t *testing.T) {
 	conf := "agent { git_user: cu, git_pass: cp, git_host: GitHub.com }"
-	cfg := gitTestConfig(t, conf, nil)
+	cfg := testConfig(t, conf, nil)
 	if got := gitCredentialsFrom(cfg, "", ""); got != (gitCreds{"cu", "cp", "github.com"}) {
 		t.Errorf("config: %+v", got)
 	}
-	cfg = gitTestConfig(t, conf, map[string]string{
+	cfg = testConfig(t, conf, map[string]string{
 		"CLEARML_AGENT_GIT_USER": "eu", "TRAINS_AGENT_GIT_PASS": "ep", "CLEARML_AGENT_GIT_HOST": "gitlab.com"})
 	if got := gitCredentialsFrom(cfg, "", ""); got != (gitCreds{"eu", "ep", "gitlab.com"}) {
 		t.Errorf("env: %+v", got)
@@ -160,7 +160,7 @@ func TestGitCredentialsFrom(t *testing.T) {
 	if got := gitCredentialsFrom(cfg, "fu", "fp"); got != (gitCreds{"fu", "fp", "gitlab.com"}) {
 		t.Errorf("flags: %+v", got)
 	}
-	if got := gitCredentialsFrom(gitTestConfig(t, "", nil), "", ""); got != (gitCreds{}) {
+	if got := gitCredentialsFrom(testConfig(t, "", nil), "", ""); got != (gitCreds{}) {
 		t.Errorf("none: %+v", got)
 	}
 }

@@ -30,12 +30,12 @@ func TestGitApplyDiff(t *testing.T) {
 	f := gitMakeFixture(t, env)
 	gitWrite(t, filepath.Join(f.work, "src", "model.py"), "a = 1\nb = 20\nc = 3\n")
 	gitWrite(t, filepath.Join(f.work, "new.py"), "x = 1\n")
-	gitT(t, env, f.work, "add", "-N", "new.py")
-	diff := gitT(t, env, f.work, "diff") + "\n"
+	runGit(t, env, f.work, "add", "-N", "new.py")
+	diff := runGit(t, env, f.work, "diff") + "\n"
 	if !strings.Contains(diff, "--- src/model.py") {
 		t.Fatalf("fixture diff has prefixes:\n%s", diff)
 	}
-	gitT(t, env, f.work, "checkout", "-q", ".")
+	runGit(t, env, f.work, "checkout", "-q", ".")
 	os.Remove(filepath.Join(f.work, "new.py"))
 
 	// The agent's user has a hostile global config too.
@@ -44,7 +44,7 @@ func TestGitApplyDiff(t *testing.T) {
 	t.Setenv("GIT_CONFIG_GLOBAL", hostile)
 
 	var log bytes.Buffer
-	g := &gitCheckout{cfg: gitTestConfig(t, "", nil), log: &log, cacheDir: t.TempDir(), environ: env}
+	g := &gitCheckout{cfg: testConfig(t, "", nil), log: &log, cacheDir: t.TempDir(), environ: env}
 	res, err := g.run(context.Background(), gitSource{repository: f.origin, diff: diff}, t.TempDir())
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log.String())

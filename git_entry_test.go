@@ -126,7 +126,7 @@ func TestGitIsLiteralScript(t *testing.T) {
 func TestGitLiteralScripts(t *testing.T) {
 	ctx := context.Background()
 	t.Parallel()
-	g := newGitCheckout(gitTestConfig(t, "", nil), gitCreds{}, nil)
+	g := newGitCheckout(testConfig(t, "", nil), gitCreds{}, nil)
 	script := "print('hello')\n"
 	for _, tc := range []struct {
 		entry, wd string
@@ -160,7 +160,7 @@ func TestGitLiteralScripts(t *testing.T) {
 	// With a repository: written into the working dir, unless the file exists.
 	env := gitTestEnv(t, "")
 	f := gitMakeFixture(t, env)
-	g = &gitCheckout{cfg: gitTestConfig(t, "", nil), cacheDir: t.TempDir(), environ: env}
+	g = &gitCheckout{cfg: testConfig(t, "", nil), cacheDir: t.TempDir(), environ: env}
 	res, err := g.run(ctx, gitSource{repository: f.origin, diff: script, entryPoint: "nb.py", workingDir: "space dir"}, t.TempDir())
 	if err != nil {
 		t.Fatal(err)

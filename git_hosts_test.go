@@ -47,12 +47,12 @@ func TestGitCredsForURL(t *testing.T) {
 		{"agent.git_host_match_prefix: true\n" + `agent.git.extra_credentials: [{host: "gitlab.com:team/", user: "tu", pass: "tp"}]`,
 			gitCreds{}, "git@gitlab.com:other/x.git", gitCreds{}},
 	} {
-		got, note := gitCredsForURL(gitTestConfig(t, tc.conf, nil), tc.base, tc.url)
+		got, note := gitCredsForURL(testConfig(t, tc.conf, nil), tc.base, tc.url)
 		if got != tc.want {
 			t.Errorf("conf %q base %+v url %s: %+v, want %+v (%s)", tc.conf, tc.base, tc.url, got, tc.want, note)
 		}
 	}
-	_, note := gitCredsForURL(gitTestConfig(t, extras, nil), base, "https://incomplete.org/a.git")
+	_, note := gitCredsForURL(testConfig(t, extras, nil), base, "https://incomplete.org/a.git")
 	if !strings.Contains(note, "entry #2 does not contain user, pass and host") {
 		t.Errorf("incomplete entry not reported: %q", note)
 	}
@@ -77,7 +77,7 @@ func TestGitRewriteURLReplacementScheme(t *testing.T) {
 		{"agent.translate_ssl_replacement_scheme: http", map[string]string{"CLEARML_AGENT_SSH_URL_REPLACEMENT_SCHEME": "https"}, "git@github.com:a/b.git", "https://github.com/a/b.git"},
 		{"", map[string]string{"CLEARML_AGENT_SSH_URL_REPLACEMENT_SCHEME": "http"}, "git@github.com:a/b.git", "http://github.com/a/b.git"},
 	} {
-		if got := gitRewriteURL(gitTestConfig(t, tc.conf, tc.env), tc.in, c); got != tc.want {
+		if got := gitRewriteURL(testConfig(t, tc.conf, tc.env), tc.in, c); got != tc.want {
 			t.Errorf("conf %q env %v: %s -> %s, want %s", tc.conf, tc.env, tc.in, got, tc.want)
 		}
 	}
@@ -92,7 +92,7 @@ func TestGitHeaderCredentials(t *testing.T) {
 	t.Parallel()
 	env := gitTestEnv(t, "")
 	f := gitMakeFixture(t, env)
-	backend := filepath.Join(gitT(t, env, "", "--exec-path"), "git-http-backend")
+	backend := filepath.Join(runGit(t, env, "", "--exec-path"), "git-http-backend")
 	if _, err := os.Stat(backend); err != nil {
 		t.Skip("git-http-backend not available")
 	}
@@ -150,7 +150,7 @@ func TestGitHeaderCredentials(t *testing.T) {
 			}
 			var log bytes.Buffer
 			dest, cache := t.TempDir(), t.TempDir()
-			g := &gitCheckout{cfg: gitTestConfig(t, tc.conf, tc.vars), creds: creds, log: &log, cacheDir: cache,
+			g := &gitCheckout{cfg: testConfig(t, tc.conf, tc.vars), creds: creds, log: &log, cacheDir: cache,
 				askpass: filepath.Join(bin, "askpass"), gitBin: filepath.Join(bin, "git"), environ: env}
 			res, err := g.run(context.Background(), gitSource{repository: repoURL}, dest)
 			if err != nil {

@@ -14,24 +14,6 @@ import (
 	"testing"
 )
 
-// gitTestConfig is the built-in defaults plus text, reading env from m.
-func gitTestConfig(t *testing.T, text string, m map[string]string) *agentConfig {
-	t.Helper()
-	env := func(k string) (string, bool) { v, ok := m[k]; return v, ok }
-	root, err := parseHOCON("defaults", defaultsConf, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if text != "" {
-		obj, err := parseHOCON("test", []byte(text), env)
-		if err != nil {
-			t.Fatal(err)
-		}
-		root.Merge(obj)
-	}
-	return &agentConfig{root: root, env: env}
-}
-
 // --- real repositories ---
 
 // gitTestEnv is an isolated git environment: a temp HOME and global config.
@@ -55,17 +37,6 @@ func gitTestEnv(t *testing.T, extraConfig string) []string {
 		env = append(env, kv)
 	}
 	return append(env, "HOME="+home, "GIT_CONFIG_GLOBAL="+conf, "GIT_CONFIG_NOSYSTEM=1")
-}
-
-func gitT(t *testing.T, env []string, dir string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command("git", args...)
-	cmd.Dir, cmd.Env = dir, env
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(string(out))
 }
 
 func gitWrite(t *testing.T, name, content string) {
@@ -93,34 +64,34 @@ func gitMakeFixture(t *testing.T, env []string) gitFixture {
 	f := gitFixture{origin: filepath.Join(base, "origin.git"), work: filepath.Join(base, "work"), env: env}
 	sub := filepath.Join(base, "sub.git")
 	subWork := filepath.Join(base, "subwork")
-	gitT(t, env, base, "init", "-q", "--bare", sub)
-	gitT(t, env, base, "init", "-q", subWork)
+	runGit(t, env, base, "init", "-q", "--bare", sub)
+	runGit(t, env, base, "init", "-q", subWork)
 	gitWrite(t, filepath.Join(subWork, "lib.py"), "LIB = 1\n")
-	gitT(t, env, subWork, "add", ".")
-	gitT(t, env, subWork, "commit", "-qm", "lib")
-	gitT(t, env, subWork, "push", "-q", sub, "master")
+	runGit(t, env, subWork, "add", ".")
+	runGit(t, env, subWork, "commit", "-qm", "lib")
+	runGit(t, env, subWork, "push", "-q", sub, "master")
 
-	gitT(t, env, base, "init", "-q", "--bare", f.origin)
-	gitT(t, env, base, "init", "-q", f.work)
+	runGit(t, env, base, "init", "-q", "--bare", f.origin)
+	runGit(t, env, base, "init", "-q", f.work)
 	w := f.work
 	gitWrite(t, filepath.Join(w, "train.py"), "print('v1')\n")
 	gitWrite(t, filepath.Join(w, "src", "model.py"), "a = 1\nb = 2\nc = 3\n")
-	gitT(t, env, w, "add", ".")
-	gitT(t, env, w, "commit", "-qm", "c1")
-	f.c1 = gitT(t, env, w, "rev-parse", "HEAD")
-	gitT(t, env, w, "tag", "v1")
+	runGit(t, env, w, "add", ".")
+	runGit(t, env, w, "commit", "-qm", "c1")
+	f.c1 = runGit(t, env, w, "rev-parse", "HEAD")
+	runGit(t, env, w, "tag", "v1")
 	gitWrite(t, filepath.Join(w, "train.py"), "print('v2')\n")
-	gitT(t, env, w, "commit", "-qam", "c2")
-	f.c2 = gitT(t, env, w, "rev-parse", "HEAD")
-	gitT(t, env, w, "checkout", "-qb", "feature")
+	runGit(t, env, w, "commit", "-qam", "c2")
+	f.c2 = runGit(t, env, w, "rev-parse", "HEAD")
+	runGit(t, env, w, "checkout", "-qb", "feature")
 	gitWrite(t, filepath.Join(w, "train.py"), "print('feature')\n")
-	gitT(t, env, w, "commit", "-qam", "feat")
-	f.cFeat = gitT(t, env, w, "rev-parse", "HEAD")
-	gitT(t, env, w, "checkout", "-q", "master")
-	gitT(t, env, w, "submodule", "add", "-q", sub, "libs/sub")
-	gitT(t, env, w, "commit", "-qm", "c3")
-	f.c3 = gitT(t, env, w, "rev-parse", "HEAD")
-	gitT(t, env, w, "push", "-q", "--tags", f.origin, "master", "feature")
+	runGit(t, env, w, "commit", "-qam", "feat")
+	f.cFeat = runGit(t, env, w, "rev-parse", "HEAD")
+	runGit(t, env, w, "checkout", "-q", "master")
+	runGit(t, env, w, "submodule", "add", "-q", sub, "libs/sub")
+	runGit(t, env, w, "commit", "-qm", "c3")
+	f.c3 = runGit(t, env, w, "rev-parse", "HEAD")
+	runGit(t, env, w, "push", "-q", "--tags", f.origin, "master", "feature")
 	return f
 }
 
@@ -139,7 +110,7 @@ func TestGitCheckoutCacheOrderSubmodules(t *testing.T) {
 	f := gitMakeFixture(t, env)
 	cache := t.TempDir()
 	var log bytes.Buffer
-	g := &gitCheckout{cfg: gitTestConfig(t, "", nil), log: &log, cacheDir: cache, environ: env}
+	g := &gitCheckout{cfg: testConfig(t, "", nil), log: &log, cacheDir: cache, environ: env}
 	ctx := context.Background()
 
 	for _, tc := range []struct {
@@ -189,8 +160,8 @@ func TestGitCheckoutCacheOrderSubmodules(t *testing.T) {
 
 	// A new commit pushed after caching is fetched.
 	gitWrite(t, filepath.Join(f.work, "train.py"), "print('v3')\n")
-	gitT(t, env, f.work, "commit", "-qam", "c4")
-	gitT(t, env, f.work, "push", "-q", f.origin, "master")
+	runGit(t, env, f.work, "commit", "-qam", "c4")
+	runGit(t, env, f.work, "push", "-q", f.origin, "master")
 	res, err := g.run(ctx, gitSource{repository: f.origin, branch: "master"}, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +187,7 @@ func TestGitCheckoutCacheOrderSubmodules(t *testing.T) {
 	}
 
 	// Without the cache: straight into dest.
-	nc := &gitCheckout{cfg: gitTestConfig(t, "agent.vcs_cache.enabled: false", nil), log: &log, cacheDir: t.TempDir(), environ: env}
+	nc := &gitCheckout{cfg: testConfig(t, "agent.vcs_cache.enabled: false", nil), log: &log, cacheDir: t.TempDir(), environ: env}
 	res, err = nc.run(ctx, gitSource{repository: f.origin, tag: "v1"}, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -238,7 +209,7 @@ func TestGitCheckoutConcurrentCache(t *testing.T) {
 	errs := make([]error, 4)
 	for i := range errs {
 		// Built here: a helper's t.Fatal must not run on another goroutine.
-		g := &gitCheckout{cfg: gitTestConfig(t, "", nil), cacheDir: cache, environ: env}
+		g := &gitCheckout{cfg: testConfig(t, "", nil), cacheDir: cache, environ: env}
 		dest := t.TempDir()
 		wg.Add(1)
 		go func(i int) {
@@ -260,7 +231,7 @@ func TestGitHTTPCredentials(t *testing.T) {
 	t.Parallel()
 	env := gitTestEnv(t, "")
 	f := gitMakeFixture(t, env)
-	execPath := gitT(t, env, "", "--exec-path")
+	execPath := runGit(t, env, "", "--exec-path")
 	backend := filepath.Join(execPath, "git-http-backend")
 	if _, err := os.Stat(backend); err != nil {
 		t.Skip("git-http-backend not available")
@@ -296,7 +267,7 @@ func TestGitHTTPCredentials(t *testing.T) {
 
 	cache := t.TempDir()
 	newG := func(c gitCreds, log *bytes.Buffer) *gitCheckout {
-		return &gitCheckout{cfg: gitTestConfig(t, "", nil), creds: c, log: log, cacheDir: cache,
+		return &gitCheckout{cfg: testConfig(t, "", nil), creds: c, log: log, cacheDir: cache,
 			askpass: filepath.Join(bin, "askpass"), gitBin: filepath.Join(bin, "git"), environ: env}
 	}
 	ctx := context.Background()
@@ -434,7 +405,7 @@ func TestGitCloneFailureCleanup(t *testing.T) {
 		{"file:///etc", "fatal: '/etc' does not appear to be a git repository"},
 		{missing, "fatal: repository '" + missing + "' does not exist"},
 	} {
-		g := &gitCheckout{cfg: gitTestConfig(t, "", nil), cacheDir: cache, environ: env}
+		g := &gitCheckout{cfg: testConfig(t, "", nil), cacheDir: cache, environ: env}
 		_, err := g.run(context.Background(), gitSource{repository: tc.repo}, t.TempDir())
 		if err == nil || !strings.Contains(err.Error(), "git clone "+tc.repo+" failed: "+tc.want) || strings.Contains(err.Error(), "repository exists") {
 			t.Errorf("clone %s: %v", tc.repo, err)
@@ -448,7 +419,7 @@ func TestGitCloneFailureCleanup(t *testing.T) {
 	}
 	// Without the cache, nothing is left in the task's folder either.
 	dest := t.TempDir()
-	g := &gitCheckout{cfg: gitTestConfig(t, "agent.vcs_cache.enabled: false", nil), environ: env}
+	g := &gitCheckout{cfg: testConfig(t, "agent.vcs_cache.enabled: false", nil), environ: env}
 	if _, err := g.run(context.Background(), gitSource{repository: missing}, dest); err == nil {
 		t.Fatal("clone of a missing repository succeeded")
 	}

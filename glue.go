@@ -493,7 +493,7 @@ func (g *glue) take(ctx context.Context, taskID string, q queueRef) {
 		label := g.b.Label(job)
 		g.logf("task %s: submitted %s", taskID, label)
 		g.s.postLog(c, taskID, fmt.Sprintf("%s submitted by worker %s for queue %s\n", label, g.workerID, q.Name))
-		if err := g.status.setMessage(c, taskID, label+": submitted"); err == nil {
+		if err := g.status.jobMessage(c, taskID, label, "submitted"); err == nil {
 			e.Detail = "submitted"
 		}
 	}
@@ -503,13 +503,12 @@ func (g *glue) take(ctx context.Context, taskID string, q queueRef) {
 // toPending enqueues the task into the pending queue, re-creating the queue
 // once if someone deleted it (as the reference).
 func (g *glue) toPending(ctx context.Context, taskID string) error {
-	msg := "waiting for its " + g.b.Kind() + " job"
-	err := g.status.toPending(ctx, taskID, g.pending.ID, g.opts.PendingReason, msg, g.updateExecQueue)
+	err := g.status.toPending(ctx, taskID, g.pending.ID, g.opts.PendingReason, g.b.Kind(), g.updateExecQueue)
 	var ae *apiError
 	if errors.As(err, &ae) && ae.is(400, 701) {
 		if q, qerr := g.ensurePendingQueue(nil); qerr == nil {
 			g.pending = q
-			err = g.status.toPending(ctx, taskID, g.pending.ID, g.opts.PendingReason, msg, g.updateExecQueue)
+			err = g.status.toPending(ctx, taskID, g.pending.ID, g.opts.PendingReason, g.b.Kind(), g.updateExecQueue)
 		}
 	}
 	if err != nil {
@@ -523,7 +522,7 @@ func (g *glue) toPending(ctx context.Context, taskID string) error {
 func (g *glue) returnTask(ctx context.Context, e *glueJob) bool {
 	c := withBudget(ctx, 15*time.Second)
 	g.status.removeFromQueue(c, g.pending.ID, e.Task)
-	if err := g.status.requeueFront(c, e.Queue, e.Task, "returned by the "+g.opts.Kind+" glue"); err != nil {
+	if err := g.status.requeueFront(c, e.Queue, e.Task, g.opts.Kind); err != nil {
 		g.warn("return "+e.Task, "Warning: could not return task %s to queue %s: %v (retrying)", e.Task, firstNonEmpty(e.QueueName, e.Queue), err)
 		return false
 	}

@@ -213,7 +213,7 @@ func (g *glue) followPending(ctx context.Context, e *glueJob, st glueJobState, t
 		}
 		return g.fail(ctx, e, label+": "+st.Fatal)
 	case st.Detail != e.Detail:
-		if g.status.setMessage(ctx, e.Task, label+": "+st.Detail) == nil {
+		if g.status.jobMessage(ctx, e.Task, label, st.Detail) == nil {
 			e.Detail = st.Detail
 			g.s.postLog(ctx, e.Task, label+": "+st.Detail+"\n")
 		}

@@ -98,7 +98,7 @@ func TestROCmFakeSMIWorkerStats(t *testing.T) {
 	asROCmHost(t, true, false)
 	argsFile := fakeROCmSMI(t, "rocm-mi250x.json")
 	for _, sel := range []string{"1", "GPU-1F0E3B7C9A8D6E52"} {
-		g := newGPUSet(sel, false, gpuTestEnv())
+		g := newGPUSet(sel, false, mapEnv(nil))
 		if g == nil || g.backend.name() != "rocm-smi" {
 			t.Fatalf("--gpus %s: GPU set %+v, want the rocm-smi backend", sel, g)
 		}
@@ -115,7 +115,7 @@ func TestROCmFakeSMIWorkerStats(t *testing.T) {
 		t.Errorf("rocm-smi args %q, want %q", got, want)
 	}
 
-	g := newGPUSet("", false, gpuTestEnv())
+	g := newGPUSet("", false, mapEnv(nil))
 	s := newStatsSampler(nil, g)
 	if s.gpuInterval != 5*time.Second {
 		t.Errorf("rocm-smi polled every %v, want 5s (a process per call)", s.gpuInterval)
@@ -192,7 +192,7 @@ func TestROCmDetection(t *testing.T) {
 	os.MkdirAll(filepath.Join(rocm, "bin"), 0o755)
 	os.WriteFile(filepath.Join(rocm, "bin", "rocm-smi"), []byte("#!/bin/sh\n"), 0o755)
 	t.Setenv("PATH", t.TempDir())
-	if p := findROCmSMI(gpuTestEnv("ROCM_PATH", rocm)); p != filepath.Join(rocm, "bin", "rocm-smi") {
+	if p := findROCmSMI(mapEnv(map[string]string{"ROCM_PATH": rocm})); p != filepath.Join(rocm, "bin", "rocm-smi") {
 		t.Errorf("findROCmSMI = %q", p)
 	}
 }
@@ -269,22 +269,22 @@ func TestROCmDockerArgs(t *testing.T) {
 
 	// dockerGPUArgs (what docker.go calls) uses them on an AMD host only.
 	asROCmHost(t, true, false)
-	args, _ := dockerGPUArgs(gpuTestEnv("NVIDIA_VISIBLE_DEVICES", "all"), false)
+	args, _ := dockerGPUArgs(mapEnv(map[string]string{"NVIDIA_VISIBLE_DEVICES": "all"}), false)
 	if !reflect.DeepEqual(args, rocmDockerArgs("")) {
 		t.Errorf("all: %q", args)
 	}
-	args, _ = dockerGPUArgs(gpuTestEnv("NVIDIA_VISIBLE_DEVICES", "0,1"), false)
+	args, _ = dockerGPUArgs(mapEnv(map[string]string{"NVIDIA_VISIBLE_DEVICES": "0,1"}), false)
 	if !reflect.DeepEqual(args, rocmDockerArgs("0,1")) || len(args) != 5 {
 		t.Errorf("0,1: %q", args)
 	}
-	if args, inner := dockerGPUArgs(gpuTestEnv("NVIDIA_VISIBLE_DEVICES", "none"), false); args != nil || inner != "none" {
+	if args, inner := dockerGPUArgs(mapEnv(map[string]string{"NVIDIA_VISIBLE_DEVICES": "none"}), false); args != nil || inner != "none" {
 		t.Errorf("none: %q %q", args, inner)
 	}
-	if args, inner := dockerGPUArgs(gpuTestEnv("NVIDIA_VISIBLE_DEVICES", "0,1"), true); args != nil || inner != "0,1" {
+	if args, inner := dockerGPUArgs(mapEnv(map[string]string{"NVIDIA_VISIBLE_DEVICES": "0,1"}), true); args != nil || inner != "0,1" {
 		t.Errorf("skip flag: %q %q", args, inner)
 	}
 	asROCmHost(t, true, true)
-	if args, _ := dockerGPUArgs(gpuTestEnv("NVIDIA_VISIBLE_DEVICES", "all"), false); !reflect.DeepEqual(args, []string{"--gpus", "all"}) {
+	if args, _ := dockerGPUArgs(mapEnv(map[string]string{"NVIDIA_VISIBLE_DEVICES": "all"}), false); !reflect.DeepEqual(args, []string{"--gpus", "all"}) {
 		t.Errorf("mixed host: %q", args)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -14,14 +15,6 @@ import (
 	"testing"
 	"time"
 )
-
-func gpuTestEnv(kv ...string) envLookup {
-	m := map[string]string{}
-	for i := 0; i+1 < len(kv); i += 2 {
-		m[kv[i]] = kv[i+1]
-	}
-	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
-}
 
 func TestGPUParseNvidiaSMIFixtures(t *testing.T) {
 	u := func(s string) string { return "GPU-" + s + "-0000-0000-0000-000000000000" }
@@ -112,7 +105,7 @@ func TestGPUFlagVectors(t *testing.T) {
 			for i := 0; i+1 < len(tc.env); i += 2 {
 				m[tc.env[i]] = tc.env[i+1]
 			}
-			env := gpuTestEnv(tc.env...)
+			env := mapEnv(maps.Clone(m))
 			gpuEnv(m, tc.gpus, tc.cpuOnly)
 			get := func(k string) string {
 				if v, ok := m[k]; ok {
@@ -232,10 +225,10 @@ func TestGPUSetSelection(t *testing.T) {
 }
 
 func TestGPUSetCPUOnlyIsNil(t *testing.T) {
-	if g := newGPUSet("0", true, gpuTestEnv()); g != nil {
+	if g := newGPUSet("0", true, mapEnv(nil)); g != nil {
 		t.Error("--cpu-only gave a GPU set")
 	}
-	if g := newGPUSet("", false, gpuTestEnv("NVIDIA_VISIBLE_DEVICES", "none")); g != nil {
+	if g := newGPUSet("", false, mapEnv(map[string]string{"NVIDIA_VISIBLE_DEVICES": "none"})); g != nil {
 		t.Error("NVIDIA_VISIBLE_DEVICES=none gave a GPU set")
 	}
 }
@@ -276,7 +269,7 @@ func TestGPUFakeNvidiaSMI(t *testing.T) {
 	fixture, _ := filepath.Abs("testdata/gpu/a100x2.csv")
 	argsFile := filepath.Join(t.TempDir(), "args")
 	fakeSMI(t, fmt.Sprintf("echo \"$@\" > %s\ncat %s\n", argsFile, fixture))
-	g := newGPUSet("1", false, gpuTestEnv())
+	g := newGPUSet("1", false, mapEnv(nil))
 	if g == nil {
 		t.Fatal("no GPU set with nvidia-smi on PATH")
 	}
@@ -332,7 +325,7 @@ esac
 		{"0", []gpuInfo{{Index: 0, MIG: -1, UUID: gpu0, Name: name, MemTotalMB: 40960, MemUsedMB: 3627, HasMem: true, Temp: 34, HasTemp: true}}, 1},
 	} {
 		os.Remove(calls)
-		g := newGPUSet(tc.gpus, false, gpuTestEnv())
+		g := newGPUSet(tc.gpus, false, mapEnv(nil))
 		if g == nil || g.backend.name() != "nvidia-smi" {
 			t.Skip("nvidia-smi backend not selected")
 		}
@@ -373,7 +366,7 @@ func TestGPUParseSMIMIG(t *testing.T) {
 func TestGPUFakeNvidiaSMIHangs(t *testing.T) {
 	// The child sleep holds stdout: killing only the shell would not end Wait.
 	fakeSMI(t, "sleep 60\necho never\n")
-	g := newGPUSet("", false, gpuTestEnv())
+	g := newGPUSet("", false, mapEnv(nil))
 	if g == nil || g.backend.name() != "nvidia-smi" {
 		t.Skip("nvidia-smi backend not selected")
 	}
@@ -392,7 +385,7 @@ func TestGPUFakeNvidiaSMIHangs(t *testing.T) {
 
 func TestGPUFakeNvidiaSMIFails(t *testing.T) {
 	fakeSMI(t, "echo \"NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\"\nexit 9\n")
-	g := newGPUSet("", false, gpuTestEnv())
+	g := newGPUSet("", false, mapEnv(nil))
 	if g == nil || g.backend.name() != "nvidia-smi" {
 		t.Skip("nvidia-smi backend not selected")
 	}
@@ -423,7 +416,7 @@ func TestGPUFakeNvidiaSMIFails(t *testing.T) {
 
 func TestGPUNoBackendIsNil(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	if g := newGPUSet("0", false, gpuTestEnv()); g != nil && g.backend.name() != "NVML" {
+	if g := newGPUSet("0", false, mapEnv(nil)); g != nil && g.backend.name() != "NVML" {
 		t.Errorf("GPU set %q without nvidia-smi", g.backend.name())
 	}
 }

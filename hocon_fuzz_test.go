@@ -37,7 +37,7 @@ func FuzzParseHOCON(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	env := hoconTestEnv(map[string]string{"HOME": "/home/fuzz", "x": "1"})
+	env := mapEnv(map[string]string{"HOME": "/home/fuzz", "x": "1"})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		obj, err := parseHOCON("fuzz.conf", data, env)
 		if err != nil {

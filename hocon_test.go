@@ -29,14 +29,6 @@ func hoconPlain(v any) any {
 	return v
 }
 
-// hoconTestEnv is a fixed environment for ${ENV} lookups.
-func hoconTestEnv(vars map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) {
-		v, ok := vars[k]
-		return v, ok
-	}
-}
-
 type hoconCase struct {
 	name string
 	src  string
@@ -45,7 +37,7 @@ type hoconCase struct {
 
 func hoconRunCases(t *testing.T, cases []hoconCase) {
 	t.Helper()
-	env := hoconTestEnv(map[string]string{"HOME": "/home/test", "PATH": "/bin", "EMPTY": ""})
+	env := mapEnv(map[string]string{"HOME": "/home/test", "PATH": "/bin", "EMPTY": ""})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			obj, err := parseHOCON("test.conf", []byte(tc.src), env)
@@ -276,7 +268,7 @@ func TestParseHOCONErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseHOCON("test.conf", []byte(tc.src), hoconTestEnv(nil))
+			_, err := parseHOCON("test.conf", []byte(tc.src), mapEnv(nil))
 			if err == nil {
 				t.Fatalf("no error for:\n%s", tc.src)
 			}
@@ -310,7 +302,7 @@ func TestHOCONRejectsBinary(t *testing.T) {
 		{"in an include", "a = 1\ninclude \"" + inc + "\"", inc + ":2:9: the file is not UTF-8 text (byte 0xe9)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := parseHOCON("test.conf", []byte(tc.src), hoconTestEnv(nil))
+			_, err := parseHOCON("test.conf", []byte(tc.src), mapEnv(nil))
 			var he *hoconError
 			if !errors.As(err, &he) || !strings.HasPrefix(err.Error(), tc.want) {
 				t.Errorf("error:\n got %v\nwant %q", err, tc.want)
@@ -318,7 +310,7 @@ func TestHOCONRejectsBinary(t *testing.T) {
 		})
 	}
 	// Valid UTF-8 stays valid, U+FFFD included.
-	obj, err := parseHOCON("test.conf", []byte("a = \"caf\u00e9 \ufffd\""), hoconTestEnv(nil))
+	obj, err := parseHOCON("test.conf", []byte("a = \"caf\u00e9 \ufffd\""), mapEnv(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +361,7 @@ func TestHOCONKeyOrder(t *testing.T) {
 
 func TestHOCONKeyOrderWithSubstitutions(t *testing.T) {
 	src := "x = ${?nope}\ny = 1\nw { p = ${?nope}, q = 2, r = ${?nope} }\nz = ${y}\nv = ${?HOME}"
-	obj, err := parseHOCON("order.conf", []byte(src), hoconTestEnv(nil))
+	obj, err := parseHOCON("order.conf", []byte(src), mapEnv(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -547,7 +539,7 @@ inner {
 }
 
 func TestParseHOCONFixtures(t *testing.T) {
-	env := hoconTestEnv(map[string]string{"HOME": "/home/test", "USER_NAME": "alice"})
+	env := mapEnv(map[string]string{"HOME": "/home/test", "USER_NAME": "alice"})
 	cases := []struct {
 		file string
 		want map[string]any
@@ -670,7 +662,7 @@ func hoconReadSample(tb testing.TB) []byte {
 
 func TestParseHOCONReferenceSample(t *testing.T) {
 	data := hoconReadSample(t)
-	obj, err := parseHOCON(hoconSamplePath, data, hoconTestEnv(nil))
+	obj, err := parseHOCON(hoconSamplePath, data, mapEnv(nil))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,7 @@ func verifyInitCredentials(ctx context.Context, api, key, secret string, env env
 	if err != nil {
 		return err
 	}
-	data, err := c.do(ctx, request{endpoint: "auth.login", login: true})
+	data, err := c.checkLogin(ctx)
 	var ae *apiError
 	var ue *unreachableError
 	switch {

@@ -485,3 +485,39 @@ func TestInstancePythonAgents(t *testing.T) {
 		t.Errorf("pid file for Python agents left after release: %v", err)
 	}
 }
+
+// TestDaemonClaimBusyRemote: a worker id the server saw report recently is
+// another agent's (another TMPDIR, container or host): a fixed id is
+// refused, a slot id moves to the next slot; unless this host's last
+// daemon with that id died without unregistering (its marker is left).
+func TestDaemonClaimBusyRemote(t *testing.T) {
+	r := testRegistry(t)
+	r.busyRemote = map[string]bool{"fixed:1": true, "host:0": true}
+	fixed := newWorkerIdentity("fixed:1", "host", "", false)
+	_, err := r.claimFor(os.Getpid(), fixed.idFor, nil)
+	var dup *errDuplicateWorker
+	if !errors.As(err, &dup) || !dup.remote || !strings.Contains(err.Error(), "Worker id [fixed:1] is in use") {
+		t.Fatalf("a fixed id busy on the server: %v", err)
+	}
+	slot := mustClaim(t, r, os.Getpid(), newWorkerIdentity("", "host", "", false))
+	if slot.WorkerID != "host:1" {
+		t.Errorf("slot id %s, want host:1 (host:0 is busy on the server)", slot.WorkerID)
+	}
+	// A daemon of this host claimed fixed:1 and died: its lock is gone,
+	// its pid file and marker stay. The registration the server saw is
+	// its own, and the id is free to take over.
+	crashed, err := (&instanceRegistry{dir: r.dir}).claimFor(os.Getpid(), fixed.idFor, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed.file.Close()
+	again, err := r.claimFor(os.Getpid(), fixed.idFor, nil)
+	if err != nil {
+		t.Fatalf("a restart after a crash: %v", err)
+	}
+	// A clean exit removes the marker: the id is then another agent's again.
+	again.release()
+	if _, err := r.claimFor(os.Getpid(), fixed.idFor, nil); !errors.As(err, &dup) {
+		t.Errorf("after a clean exit, a fixed id busy on the server: %v", err)
+	}
+}

@@ -52,7 +52,7 @@ func (c *k8sCmd) flags(t *flagTable) {
 	t.stringVar(&c.podNamePrefix, "pod-name-prefix", "PREFIX", "Pod name: PREFIX + task id (default: clearml-id-)")
 	t.stringVar(&c.limitPodLabel, "limit-pod-label", "LABEL", "Ports mode: the pod's slot label (default: "+k8sDefaultLimit+")")
 	t.stringVar(&c.containerBashScript, "container-bash-script", "FILE", "Shell lines the task container runs before the agent ({task_id} etc. substituted)")
-	t.boolVar(&c.useOwnerToken, "use-owner-token", "", "Run each task with its owner's token (a per-task Secret)")
+	t.boolVar(&c.useOwnerToken, useOwnerTokenFlag, "", "Run each task with its owner's token (a per-task Secret)")
 	t.boolVar(&c.portsMode, "ports-mode", "", "Give each pod a numbered slot label (for Services that expose its ports)")
 	t.add(&c.numOfServices, "num-of-services", "", "N", "Ports mode: number of slots (default: 20)")
 	t.add(&c.basePort, "base-port", "", "PORT", "Ports mode: the task's k8s-pod-port property is PORT + slot")
@@ -72,7 +72,7 @@ func (c *k8sCmd) flags(t *flagTable) {
 func k8sEnvArgs() ([]string, error) {
 	var args []string
 	if q := strings.TrimSpace(os.Getenv("K8S_GLUE_QUEUE")); q != "" {
-		args = append(args, "--queue", q)
+		args = append(args, "--"+queueFlag, q)
 	}
 	if n := strings.TrimSpace(os.Getenv("K8S_GLUE_MAX_PODS")); n != "" {
 		args = append(args, "--max-pods", n)

@@ -23,8 +23,6 @@ import (
 	"time"
 )
 
-const k8sPendingReason = "k8s pending scheduler" // the reference's status_reason in the pending queue
-
 // k8sPorts is the ports mode's slots.
 type k8sPorts struct {
 	first, count int
@@ -236,7 +234,7 @@ func (b *k8sBackend) Submit(ctx context.Context, s glueSubmission) (string, erro
 		user, _ := s.Task["user"].(string)
 		tok, err := b.setup.api.ownerToken(ctx, user)
 		if err != nil || user == "" {
-			return "", glueRefuse("--use-owner-token: the server refused a token for the task's owner %q: %v", user, err)
+			return "", glueRefuse("--%s: the server refused a token for the task's owner %q: %v", useOwnerTokenFlag, user, err)
 		}
 		data["token"] = tok
 	}
@@ -351,7 +349,7 @@ func (b *k8sBackend) script(taskID string) []string {
 		}
 		placed = placed || strings.Contains(line, "{extra_docker_bash_script}")
 		out = append(out, k8sFormat(line, map[string]string{"task_id": taskID, "extra_bash_init_cmd": "", "agent_install_args": "",
-			"default_execution_agent_args": k8sDefaultExecArgs, "extra_docker_bash_script": extra}))
+			"default_execution_agent_args": k8sDefaultExecArgs(), "extra_docker_bash_script": extra}))
 	}
 	if !placed {
 		out = append(out, b.extraScript...)

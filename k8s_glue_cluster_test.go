@@ -190,18 +190,20 @@ func (k *k8sGlueSetup) k8sExecuteStandIn(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	t.Cleanup(func() { cancel(); wg.Wait() })
+	home := t.TempDir()
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
 			for _, p := range k.pods(t) {
-				k.standInStep(t, p)
+				k.standInStep(t, home, p)
 			}
 			sleepCtx(ctx, 200*time.Millisecond)
 		}
 	}()
 }
 
-func (k *k8sGlueSetup) standInStep(t *testing.T, p k8sPod) {
+// standInStep runs on the stand-in's goroutine: it reports with t.Error.
+func (k *k8sGlueSetup) standInStep(t *testing.T, home string, p k8sPod) {
 	id := p.Metadata.Labels[k8sTaskIDLabel]
 	task, ok := k.s.Task(id)
 	if id == "" || !ok {
@@ -210,7 +212,11 @@ func (k *k8sGlueSetup) standInStep(t *testing.T, p k8sPod) {
 	var pod map[string]any
 	raw, _ := json.Marshal(p)
 	json.Unmarshal(raw, &pod)
-	c := testClient(t, k.s.URL(), nil, clientOptions{workerID: "k8s-glue-" + k.ns + ":" + id})
+	c, err := newTestClient(home, k.s.URL(), nil, clientOptions{workerID: "k8s-glue-" + k.ns + ":" + id})
+	if err != nil {
+		t.Error(err)
+		return
+	}
 	w := statusWriter{api: c, workerID: "k8s-glue-" + k.ns + ":" + id}
 	ctx := withBudget(context.Background(), 10*time.Second)
 	switch {

@@ -40,7 +40,6 @@ const (
 	k8sDefaultPodNamePrefix = "clearml-id-"
 	k8sDefaultLimitPodLabel = "ai.clearml.agent.serial=pod-{pod_number}"
 	k8sDefaultPendingQueue  = "k8s_scheduler"
-	k8sDefaultExecArgs      = "--full-monitoring --require-queue" // K8S_GLUE_DEF_EXEC_AGENT_ARGS's default
 )
 
 // How the binary reaches the task container.

@@ -96,7 +96,7 @@ func TestShipPostEventBatchClasses(t *testing.T) {
 func TestConsoleShipper413SplitAndCut(t *testing.T) {
 	s := startServer(t)
 	s.RejectBodiesOver("events.add_batch", 4096)
-	local := &shipLocalBuf{}
+	local := &lockedBuffer{}
 	sh, task := newTestShipper(t, s, shipperOptions{suppressCR: true, localCopy: local})
 	var want []string
 	for i := range 300 {
@@ -143,7 +143,7 @@ func TestConsoleShipper413SplitAndCut(t *testing.T) {
 func TestConsoleShipper413Everything(t *testing.T) {
 	s := startServer(t)
 	s.HTMLNext("events.add_batch", 0, http.StatusRequestEntityTooLarge)
-	local := &shipLocalBuf{}
+	local := &lockedBuffer{}
 	sh, _ := newTestShipper(t, s, shipperOptions{suppressCR: true, localCopy: local})
 	for i := range 28 {
 		fmt.Fprintf(sh, "task line %02d\n", i)

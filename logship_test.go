@@ -8,30 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/clearml-go/clearml-agent/testdata/fakeserver"
 )
-
-// shipLocalBuf is a local copy safe to read while the shipper writes.
-type shipLocalBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *shipLocalBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *shipLocalBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // newTestShipper ships to a fresh task of s with fast retries.
 func newTestShipper(t testing.TB, s *fakeserver.Server, opts shipperOptions) (*consoleShipper, string) {
@@ -85,7 +66,7 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 
 func TestConsoleShipperOrderAndShape(t *testing.T) {
 	s := startServer(t)
-	local := &shipLocalBuf{}
+	local := &lockedBuffer{}
 	sh, task := newTestShipper(t, s, shipperOptions{localCopy: local, suppressCR: true})
 	sh.logf("cloning %s", "https://example.com/repo.git")
 	var want strings.Builder
@@ -177,7 +158,7 @@ func TestConsoleShipperCarriageReturn(t *testing.T) {
 
 func TestConsoleShipperLongLine(t *testing.T) {
 	s := startServer(t)
-	local := &shipLocalBuf{}
+	local := &lockedBuffer{}
 	sh, task := newTestShipper(t, s, shipperOptions{suppressCR: true, localCopy: local, secrets: []string{"LONGSECRET-42"}})
 	long := strings.Repeat("x", 200<<10)
 	sh.Write([]byte(long[:1000]))
@@ -229,7 +210,7 @@ func TestConsoleShipperLongLine(t *testing.T) {
 
 func TestConsoleShipperRedaction(t *testing.T) {
 	s := startServer(t)
-	local := &shipLocalBuf{}
+	local := &lockedBuffer{}
 	env := []string{"HOME=/root", "MY_API_TOKEN=tok_abcdef123", "DB_PASSWORD=pa55word!", "USE_KEY=true",
 		"AWS_SECRET_ACCESS_KEY=AKIAsecretvalue", "CLEARML_AGENT_GIT_PASS=gitpass-999", "PATH=/usr/bin"}
 	secrets := append([]string{"hunter2-secret"}, secretEnvValues(env)...)
@@ -261,7 +242,7 @@ func TestConsoleShipperRedaction(t *testing.T) {
 func TestConsoleShipperOutage(t *testing.T) {
 	s := startServer(t)
 	dir := t.TempDir()
-	local := &shipLocalBuf{}
+	local := &lockedBuffer{}
 	sh, task := newTestShipper(t, s, shipperOptions{suppressCR: true, spoolDir: dir, localCopy: local})
 	var want strings.Builder
 	n := 0
@@ -404,7 +385,7 @@ func TestConsoleShipperRejected(t *testing.T) {
 func BenchmarkConsoleShipper(b *testing.B) {
 	s := startServer(b)
 	sh, task := newTestShipper(b, s, shipperOptions{suppressCR: true, flushEvery: shipFlushEvery,
-		secrets: []string{"some-secret-value"}, localCopy: &shipLocalBuf{}})
+		secrets: []string{"some-secret-value"}, localCopy: &lockedBuffer{}})
 	line := []byte("epoch 12 step 3456 loss 0.1234 acc 0.987\n")
 	b.ResetTimer()
 	start := time.Now()

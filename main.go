@@ -178,11 +178,29 @@ func parseCommandLine(args []string) (*invocation, error) {
 		return nil, err
 	}
 	inv := &invocation{}
+	i, err := inv.parseGlobal(args)
+	if err != nil {
+		return nil, err
+	}
+	if inv.help != "" || inv.version {
+		return inv, nil
+	}
+	if i == len(args) {
+		inv.help = topUsage()
+		return inv, nil
+	}
+	if err := inv.parseCommand(args[i], args[i+1:]); err != nil {
+		return nil, err
+	}
+	return inv, nil
+}
+
+// parseGlobal parses the global options and returns the index of the
+// command name. Global options end at the first token that is neither an
+// option nor the value of one (--config-file).
+func (inv *invocation) parseGlobal(args []string) (int, error) {
 	gt := newFlagTable(progName)
 	inv.global.register(gt, &inv.version)
-
-	// Global options end at the first token that is neither an option nor
-	// the value of one (--config-file).
 	i := 0
 	for i < len(args) && looksLikeOption(gt.fs, args[i]) {
 		tok := args[i]
@@ -196,40 +214,44 @@ func parseCommandLine(args []string) (*invocation, error) {
 	if err := parseArgs(gt.fs, gt.shorts, args[:i]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			inv.help = topUsage()
-			return inv, nil
+			return i, nil
 		}
-		return nil, withHint(err, progName+" -h")
+		return i, withHint(err, progName+" -h")
 	}
-	if inv.version {
-		return inv, nil
-	}
-	if i == len(args) {
-		inv.help = topUsage()
-		return inv, nil
-	}
-	name := args[i]
+	return i, nil
+}
+
+// lookupCommand finds a command by name; the error lists the visible ones.
+func lookupCommand(name string) (*commandInfo, error) {
 	for k := range commands {
 		if commands[k].name == name {
-			inv.info = &commands[k]
+			return &commands[k], nil
 		}
 	}
-	if inv.info == nil {
-		var names []string
-		for _, c := range commands {
-			if !c.hidden {
-				names = append(names, "'"+c.name+"'")
-			}
+	var names []string
+	for _, c := range commands {
+		if !c.hidden {
+			names = append(names, "'"+c.name+"'")
 		}
-		return nil, usagef("argument command: invalid choice: '%s' (choose from %s)", name, strings.Join(names, ", "))
 	}
+	return nil, usagef("argument command: invalid choice: '%s' (choose from %s)", name, strings.Join(names, ", "))
+}
+
+// parseCommand parses the command's own flags (after those its
+// environment gives, for the commands that read one).
+func (inv *invocation) parseCommand(name string, rest []string) error {
+	info, err := lookupCommand(name)
+	if err != nil {
+		return err
+	}
+	inv.info = info
 	inv.cmd = inv.info.new()
 	inv.table = newFlagTable(name)
 	inv.cmd.flags(inv.table)
-	rest := args[i+1:]
 	if inv.info.envArgs != nil {
 		pre, err := inv.info.envArgs()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		rest = append(pre, rest...)
 	}
@@ -238,9 +260,9 @@ func parseCommandLine(args []string) (*invocation, error) {
 			var b strings.Builder
 			inv.table.usage(&b, name, inv.info.description)
 			inv.help = b.String()
-			return inv, nil
+			return nil
 		}
-		return nil, withHint(err, progName+" "+name+" -h")
+		return withHint(err, progName+" "+name+" -h")
 	}
 	var missing []string
 	for _, r := range inv.table.required {
@@ -249,9 +271,9 @@ func parseCommandLine(args []string) (*invocation, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return nil, withHint(usagef("the following arguments are required: %s", strings.Join(missing, ", ")), progName+" "+name+" -h")
+		return withHint(usagef("the following arguments are required: %s", strings.Join(missing, ", ")), progName+" "+name+" -h")
 	}
-	return inv, nil
+	return nil
 }
 
 // withHint appends where to look for the right usage, keeping one line.

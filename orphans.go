@@ -121,10 +121,10 @@ func localTaskRuns() map[string]bool {
 		}
 		for i, tok := range tokens {
 			switch {
-			case tok == "--id" && i+1 < len(tokens):
+			case tok == "--"+taskIDFlag && i+1 < len(tokens):
 				out[tokens[i+1]] = true
-			case strings.HasPrefix(tok, "--id="):
-				out[strings.TrimPrefix(tok, "--id=")] = true
+			case strings.HasPrefix(tok, "--"+taskIDFlag+"="):
+				out[strings.TrimPrefix(tok, "--"+taskIDFlag+"=")] = true
 			}
 		}
 	}

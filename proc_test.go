@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,29 +8,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
-
-// syncBuffer is a bytes.Buffer safe for the copier goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestTaskProcessExitCodesAndOutput(t *testing.T) {
 	for _, tt := range []struct {
@@ -43,7 +23,7 @@ func TestTaskProcessExitCodesAndOutput(t *testing.T) {
 		{"exit 3", 3, ""},
 		{"kill -9 $$", -9, ""},
 	} {
-		var out syncBuffer
+		var out lockedBuffer
 		p, err := startTaskProcess([]string{"sh", "-c", tt.script}, t.TempDir(), os.Environ(), &out)
 		if err != nil {
 			t.Fatal(err)
@@ -91,7 +71,7 @@ func readPID(t *testing.T, file string) int {
 func TestTaskProcessStopGraceful(t *testing.T) {
 	dir := t.TempDir()
 	pidFile := filepath.Join(dir, "child.pid")
-	var out syncBuffer
+	var out lockedBuffer
 	p, err := startTaskProcess([]string{"sh", "-c", "sleep 60 & echo $! > " + pidFile + "; wait"}, dir, os.Environ(), &out)
 	if err != nil {
 		t.Fatal(err)
@@ -110,7 +90,7 @@ func TestTaskProcessStopKillsStubbornAndEscaped(t *testing.T) {
 	dir := t.TempDir()
 	escaped := filepath.Join(dir, "escaped.pid")
 	script := "trap '' TERM; setsid sh -c 'echo $$ > " + escaped + "; exec sleep 60' & sleep 60; wait"
-	var out syncBuffer
+	var out lockedBuffer
 	p, err := startTaskProcess([]string{"sh", "-c", script}, dir, os.Environ(), &out)
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +111,7 @@ func TestTaskProcessStopKillsStubbornAndEscaped(t *testing.T) {
 func TestTaskProcessReapsLeftovers(t *testing.T) {
 	dir := t.TempDir()
 	left := filepath.Join(dir, "left.pid")
-	var out syncBuffer
+	var out lockedBuffer
 	p, err := startTaskProcess([]string{"sh", "-c", "setsid sh -c 'echo $$ > " + left + "; exec sleep 60' >/dev/null 2>&1 & sleep 0.2; exit 0"}, dir, os.Environ(), &out)
 	if err != nil {
 		t.Fatal(err)

@@ -388,7 +388,7 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 		s.leases[taskID] = lease
 		s.mu.Unlock()
 	}
-	if err := s.status().pulled(c, taskID, "pulled by agent"); err != nil {
+	if err := s.status().pulled(c, taskID); err != nil {
 		s.logf("Warning: Could not set status=in_progress task id '%s', retrying in a bit", taskID)
 	}
 	s.mu.Lock()
@@ -400,7 +400,7 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 	s.postLog(c, taskID, fmt.Sprintf("task %s pulled from %s by worker %s\n", taskID, q.ID, s.workerID))
 	s.logf("task %s pulled from %s by worker %s", taskID, q.ID, s.workerID)
 	s.setRuntimeHostname(c, taskID)
-	if err := s.status().pulled(c, taskID, "launch by agent"); err != nil {
+	if err := s.status().launched(c, taskID); err != nil {
 		s.logf("Warning: Could not set status=in_progress task id '%s', skipping: %v", taskID, err)
 		s.clearCurrent(ctx)
 		return
@@ -413,7 +413,7 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 		s.mu.Unlock()
 		tok, err := s.api.ownerToken(c, owner)
 		if err != nil || owner == "" {
-			reason := fmt.Sprintf("--use-owner-token: the server refused a token for the task's owner %q: %v", owner, err)
+			reason := fmt.Sprintf("--%s: the server refused a token for the task's owner %q: %v", useOwnerTokenFlag, owner, err)
 			s.logf("Error: %s", reason)
 			s.abandon(ctx, taskID, reason)
 			return
@@ -421,7 +421,7 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 		ownerToken = tok
 	}
 	if s.isStopping() {
-		s.status().set(c, "stopped", taskID, shutdownReason, true)
+		s.status().stoppedByShutdown(c, taskID)
 		s.clearCurrent(ctx)
 		return
 	}

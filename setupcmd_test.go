@@ -15,7 +15,7 @@ func TestProcSetupCmdCancelKillsGroup(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cmd := setupCmd(ctx, "sh", "-c", `sleep 300 & echo $! > "$1.tmp"; mv "$1.tmp" "$1"; echo started; wait`, "sh", pidFile)
-	var out shipLocalBuf
+	var out lockedBuffer
 	cmd.Stdout = &out // a pipe: the grandchild holds it open too
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

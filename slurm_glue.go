@@ -28,7 +28,6 @@ import (
 
 const (
 	slurmPendingQueue  = "slurm_scheduler"
-	slurmPendingReason = "slurm pending scheduler"
 	slurmCommentPrefix = "clearml_worker="
 )
 
@@ -217,8 +216,8 @@ func writeJobConfig(cfg *agentConfig, path string) error {
 // SIGTERM on: execute then stops the task and reports SLURM's reason. The
 // line's status is execute's.
 func (b *slurmBackend) executeCommand(s glueSubmission) string {
-	return shellJoin([]string{"env", "CLEARML_WORKER_ID=" + s.TaskWorkerID, b.agentBin,
-		"--config-file", b.jobConfig, "execute", "--require-queue", "--id", s.TaskID}) +
+	argv := []string{"env", "CLEARML_WORKER_ID=" + s.TaskWorkerID, b.agentBin}
+	return shellJoin(append(argv, glueJobArgv(globalOpts{configFile: b.jobConfig}, s.TaskID)...)) +
 		" & trap 'kill -TERM $! 2>/dev/null; wait $!' TERM; wait $!"
 }
 

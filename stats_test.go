@@ -197,7 +197,7 @@ func TestStatsRunStopsWithContext(t *testing.T) {
 }
 
 func TestStatsConfig(t *testing.T) {
-	cfg := &agentConfig{root: newHOCONObject(), env: gpuTestEnv("HOME", "/home/u")}
+	cfg := &agentConfig{root: newHOCONObject(), env: mapEnv(map[string]string{"HOME": "/home/u"})}
 	s := newStatsSampler(cfg, nil)
 	if s.homePath != "/home/u" || s.gpuDefaultUtil != 100 {
 		t.Errorf("defaults: %q %v", s.homePath, s.gpuDefaultUtil)

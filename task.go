@@ -259,10 +259,25 @@ func (w statusWriter) dequeue(ctx context.Context, taskID string) (int64, error)
 	return n, err
 }
 
-// pulled marks a task the daemon took from a queue as started; step is
-// the status message ("pulled by agent", "launch by agent").
-func (w statusWriter) pulled(ctx context.Context, taskID, step string) error {
-	return w.send(ctx, "started", taskID, "", step, true)
+// started marks the task execute runs as started.
+func (w statusWriter) started(ctx context.Context, taskID string) error {
+	return w.set(ctx, "started", taskID, "worker started execution", true)
+}
+
+// pulled marks a task the daemon took from a queue as started.
+func (w statusWriter) pulled(ctx context.Context, taskID string) error {
+	return w.send(ctx, "started", taskID, "", "pulled by agent", true)
+}
+
+// launched marks a task the daemon is about to start a child for.
+func (w statusWriter) launched(ctx context.Context, taskID string) error {
+	return w.send(ctx, "started", taskID, "", "launch by agent", true)
+}
+
+// stoppedByShutdown stops a task the daemon pulled but, shutting down,
+// will not run.
+func (w statusWriter) stoppedByShutdown(ctx context.Context, taskID string) error {
+	return w.set(ctx, "stopped", taskID, shutdownReason, true)
 }
 
 // failOrphaned fails a task that a restarted daemon on host found
@@ -306,6 +321,12 @@ const (
 	shutdownReason   = "agent shutdown: the clearml-agent running the task was stopped"
 	daemonDiedReason = "the agent daemon died (killed or crashed) while the task ran; the task was ended with it"
 )
+
+// terminatedStatus is finalStatus for a run the batch system ended (a
+// SLURM job's scancel, time limit or preemption, why): no user abort.
+func terminatedStatus(why string) (msg, action, reason string, force bool) {
+	return "Process terminated: " + why, "failed", why, true
+}
 
 // exitCodeReason is the status reason of a task whose process failed.
 func exitCodeReason(code int) string { return fmt.Sprintf("worker execution exit code %d", code) }
@@ -358,24 +379,30 @@ func (w statusWriter) settleUnfinished(ctx context.Context, taskID string, claim
 	return action, w.set(ctx, action, taskID, reason, true)
 }
 
-// Status changes of a glue (slurm), which hands tasks to a batch system.
+// Status changes of a glue (slurm, k8s), which hands tasks to a batch system.
+
+// The reference's status_reason of a task in a glue's pending queue.
+const (
+	k8sPendingReason   = "k8s pending scheduler"
+	slurmPendingReason = "slurm pending scheduler"
+)
 
 // toPending moves a task the glue pulled into its pending queue, still
 // queued, so the UI shows it waiting while its job waits (the reference's
-// k8s_scheduler queue); message says so. A stale entry there is removed
-// first. execution.queue follows the task only where the reference lets
-// it (the basic, open-source, feature set), so an abort in the UI finds
-// the entry there.
-func (w statusWriter) toPending(ctx context.Context, taskID, pendingID, reason, message string, updateExecQueue bool) error {
+// k8s_scheduler queue); its message says it waits for its jobKind job. A
+// stale entry there is removed first. execution.queue follows the task
+// only where the reference lets it (the basic, open-source, feature set),
+// so an abort in the UI finds the entry there.
+func (w statusWriter) toPending(ctx context.Context, taskID, pendingID, reason, jobKind string, updateExecQueue bool) error {
 	w.removeFromQueue(ctx, pendingID, taskID)
 	return w.api.call(ctx, "tasks.enqueue", "", map[string]any{"task": taskID, "queue": pendingID, "status_reason": reason,
-		"status_message": message, "update_execution_queue": updateExecQueue}, nil)
+		"status_message": "waiting for its " + jobKind + " job", "update_execution_queue": updateExecQueue}, nil)
 }
 
-// requeueFront puts a task the glue could not submit back at the head of
-// the queue it came from.
-func (w statusWriter) requeueFront(ctx context.Context, queueID, taskID, reason string) error {
-	err := w.api.call(ctx, "tasks.enqueue", "", map[string]any{"task": taskID, "queue": queueID, "status_reason": reason,
+// requeueFront puts a task the glue (of kind, e.g. slurm) could not submit
+// back at the head of the queue it came from.
+func (w statusWriter) requeueFront(ctx context.Context, queueID, taskID, kind string) error {
+	err := w.api.call(ctx, "tasks.enqueue", "", map[string]any{"task": taskID, "queue": queueID, "status_reason": "returned by the " + kind + " glue",
 		"status_message": w.changedBy()}, nil)
 	if err == nil {
 		err = w.api.call(ctx, "queues.move_task_to_front", "2.4", map[string]any{"queue": queueID, "task": taskID}, nil)
@@ -394,11 +421,11 @@ func (w statusWriter) removeFromQueue(ctx context.Context, queueID, taskID strin
 	return err
 }
 
-// setMessage shows where a task's job stands (e.g. "SLURM job 12: PENDING
-// (Priority)") without changing its status. It must never say "stopping",
-// the abort request.
-func (w statusWriter) setMessage(ctx context.Context, taskID, message string) error {
-	message = strings.ReplaceAll(message, "stopping", "stop pending")
+// jobMessage shows where a task's job (label, e.g. "SLURM job 12") stands
+// (detail, e.g. "PENDING (Priority)") without changing its status. It must
+// never say "stopping", the abort request.
+func (w statusWriter) jobMessage(ctx context.Context, taskID, label, detail string) error {
+	message := strings.ReplaceAll(label+": "+detail, "stopping", "stop pending")
 	return w.api.call(ctx, "tasks.update", "", map[string]any{"task": taskID, "status_message": message}, nil)
 }
 

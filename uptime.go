@@ -37,12 +37,12 @@ type activitySchedule struct {
 // both is an error, as is any malformed spec.
 func parseSchedule(uptime, downtime []string) (*activitySchedule, error) {
 	if len(uptime) > 0 && len(downtime) > 0 {
-		return nil, fmt.Errorf("--uptime and --downtime cannot be used together")
+		return nil, fmt.Errorf("--%s and --%s cannot be used together", uptimeFlag, downtimeFlag)
 	}
 	s := &activitySchedule{uptime: len(uptime) > 0}
-	items, name := uptime, "--uptime"
+	items, name := uptime, "--"+uptimeFlag
 	if !s.uptime {
-		items, name = downtime, "--downtime"
+		items, name = downtime, "--"+downtimeFlag
 	}
 	if len(items) == 0 {
 		return nil, nil

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,24 +17,13 @@ import (
 	"testing"
 )
 
-// venvTestConfig loads conf as clearml.conf with HOME at a temp dir.
+// venvTestConfig is testConfig with the venv kits (templates, pip seeds)
+// shared by the tests: making one compiles pip.
 func venvTestConfig(t testing.TB, conf string, env map[string]string) *agentConfig {
 	t.Helper()
-	home := t.TempDir()
-	path := filepath.Join(home, "clearml.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// Venv kits (templates, pip seeds) are shared by the tests: making one compiles pip.
-	e := map[string]string{"HOME": home, "CLEARML_CONFIG_FILE": path, "CLEARML_AGENT__AGENT__VENVS_CACHE__SEED_PATH": venvTestSeedRoot()}
-	for k, v := range env {
-		e[k] = v
-	}
-	cfg, err := loadConfig("", mapEnv(e))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	e := map[string]string{"CLEARML_AGENT__AGENT__VENVS_CACHE__SEED_PATH": venvTestSeedRoot()}
+	maps.Copy(e, env)
+	return testConfig(t, conf, e)
 }
 
 // execLog records the subprocesses a manager starts.
