@@ -137,16 +137,11 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, sigDrain)
 	defer signal.Stop(sigs)
 	idleMemoryMode()
-	log := cx.stdout
-	if !d.foreground && !d.status && !detachedChild {
-		logFile, err := createDaemonLog(cfg.env)
-		if err != nil {
-			return fmt.Errorf("cannot create the daemon log: %w", err)
-		}
-		defer logFile.Close()
-		fmt.Fprintf(cx.stdout, backgroundNotice, logFile.Name())
-		log = logFile
+	log, closeLog, err := d.openLog(cx, cfg, detachedChild)
+	if err != nil {
+		return err
 	}
+	defer closeLog()
 	logf := func(format string, args ...any) { fmt.Fprintf(log, format+"\n", args...) }
 	if !d.status {
 		applyConfigFiles(cfg, log)
@@ -184,14 +179,8 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 		fmt.Fprint(cx.stdout, daemonStatusText(uptime, sq, nil, live, time.Now()))
 		return nil
 	}
-	if reg.busyRemote, err = recentWorkerIDs(context.Background(), c); err != nil {
-		logf("Warning: could not ask the server which worker ids are in use: %v", err)
-	}
-	inst, err := reg.claim(ident.idFor, os.Args)
-	var dup *errDuplicateWorker
-	if errors.As(err, &dup) {
-		return &exitError{code: 1, msg: dup.Error() + " (pick another id: agent.worker_id in clearml.conf or CLEARML_WORKER_ID; without them the id is <worker_name>:<free slot>, or <worker_name>:gpu<N> from --gpus)"}
-	} else if err != nil {
+	inst, err := claimWorkerID(c, reg, ident, logf)
+	if err != nil {
 		return err
 	}
 	defer inst.release()
@@ -219,6 +208,36 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 		return err
 	}
 	return s.crashError()
+}
+
+// openLog is where the daemon writes: stdout in the foreground (and for
+// --status and the detached child, whose stdout is the log already), else
+// a new log file, named on stdout.
+func (d *daemonCmd) openLog(cx *cmdContext, cfg *agentConfig, detachedChild bool) (io.Writer, func(), error) {
+	if d.foreground || d.status || detachedChild {
+		return cx.stdout, func() {}, nil
+	}
+	logFile, err := createDaemonLog(cfg.env)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot create the daemon log: %w", err)
+	}
+	fmt.Fprintf(cx.stdout, backgroundNotice, logFile.Name())
+	return logFile, func() { logFile.Close() }, nil
+}
+
+// claimWorkerID takes this daemon's worker id: a free local slot, not one
+// the server saw alive lately.
+func claimWorkerID(c *apiClient, reg *instanceRegistry, ident workerIdentity, logf func(string, ...any)) (*agentInstance, error) {
+	var err error
+	if reg.busyRemote, err = recentWorkerIDs(context.Background(), c); err != nil {
+		logf("Warning: could not ask the server which worker ids are in use: %v", err)
+	}
+	inst, err := reg.claim(ident.idFor, os.Args)
+	var dup *errDuplicateWorker
+	if errors.As(err, &dup) {
+		return nil, &exitError{code: 1, msg: dup.Error() + " (pick another id: agent.worker_id in clearml.conf or CLEARML_WORKER_ID; without them the id is <worker_name>:<free slot>, or <worker_name>:gpu<N> from --gpus)"}
+	}
+	return inst, err
 }
 
 // devices are the GPUs the worker serves; services mode implies CPU

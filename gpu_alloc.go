@@ -4,11 +4,13 @@ package main
 // from --gpus, and leases that never give one GPU to two tasks.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // gpuQueueSpec is one "--queue name=N|min-max|-max". A fractional spec
@@ -198,4 +200,89 @@ func (l *gpuLease) release() {
 		}
 		l.a.releaseFractionLocked(l)
 	})
+}
+
+// refreshExternalGPUs marks the GPUs that other live workers of this host
+// (<name>:gpu<list>, not our own children) run tasks on, as the reference
+// does, so two agents sharing a pool never hand out the same GPU.
+func (s *scheduler) refreshExternalGPUs(ctx context.Context) {
+	var r struct {
+		Workers []struct {
+			ID string `json:"id"`
+		} `json:"workers"`
+	}
+	if err := s.api.call(withBudget(ctx, 10*time.Second), "workers.get_all", "", map[string]any{"last_seen": 600}, &r); err != nil {
+		return
+	}
+	prefix := s.cfg.str("agent.worker_name") + ":gpu"
+	s.mu.Lock()
+	ours := map[string]bool{}
+	for _, c := range s.running {
+		if c.lease != nil {
+			ours[prefix+c.lease.workerLabel()] = true
+		}
+	}
+	s.mu.Unlock()
+	var busy []string
+	shares, labels := map[string]float64{}, map[string]bool{}
+	for _, w := range r.Workers {
+		if !strings.HasPrefix(w.ID, prefix) || ours[w.ID] {
+			continue
+		}
+		// Another agent's --gpus text: "0,1", "0-3", "0.1", or fractions "0.5a".
+		devs := strings.TrimPrefix(w.ID, prefix)
+		if fr, ls, ok := parseFractionalWorker(devs); ok {
+			for id, f := range fr {
+				shares[id] += f
+			}
+			for _, l := range ls {
+				labels[l] = true
+			}
+			continue
+		}
+		if ids, err := gpuListItems(devs); err == nil {
+			busy = append(busy, ids...)
+			continue
+		}
+		for _, g := range strings.Split(devs, ",") {
+			busy = append(busy, strings.ReplaceAll(g, ".", ":"))
+		}
+	}
+	s.alloc.setExternal(busy)
+	s.alloc.setExternalFractions(shares, labels)
+}
+
+// allocateGPUs makes the scheduler hand each task the GPUs its queue asks
+// for (--dynamic-gpus), tasks side by side as long as GPUs are free.
+func (s *scheduler) allocateGPUs(specs []gpuQueueSpec, pool []string, gset *gpuSet) {
+	for i, spec := range specs {
+		s.queues[i].gpuMin, s.queues[i].gpuMax = spec.min, spec.max
+		s.queues[i].gpuFracMin, s.queues[i].gpuFracMax = spec.fmin, spec.fmax
+	}
+	var freeMem func(string) (float64, bool)
+	if gset != nil {
+		freeMem = gset.freeMemMB
+	}
+	s.alloc = newGPUAllocator(pool, s.cfg.float("agent.gpu_free_memory_min_mb", 0), freeMem)
+	s.leases = map[string]*gpuLease{}
+	s.maxRun = 0 // bounded by free GPUs
+}
+
+// leaseGPUs takes the GPUs of a pulled task's queue (--dynamic-gpus), or
+// puts the task back when they are gone: only this daemon allocates, so the
+// check before the poll holds unless another agent took GPUs meanwhile.
+func (s *scheduler) leaseGPUs(c context.Context, taskID string, q queueRef) bool {
+	if s.alloc == nil {
+		return true
+	}
+	lease := s.alloc.allocateQueue(taskID, q)
+	if lease == nil {
+		s.logf("Not enough free GPUs for task %s: returning it to queue %s", taskID, q.Name)
+		s.status().requeue(c, q.ID, taskID)
+		return false
+	}
+	s.mu.Lock()
+	s.leases[taskID] = lease
+	s.mu.Unlock()
+	return true
 }

@@ -241,72 +241,6 @@ func (s *scheduler) pollRound(ctx context.Context, nextPoll *time.Time) (polled,
 	return polled, gpuWait, false, true
 }
 
-// refreshExternalGPUs marks the GPUs that other live workers of this host
-// (<name>:gpu<list>, not our own children) run tasks on, as the reference
-// does, so two agents sharing a pool never hand out the same GPU.
-func (s *scheduler) refreshExternalGPUs(ctx context.Context) {
-	var r struct {
-		Workers []struct {
-			ID string `json:"id"`
-		} `json:"workers"`
-	}
-	if err := s.api.call(withBudget(ctx, 10*time.Second), "workers.get_all", "", map[string]any{"last_seen": 600}, &r); err != nil {
-		return
-	}
-	prefix := s.cfg.str("agent.worker_name") + ":gpu"
-	s.mu.Lock()
-	ours := map[string]bool{}
-	for _, c := range s.running {
-		if c.lease != nil {
-			ours[prefix+c.lease.workerLabel()] = true
-		}
-	}
-	s.mu.Unlock()
-	var busy []string
-	shares, labels := map[string]float64{}, map[string]bool{}
-	for _, w := range r.Workers {
-		if !strings.HasPrefix(w.ID, prefix) || ours[w.ID] {
-			continue
-		}
-		// Another agent's --gpus text: "0,1", "0-3", "0.1", or fractions "0.5a".
-		devs := strings.TrimPrefix(w.ID, prefix)
-		if fr, ls, ok := parseFractionalWorker(devs); ok {
-			for id, f := range fr {
-				shares[id] += f
-			}
-			for _, l := range ls {
-				labels[l] = true
-			}
-			continue
-		}
-		if ids, err := gpuListItems(devs); err == nil {
-			busy = append(busy, ids...)
-			continue
-		}
-		for _, g := range strings.Split(devs, ",") {
-			busy = append(busy, strings.ReplaceAll(g, ".", ":"))
-		}
-	}
-	s.alloc.setExternal(busy)
-	s.alloc.setExternalFractions(shares, labels)
-}
-
-// allocateGPUs makes the scheduler hand each task the GPUs its queue asks
-// for (--dynamic-gpus), tasks side by side as long as GPUs are free.
-func (s *scheduler) allocateGPUs(specs []gpuQueueSpec, pool []string, gset *gpuSet) {
-	for i, spec := range specs {
-		s.queues[i].gpuMin, s.queues[i].gpuMax = spec.min, spec.max
-		s.queues[i].gpuFracMin, s.queues[i].gpuFracMax = spec.fmin, spec.fmax
-	}
-	var freeMem func(string) (float64, bool)
-	if gset != nil {
-		freeMem = gset.freeMemMB
-	}
-	s.alloc = newGPUAllocator(pool, s.cfg.float("agent.gpu_free_memory_min_mb", 0), freeMem)
-	s.leases = map[string]*gpuLease{}
-	s.maxRun = 0 // bounded by free GPUs
-}
-
 // beginPull counts a poll that may start a task, unless the daemon drains;
 // endPull ends it. A drain or stop waits for the polls counted.
 func (s *scheduler) beginPull() bool {
@@ -375,18 +309,8 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 		s.status().requeue(c, q.ID, taskID)
 		return
 	}
-	if s.alloc != nil {
-		lease := s.alloc.allocateQueue(taskID, q)
-		if lease == nil {
-			// Only this daemon allocates: the check before the poll holds,
-			// unless another agent took GPUs meanwhile. Put the task back.
-			s.logf("Not enough free GPUs for task %s: returning it to queue %s", taskID, q.Name)
-			s.status().requeue(c, q.ID, taskID)
-			return
-		}
-		s.mu.Lock()
-		s.leases[taskID] = lease
-		s.mu.Unlock()
+	if !s.leaseGPUs(c, taskID, q) {
+		return
 	}
 	if err := s.status().pulled(c, taskID); err != nil {
 		s.logf("Warning: Could not set status=in_progress task id '%s', retrying in a bit", taskID)
@@ -405,20 +329,9 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 		s.clearCurrent(ctx)
 		return
 	}
-	var ownerToken string
-	if s.opts.useOwnerToken {
-		s.mu.Lock()
-		owner := s.owners[taskID]
-		delete(s.owners, taskID)
-		s.mu.Unlock()
-		tok, err := s.api.ownerToken(c, owner)
-		if err != nil || owner == "" {
-			reason := fmt.Sprintf("--%s: the server refused a token for the task's owner %q: %v", useOwnerTokenFlag, owner, err)
-			s.logf("Error: %s", reason)
-			s.abandon(ctx, taskID, reason)
-			return
-		}
-		ownerToken = tok
+	ownerToken, ok := s.taskOwnerToken(ctx, c, taskID)
+	if !ok {
+		return
 	}
 	if s.isStopping() {
 		s.status().stoppedByShutdown(c, taskID)
@@ -440,6 +353,26 @@ func (s *scheduler) launch(ctx context.Context, taskID string, q queueRef) {
 		<-child.done
 		s.pollBeat.park(false)
 	}
+}
+
+// taskOwnerToken is, with --use-owner-token, a token for the task's owner
+// (its user's rights, not the agent's); a task that cannot have one fails.
+func (s *scheduler) taskOwnerToken(ctx, c context.Context, taskID string) (string, bool) {
+	if !s.opts.useOwnerToken {
+		return "", true
+	}
+	s.mu.Lock()
+	owner := s.owners[taskID]
+	delete(s.owners, taskID)
+	s.mu.Unlock()
+	tok, err := s.api.ownerToken(c, owner)
+	if err != nil || owner == "" {
+		reason := fmt.Sprintf("--%s: the server refused a token for the task's owner %q: %v", useOwnerTokenFlag, owner, err)
+		s.logf("Error: %s", reason)
+		s.abandon(ctx, taskID, reason)
+		return "", false
+	}
+	return tok, true
 }
 
 // startChild runs `clearml-agent execute` for the task; the options the
