@@ -141,9 +141,15 @@ func startPrometheus(bin string) (*promHarness, error) {
 	go func() {
 		runtime.LockOSThread()
 		err := p.cmd.Start()
+		if err == nil {
+			// Tracked: the agent code some tests run in this process
+			// (startTaskProcess) SIGKILLs its untracked children.
+			trackChild(p.cmd.Process.Pid)
+		}
 		started <- err
 		if err == nil {
 			p.cmd.Wait()
+			untrackChild(p.cmd.Process.Pid)
 			logf.Close()
 			close(p.exited)
 		}

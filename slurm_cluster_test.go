@@ -5,12 +5,15 @@ package main
 // run here, and fail instead on CI (CI=true), where .ci/run installs it.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,6 +92,25 @@ func startSlurmTestCluster() {
 		os.WriteFile(filepath.Join(home, "started-by-tests"), nil, 0o644)
 	}
 	slurmCluster.env = append(os.Environ(), "SLURM_CONF="+filepath.Join(home, "slurm.conf"))
+	trackSlurmDaemons(home)
+}
+
+// trackSlurmDaemons marks the cluster's daemons (they carry
+// CLEARML_SLURM_CLUSTER=<home>) as tracked children: started while this
+// test process was a subreaper, they are re-parented to it, and the agent
+// code some tests run in-process (startTaskProcess) SIGKILLs untracked ones.
+func trackSlurmDaemons(home string) {
+	mark := []byte("CLEARML_SLURM_CLUSTER=" + home)
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		env, err := os.ReadFile(filepath.Join(d, "environ"))
+		if err != nil || !slices.ContainsFunc(bytes.Split(env, []byte{0}), func(v []byte) bool { return bytes.Equal(v, mark) }) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(d)); err == nil {
+			trackChild(pid)
+		}
+	}
 }
 
 // stopSlurmTestCluster (from TestMain) stops the cluster when tests started
