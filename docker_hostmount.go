@@ -17,7 +17,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -89,14 +88,14 @@ func dockerQuoteName(s string) string {
 
 // The agent's own container: docker mounts its /etc/hostname from
 // .../containers/<id>/hostname, podman from .../overlay-containers/<id>/userdata/hostname.
-var dockerMountinfoID = regexp.MustCompile(`/(?:docker/containers|overlay-containers)/([0-9a-f]{64})/(?:userdata/)?(?:hostname|hosts|resolv\.conf)\s`)
+var dockerMountinfoID = lazyRegexp(`/(?:docker/containers|overlay-containers)/([0-9a-f]{64})/(?:userdata/)?(?:hostname|hosts|resolv\.conf)\s`)
 
 // dockerSelfContainerID finds the id of the container the agent runs in
 // from /proc/self/mountinfo ("" when not in a docker or podman container).
 // The reference reads /proc/1/cpuset, which is "/" under cgroup v2; the
 // mounts of /etc/hostname work on both.
 func dockerSelfContainerID(mountinfo string) string {
-	if m := dockerMountinfoID.FindStringSubmatch(mountinfo); m != nil {
+	if m := dockerMountinfoID().FindStringSubmatch(mountinfo); m != nil {
 		return m[1]
 	}
 	return ""

@@ -14,7 +14,6 @@ package main
 import (
 	"fmt"
 	"math"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -184,14 +183,14 @@ func (l *gpuLease) fractionsEnv() string {
 
 // fractionalWorkerRe is a fractional worker's GPU: "0.5a" (index, share
 // digits, letters), as the reference matches them.
-var fractionalWorkerRe = regexp.MustCompile(`^(\d+)\.(\d*)([a-z]+)$`)
+var fractionalWorkerRe = lazyRegexp(`^(\d+)\.(\d*)([a-z]+)$`)
 
 // parseFractionalWorker reads the suffix of another agent's worker id
 // ("0.5a,1.25b"); ok is false unless every item is a fraction.
 func parseFractionalWorker(devs string) (shares map[string]float64, labels []string, ok bool) {
 	shares = map[string]float64{}
 	for _, g := range strings.Split(strings.ToLower(devs), ",") {
-		m := fractionalWorkerRe.FindStringSubmatch(strings.TrimSpace(g))
+		m := fractionalWorkerRe().FindStringSubmatch(strings.TrimSpace(g))
 		if m == nil {
 			return nil, nil, false
 		}

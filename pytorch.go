@@ -24,7 +24,6 @@ package main
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -530,7 +529,7 @@ type torchReplacement struct {
 	LocalFile bool   // the task's line was "name @ file://..."
 }
 
-var torchFreezeSplit = regexp.MustCompile(`[\s=.<>~!@#]+`)
+var torchFreezeSplit = lazyRegexp(`[\s=.<>~!@#]+`)
 
 // torchReplaceBack rewrites frozen lines (pip freeze) for
 // tasks.set_requirements as the reference's replace_back: a package that
@@ -547,7 +546,7 @@ func torchReplaceBack(frozen []string, reps []torchReplacement) []string {
 		if t == "" || strings.HasPrefix(t, "#") {
 			continue
 		}
-		first := torchFreezeSplit.Split(t, 2)[0]
+		first := torchFreezeSplit().Split(t, 2)[0]
 		for _, rep := range reps {
 			if pyNormalizeName(first) != rep.Name {
 				continue

@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 )
 
@@ -21,8 +20,8 @@ func forceTaskInit(env envLookup) bool {
 }
 
 var (
-	futureFromRe   = regexp.MustCompile(`^from\s*__future__\s*`)
-	futureImportRe = regexp.MustCompile(`^import\s*__future__\s*`)
+	futureFromRe   = lazyRegexp(`^from\s*__future__\s*`)
+	futureImportRe = lazyRegexp(`^import\s*__future__\s*`)
 )
 
 // taskInitPatch is what the reference inserts.
@@ -69,7 +68,7 @@ func locateFutureImport(lines []string) int {
 		if found >= a {
 			continue
 		}
-		if !futureFromRe.MatchString(p.line) && !futureImportRe.MatchString(p.line) {
+		if !futureFromRe().MatchString(p.line) && !futureImportRe().MatchString(p.line) {
 			break
 		}
 		found = a
