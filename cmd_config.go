@@ -163,6 +163,10 @@ func (s *configSanitizer) sanitize(key string, v any) any {
 
 // escapeProperty escapes as the reference's properties output does.
 func escapeProperty(s string) string {
-	r := strings.NewReplacer("=", `\=`, "!", `\!`, "#", `\#`, "\n", "\\\n")
-	return r.Replace(s)
+	if !strings.ContainsAny(s, "=!#\n") {
+		return s // nearly every value: no replacer, no copy
+	}
+	return propertyEscaper.Replace(s)
 }
+
+var propertyEscaper = strings.NewReplacer("=", `\=`, "!", `\!`, "#", `\#`, "\n", "\\\n")

@@ -251,6 +251,7 @@ func venvUnzip(whl, dir string) error {
 	}
 	defer zr.Close()
 	root := filepath.Clean(dir) + string(filepath.Separator)
+	buf := make([]byte, 32<<10) // one for all: pip's wheel has ~1,000 files
 	for _, f := range zr.File {
 		dst := filepath.Join(dir, filepath.FromSlash(f.Name))
 		if !strings.HasPrefix(dst, root) {
@@ -262,14 +263,14 @@ func venvUnzip(whl, dir string) error {
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return err
 		}
-		if err := venvUnzipFile(f, dst); err != nil {
+		if err := venvUnzipFile(f, dst, buf); err != nil {
 			return fmt.Errorf("%s: %w", whl, err)
 		}
 	}
 	return nil
 }
 
-func venvUnzipFile(f *zip.File, dst string) error {
+func venvUnzipFile(f *zip.File, dst string, buf []byte) error {
 	rc, err := f.Open()
 	if err != nil {
 		return err
@@ -279,7 +280,8 @@ func venvUnzipFile(f *zip.File, dst string) error {
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(w, rc)
+	// Only the Writer: *os.File's ReadFrom would allocate its own buffer.
+	_, err = io.CopyBuffer(struct{ io.Writer }{w}, rc, buf)
 	if cerr := w.Close(); err == nil {
 		err = cerr
 	}
