@@ -65,7 +65,7 @@ func (d *daemonCmd) flags(t *flagTable) {
 	registerSchedule(t, &d.uptime, &d.downtime)
 	registerStatus(t, &d.status)
 	t.boolVar(&d.checkBootstrap, "check-bootstrap", "", "Accepted for compatibility: this agent needs no clearml-agent-bootstrap package")
-	t.boolVar(&d.useOwnerToken, useOwnerTokenFlag, "", "Run each task with its owner's credentials")
+	registerUseOwnerToken(t, &d.useOwnerToken)
 	registerPollingInterval(t, &d.pollingInterval)
 	registerMetricsAddress(t, &d.metricsAddress)
 	d.workerFlags.register(t)
@@ -166,9 +166,8 @@ func (d *daemonCmd) work(cx *cmdContext, cfg *agentConfig, reg *instanceRegistry
 		return err
 	}
 	startupStep() // the login's code and garbage are not the loops'
-	if claims := c.identity(); d.useOwnerToken && !claims.mayImpersonate() {
-		// Refuse now rather than fail every task pulled, as the reference.
-		return &exitError{code: 1, msg: fmt.Sprintf("--use-owner-token: this key's role (%s) may not act as a task's owner; use an admin or service-account key, or run without --use-owner-token", claims.Identity.Role)}
+	if err := checkOwnerTokenKey(d.useOwnerToken, c.identity()); err != nil {
+		return err
 	}
 	if d.status {
 		sq := make([]statusQueue, len(queues))

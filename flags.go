@@ -440,7 +440,7 @@ const (
 	detachedFlag      = "detached"
 	uptimeFlag        = "uptime"
 	downtimeFlag      = "downtime"
-	useOwnerTokenFlag = "use-owner-token" // daemon (cmd_daemon.go) and k8s (k8s_cmd.go)
+	useOwnerTokenFlag = "use-owner-token" // daemon and k8s
 )
 
 func registerQueues(t *flagTable, l *listFlag) {
@@ -482,4 +482,19 @@ func registerPollingInterval(t *flagTable, p *intFlag) {
 // registerMetricsAddress adds --metrics-address (daemon, slurm, k8s).
 func registerMetricsAddress(t *flagTable, p *string) {
 	t.stringVar(p, "metrics-address", "HOST:PORT", "Serve Prometheus /metrics, /healthz and /readyz on HOST:PORT (off by default; a bare PORT is loopback)")
+}
+
+// registerUseOwnerToken is --use-owner-token of daemon and k8s.
+func registerUseOwnerToken(t *flagTable, p *bool) {
+	t.boolVar(p, useOwnerTokenFlag, "", "Run each task with its owner's credentials: a token for the task's user (for a pod, in a per-task Secret)")
+}
+
+// checkOwnerTokenKey refuses --use-owner-token at start when the agent's key
+// may not act as a task's owner, rather than fail every task pulled (as the
+// reference does).
+func checkOwnerTokenKey(on bool, claims tokenClaims) error {
+	if !on || claims.mayImpersonate() {
+		return nil
+	}
+	return &exitError{code: 1, msg: fmt.Sprintf("--%s: this key's role (%s) may not act as a task's owner; use an admin or service-account key, or run without --%s", useOwnerTokenFlag, claims.Identity.Role, useOwnerTokenFlag)}
 }

@@ -52,7 +52,7 @@ func (c *k8sCmd) flags(t *flagTable) {
 	t.stringVar(&c.podNamePrefix, "pod-name-prefix", "PREFIX", "Pod name: PREFIX + task id (default: clearml-id-)")
 	t.stringVar(&c.limitPodLabel, "limit-pod-label", "LABEL", "Ports mode: the pod's slot label (default: "+k8sDefaultLimit+")")
 	t.stringVar(&c.containerBashScript, "container-bash-script", "FILE", "Shell lines the task container runs before the agent ({task_id} etc. substituted)")
-	t.boolVar(&c.useOwnerToken, useOwnerTokenFlag, "", "Run each task with its owner's token (a per-task Secret)")
+	registerUseOwnerToken(t, &c.useOwnerToken)
 	t.boolVar(&c.portsMode, "ports-mode", "", "Give each pod a numbered slot label (for Services that expose its ports)")
 	t.add(&c.numOfServices, "num-of-services", "", "N", "Ports mode: number of slots (default: 20)")
 	t.add(&c.basePort, "base-port", "", "PORT", "Ports mode: the task's k8s-pod-port property is PORT + slot")

@@ -69,8 +69,8 @@ func (b *k8sBackend) Start(ctx context.Context, s glueSetup) error {
 	b.pod.WorkerID = s.workerID
 	b.label = k8sAgentLabel(s.workerID)
 	cfg := s.cfg
-	if b.useOwnerToken && !s.api.identity().mayImpersonate() {
-		return &exitError{code: 1, msg: fmt.Sprintf("--use-owner-token: this key's role (%s) may not act as a task's owner; use an admin or service-account key, or run without --use-owner-token", s.api.identity().Identity.Role)}
+	if err := checkOwnerTokenKey(b.useOwnerToken, s.api.identity()); err != nil {
+		return err
 	}
 	for _, kv := range [][2]string{{"CLEARML_API_HOST", cfg.str("api.api_server")}, {"CLEARML_WEB_HOST", cfg.str("api.web_server")},
 		{"CLEARML_FILES_HOST", cfg.str("api.files_server")}, {"CLEARML_AGENT_GIT_USER", cfg.str("agent.git_user")}} {
