@@ -155,9 +155,9 @@ func stripDetachedFlag(args []string) []string {
 			if len(a) >= 4 && strings.HasPrefix("--"+detachedFlag, a) {
 				continue
 			}
-		case len(a) > 1 && a[0] == '-' && strings.Trim(a[1:], "dO") == "":
+		case len(a) > 1 && a[0] == '-' && strings.Trim(a[1:], detachedShort+optimizeShort) == "":
 			// A cluster of flags that take no value, e.g. -Od.
-			a = "-" + strings.ReplaceAll(a[1:], "d", "")
+			a = "-" + strings.ReplaceAll(a[1:], detachedShort, "")
 			if a == "-" {
 				continue
 			}

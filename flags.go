@@ -120,7 +120,7 @@ type workerFlags struct {
 
 func (w *workerFlags) register(t *flagTable) {
 	w.logLevel = choiceFlag{val: "INFO", choices: logLevels, upper: true}
-	t.add(&w.optimization, "O", "", "", "Compile optimized pyc code (see the python documentation); repeat for more optimization")
+	t.add(&w.optimization, optimizeShort, "", "", "Compile optimized pyc code (see the python documentation); repeat for more optimization")
 	t.stringVar(&w.gitUser, "git-user", "GIT_USER", "Git username for repository access")
 	t.stringVar(&w.gitPass, "git-pass", "GIT_PASS", "Git password for repository access")
 	t.add(&w.logLevel, "log-level", "", "{DEBUG,INFO,WARN,WARNING,ERROR,CRITICAL}", "SDK log level (default: INFO)")
@@ -438,6 +438,8 @@ func registerForeground(t *flagTable, p *bool) {
 const (
 	queueFlag         = "queue"
 	detachedFlag      = "detached"
+	detachedShort     = "d" // -d of daemon and slurm; -d before the command is --debug
+	optimizeShort     = "O" // -O (-OO): a flag without a value, clustered with -d
 	uptimeFlag        = "uptime"
 	downtimeFlag      = "downtime"
 	useOwnerTokenFlag = "use-owner-token" // daemon and k8s
@@ -457,7 +459,7 @@ func registerCreateQueue(t *flagTable, p *bool) {
 }
 
 func registerDetached(t *flagTable, p *bool) {
-	t.boolVar(p, detachedFlag, "d", "Run in the background; the command returns at once")
+	t.boolVar(p, detachedFlag, detachedShort, "Run in the background; the command returns at once")
 }
 
 func registerStop(t *flagTable, l *listFlag) {
