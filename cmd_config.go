@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"io"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,16 +16,7 @@ func (*configCmd) run(cx *cmdContext) error {
 	if err != nil {
 		return err
 	}
-	location := cfg.location
-	if location == "" {
-		location = "None"
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "Current configuration (clearml_agent v%s, location: %s):\n----------------------\n", agentVersion, location)
-	writeConfigProperties(&b, cfg)
-	b.WriteString("\n\n")
-	_, err = io.WriteString(cx.stdout, b.String())
-	return err
+	return printConfiguration(cx.stdout, cfg)
 }
 
 // configSanitizer holds the agent.sanitize_config_printout rules.

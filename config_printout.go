@@ -10,7 +10,8 @@ import (
 // execute and build: the effective configuration, one "key = value" line
 // per leaf, sanitized as `config` shows it (agent.sanitize_config_printout
 // and the credentials' values), so a task's log says what its agent ran with.
-func printConfiguration(w io.Writer, cfg *agentConfig) {
+// `config` prints the same text.
+func printConfiguration(w io.Writer, cfg *agentConfig) error {
 	location := cfg.location
 	if location == "" {
 		location = "None"
@@ -19,7 +20,8 @@ func printConfiguration(w io.Writer, cfg *agentConfig) {
 	fmt.Fprintf(&b, "Current configuration (clearml_agent v%s, location: %s):\n----------------------\n", agentVersion, location)
 	writeConfigProperties(&b, cfg)
 	b.WriteString("\n\n")
-	io.WriteString(w, b.String())
+	_, err := io.WriteString(w, b.String())
+	return err
 }
 
 // preamble is what execute says and sets up before the task's setup: the

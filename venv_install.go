@@ -28,7 +28,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 )
 
@@ -492,53 +491,8 @@ func venvPipVersion(py string) string {
 }
 
 // pyVersionInSpec checks a version against comma-separated clauses with
-// >=, <=, >, <, ==, != on dotted numbers (what pip_legacy_resolver holds).
+// >=, <=, >, <, ==, != on dotted numbers (what pip_legacy_resolver holds):
+// the comparison the PyTorch resolver uses, an empty spec matching nothing.
 func pyVersionInSpec(version, spec string) bool {
-	num := func(v string) []int {
-		var out []int
-		for _, p := range strings.Split(strings.TrimSpace(v), ".") {
-			n, err := strconv.Atoi(strings.TrimRightFunc(p, func(r rune) bool { return r < '0' || r > '9' }))
-			if err != nil {
-				break
-			}
-			out = append(out, n)
-		}
-		return out
-	}
-	cmp := func(a, b []int) int {
-		for i := 0; i < max(len(a), len(b)); i++ {
-			x, y := 0, 0
-			if i < len(a) {
-				x = a[i]
-			}
-			if i < len(b) {
-				y = b[i]
-			}
-			if x != y {
-				if x < y {
-					return -1
-				}
-				return 1
-			}
-		}
-		return 0
-	}
-	have := num(version)
-	if len(have) == 0 {
-		return false
-	}
-	for _, clause := range strings.Split(spec, ",") {
-		clause = strings.TrimSpace(clause)
-		op := strings.TrimRight(clause[:min(2, len(clause))], "0123456789. ")
-		want := num(strings.TrimPrefix(clause, op))
-		if len(want) == 0 {
-			return false
-		}
-		c := cmp(have, want)
-		ok := map[string]bool{">=": c >= 0, "<=": c <= 0, ">": c > 0, "<": c < 0, "==": c == 0, "!=": c != 0}[op]
-		if !ok {
-			return false
-		}
-	}
-	return true
+	return strings.TrimSpace(spec) != "" && torchSatisfies(version, spec)
 }
