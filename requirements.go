@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // reqKind is what a requirement line is.
@@ -94,11 +95,15 @@ var (
 // whitespace. It also collapses runs of whitespace.
 func reqStripComment(s string) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
-	for i := 0; i < len(s); i++ {
-		if s[i] == '#' && (i == 0 || strings.ContainsRune(" \t\f\v\r", rune(s[i-1]))) {
+	// pip's rule is (^|\s+)#: any whitespace before the hash, as Fields sees it,
+	// so that the joined text never starts a comment it did not start before.
+	prev := ' '
+	for i, c := range s {
+		if c == '#' && unicode.IsSpace(prev) {
 			s = s[:i]
 			break
 		}
+		prev = c
 	}
 	return strings.Join(strings.Fields(s), " ")
 }
