@@ -146,11 +146,13 @@ func (g *glue) follow(ctx context.Context, e *glueJob, st glueJobState, known bo
 		t.Status == "in_progress" && (t.LastWorker == "" || t.LastWorker == glueTaskWorkerID(g.workerID, e.Task)))
 	switch {
 	case !exists:
-		if known && st.Phase != glueEnded {
-			if err := g.b.Cancel(c, e.Job); err != nil {
-				g.warn("cancel "+e.Job, "Warning: task %s was deleted; cannot cancel %s: %v (retrying)", e.Task, label, err)
-				return false
-			}
+		if !known || st.Phase == glueEnded {
+			g.logf("task %s was deleted; %s had ended", e.Task, label)
+			return true
+		}
+		if err := g.b.Cancel(c, e.Job); err != nil {
+			g.warn("cancel "+e.Job, "Warning: task %s was deleted; cannot cancel %s: %v (retrying)", e.Task, label, err)
+			return false
 		}
 		g.logf("task %s was deleted: %s cancelled", e.Task, label)
 		return true

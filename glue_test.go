@@ -340,6 +340,20 @@ func TestGlueAbortWhilePending(t *testing.T) {
 	if !waitUntil(func() bool { b.mu.Lock(); defer b.mu.Unlock(); return slices.Contains(b.cancelled, j2) }, 10*time.Second) {
 		t.Fatalf("job of a deleted task not cancelled\n%s", tg.log.String())
 	}
+	// A deleted task whose job had ended: released, nothing to cancel, and
+	// the log does not claim a cancel.
+	ended := enqueueTestTask(t, s, "work")
+	j3 := b.jobOf(t, ended)
+	b.set(j3, glueEnded, "COMPLETED")
+	s.DeleteTask(ended)
+	if !waitUntil(func() bool { b.mu.Lock(); defer b.mu.Unlock(); return slices.Contains(b.released, j3) }, 10*time.Second) {
+		t.Fatalf("job %s of a deleted task still tracked\n%s", j3, tg.log.String())
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if slices.Contains(b.cancelled, j3) || !strings.Contains(tg.log.String(), "task "+ended+" was deleted; FAKE job "+j3+" had ended") {
+		t.Errorf("ended job %s: cancelled %v\n%s", j3, b.cancelled, tg.log.String())
+	}
 }
 
 // With StopGrace, a job still running after its task was aborted (and

@@ -172,6 +172,43 @@ func TestPrometheusDaemonEndToEnd(t *testing.T) {
 
 // A port in use: one error line, exit status 1, and the server never hears
 // of the worker.
+// metricsListen is a free loopback HOST:PORT for --metrics-address.
+func metricsListen(t *testing.T) string {
+	t.Helper()
+	port, err := freeLoopbackPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", port)
+}
+
+// waitMetricSamples waits until the /metrics page at addr holds every one
+// of samples (whole lines, "name{labels} value"); a long-running command
+// counts a task's end once it has seen it, a moment after the server has.
+func waitMetricSamples(t *testing.T, addr string, p *daemonProc, timeout time.Duration, samples ...string) {
+	t.Helper()
+	var page string
+	for deadline := time.Now().Add(timeout); ; time.Sleep(100 * time.Millisecond) {
+		_, page = probeGet("http://" + addr + "/metrics")
+		have := map[string]bool{}
+		for _, line := range strings.Split(page, "\n") {
+			have[line] = true
+		}
+		var missing []string
+		for _, want := range samples {
+			if !have[want] {
+				missing = append(missing, want)
+			}
+		}
+		if len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %q:\n%s\noutput:\n%s", missing, page, p.out.String())
+		}
+	}
+}
+
 func TestMetricsAddressInUse(t *testing.T) {
 	s := startServer(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -201,9 +201,10 @@ func enqueueSlurmTask(t *testing.T, s *fakeserver.Server, p *daemonProc, repo, e
 func TestSlurmGlueRunsTask(t *testing.T) {
 	e := newSlurmGlueEnv(t)
 	repo := slurmScriptRepo(t)
-	// The default polling pace, for the timings.
+	// The default polling pace, for the timings; the metrics listener on.
+	metrics := metricsListen(t)
 	p := startAgentProc(t, e.env, "slurm", "--foreground", "--state-dir", e.state, "--queue", "slurmq", "--create-queue",
-		"--template-files", e.template(t, "native.sh", "", ""))
+		"--template-files", e.template(t, "native.sh", "", ""), "--metrics-address", metrics)
 	enqueued := time.Now()
 	id := enqueueSlurmTask(t, e.s, p, repo, "hello.py", "slurmq", "hello")
 	job := e.jobOf(t, p, id)
@@ -229,6 +230,19 @@ func TestSlurmGlueRunsTask(t *testing.T) {
 		next := enqueueSlurmTask(t, e.s, p, repo, "hello.py", "slurmq", fmt.Sprint("hello ", i))
 		e.waitStatus(t, p, next, "", "completed", 3*time.Minute)
 		e.logTimings(t, next, at)
+	}
+	// The glue's own listener counted the four jobs it submitted and saw end.
+	waitMetricSamples(t, metrics, p, 30*time.Second,
+		`clearml_agent_tasks_started_total{queue="slurmq"} 4`,
+		`clearml_agent_task_pickup_latency_seconds_count{queue="slurmq"} 4`,
+		`clearml_agent_tasks_total{queue="slurmq",result="completed"} 4`,
+		`clearml_agent_task_duration_seconds_count{queue="slurmq",result="completed"} 4`,
+		`clearml_agent_ready 1`)
+	if code, body := probeGet("http://" + metrics + "/healthz"); code != 200 || !strings.HasPrefix(body, "ok\n") {
+		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, body := probeGet("http://" + metrics + "/readyz"); code != 200 {
+		t.Errorf("/readyz: %d %q", code, body)
 	}
 
 	// The glue's worker is listed; the job had no secret.
