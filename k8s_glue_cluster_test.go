@@ -349,7 +349,8 @@ func TestK8sGlueOutcomes(t *testing.T) {
 		args = append(args, o.queue)
 		qt = append(qt, o.queue+"="+k.file(t, o.queue+".yaml", "metadata:\n  annotations: "+o.annotations+"\n"))
 	}
-	p := k.start(t, nil, append(append(args, "--queue-template"), qt...)...)
+	metrics := metricsListen(t)
+	p := k.start(t, nil, append(append(append(args, "--queue-template"), qt...), "--metrics-address", metrics)...)
 	ids := map[string]string{}
 	for _, o := range outcomes {
 		ids[o.queue] = k.enqueue(t, o.queue, fakeserver.TaskSpec{Container: map[string]string{"image": "ubuntu:22.04"}})
@@ -377,6 +378,19 @@ func TestK8sGlueOutcomes(t *testing.T) {
 	for _, o := range outcomes {
 		k.waitNoPod(t, p, ids[o.queue], 30*time.Second)
 	}
+	// The glue's own listener counted each pod's start and each end by its
+	// outcome.
+	var samples []string
+	for _, o := range outcomes {
+		result := "failed"
+		if o.status == "completed" {
+			result = "completed"
+		}
+		samples = append(samples, `clearml_agent_tasks_started_total{queue="`+o.queue+`"} 1`,
+			`clearml_agent_task_pickup_latency_seconds_count{queue="`+o.queue+`"} 1`,
+			`clearml_agent_tasks_total{queue="`+o.queue+`",result="`+result+`"} 1`)
+	}
+	waitMetricSamples(t, metrics, p, 30*time.Second, append(samples, `clearml_agent_ready 1`)...)
 	if q, _ := k.s.Queue("k8s_scheduler"); len(q.Entries) != 0 {
 		t.Errorf("pending queue holds %v", q.Entries)
 	}
