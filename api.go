@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -131,23 +130,11 @@ func newAPIClient(cfg *agentConfig, opts clientOptions) (*apiClient, error) {
 // for interactive commands.
 func newHTTPClient(cfg *agentConfig, interactive bool) (*http.Client, error) {
 	tlsConf := &tls.Config{InsecureSkipVerify: !cfg.boolean("api.verify_certificate", true)}
-	if bundle := firstEnv(cfg.env, "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"); bundle != "" && !tlsConf.InsecureSkipVerify {
-		pem, err := os.ReadFile(bundle)
-		if err != nil {
-			return nil, &configError{fmt.Sprintf("cannot read the CA bundle %s: %v (fix REQUESTS_CA_BUNDLE)", bundle, unwrapPathErr(err))}
-		}
-		pool, _ := x509.SystemCertPool()
-		if pool == nil {
-			pool = x509.NewCertPool()
-		}
-		pool.AppendCertsFromPEM(pem)
-		tlsConf.RootCAs = pool
-	}
 	dialTimeout := 10 * time.Second
 	if interactive {
 		dialTimeout = 5 * time.Second
 	}
-	return &http.Client{Transport: &http.Transport{
+	t := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		TLSClientConfig:       tlsConf,
@@ -155,7 +142,15 @@ func newHTTPClient(cfg *agentConfig, interactive bool) (*http.Client, error) {
 		ResponseHeaderTimeout: 60 * time.Second,
 		MaxIdleConnsPerHost:   4,
 		IdleConnTimeout:       90 * time.Second,
-	}}, nil
+	}
+	if bundle := firstEnv(cfg.env, "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"); bundle != "" && !tlsConf.InsecureSkipVerify {
+		bt, err := newCABundleTransport(t, bundle)
+		if err != nil {
+			return nil, err
+		}
+		return &http.Client{Transport: bt}, nil
+	}
+	return &http.Client{Transport: t}, nil
 }
 
 func orNone(s string) string {

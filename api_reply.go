@@ -7,6 +7,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -90,6 +91,14 @@ type unreachableError struct {
 }
 
 func (e *unreachableError) Error() string {
+	var ce *tls.CertificateVerificationError
+	var cfg *configError
+	switch {
+	case errors.As(e.cause, &cfg):
+		return cfg.msg // the CA bundle: its own fix
+	case errors.As(e.cause, &ce):
+		return fmt.Sprintf("cannot reach the ClearML API server at %s: %s (set REQUESTS_CA_BUNDLE to the CA bundle that signed the server's certificate, or api.verify_certificate: false to skip the check)", e.host, describeNetErr(e.cause))
+	}
 	return fmt.Sprintf("cannot reach the ClearML API server at %s: %s (check api.api_server in ~/clearml.conf or CLEARML_API_HOST)", e.host, describeNetErr(e.cause))
 }
 

@@ -66,7 +66,8 @@ func retryableNetErr(err error) bool {
 		return !dnsErr.IsNotFound
 	}
 	var ce *tls.CertificateVerificationError
-	return !errors.As(err, &ce)
+	var cfg *configError // the CA bundle, read at the first TLS connection
+	return !errors.As(err, &ce) && !errors.As(err, &cfg)
 }
 
 // callBudget is how long one call may keep retrying.
