@@ -11,6 +11,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
+	"log"
 	"math/big"
 	"net"
 	"net/http/httptest"
@@ -29,6 +31,7 @@ func startTLSServer(t *testing.T) (*fakeserver.Server, string, string) {
 	t.Helper()
 	s := fakeserver.New()
 	ts := httptest.NewUnstartedServer(s)
+	ts.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes are the point
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
 	return s, ts.URL, certPEMFile(t, ts)
