@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,10 +29,7 @@ while True:
 	if rt := taskStatus(t, s, id).Runtime; rt["_abort_callback_timeout"] != "30" || rt["_abort_poll_freq"] != "10" {
 		t.Errorf("the callback is not registered on the task: runtime %v", rt)
 	}
-	c := testClient(t, s.URL(), nil, clientOptions{})
-	if err := c.call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": id}, nil); err != nil {
-		t.Fatal(err)
-	}
+	stopTask(t, s, id)
 	var r runResult
 	select {
 	case r = <-done:

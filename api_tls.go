@@ -26,10 +26,30 @@ type caBundleTransport struct {
 }
 
 // newCABundleTransport wraps base (whose TLS config must verify) for the
-// bundle at path. The file must be readable now: a wrong path is a start
+// bundle at path. The file is checked now, so a wrong path is a start
 // error, not a first request's.
 func newCABundleTransport(base *http.Transport, path string) (*caBundleTransport, error) {
-	// Read, not parsed: a few hundred KiB, checked for a certificate.
+	if _, err := readCABundle(path); err != nil {
+		return nil, err
+	}
+	return &caBundleTransport{plain: base, tls: sync.OnceValues(func() (*http.Transport, error) {
+		data, err := readCABundle(path)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(data) {
+			return nil, caBundleEmpty(path)
+		}
+		t := base.Clone()
+		t.TLSClientConfig.RootCAs = pool
+		return t, nil
+	})}, nil
+}
+
+// readCABundle reads the bundle and checks that it holds a certificate,
+// without parsing it (a few hundred KiB: cheap to read twice, dear to parse).
+func readCABundle(path string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, &configError{fmt.Sprintf("cannot read the CA bundle %s: %v (fix REQUESTS_CA_BUNDLE)", path, unwrapPathErr(err))}
@@ -37,19 +57,7 @@ func newCABundleTransport(base *http.Transport, path string) (*caBundleTransport
 	if !bytes.Contains(data, []byte("-----BEGIN CERTIFICATE-----")) {
 		return nil, caBundleEmpty(path)
 	}
-	return &caBundleTransport{plain: base, tls: sync.OnceValues(func() (*http.Transport, error) {
-		pem, err := os.ReadFile(path)
-		if err != nil {
-			return nil, &configError{fmt.Sprintf("cannot read the CA bundle %s: %v (fix REQUESTS_CA_BUNDLE)", path, unwrapPathErr(err))}
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, caBundleEmpty(path)
-		}
-		t := base.Clone()
-		t.TLSClientConfig.RootCAs = pool
-		return t, nil
-	})}, nil
+	return data, nil
 }
 
 func caBundleEmpty(path string) error {
@@ -80,12 +88,4 @@ func (c *caBundleTransport) needsTLS(r *http.Request) bool {
 	}
 	p, err := c.plain.Proxy(r)
 	return err != nil || p != nil && p.Scheme != "http"
-}
-
-// CloseIdleConnections lets http.Client.CloseIdleConnections reach both.
-func (c *caBundleTransport) CloseIdleConnections() {
-	c.plain.CloseIdleConnections()
-	if t, err := c.tls(); err == nil {
-		t.CloseIdleConnections()
-	}
 }

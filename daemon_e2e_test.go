@@ -204,10 +204,7 @@ func TestDaemonAbortAndStats(t *testing.T) {
 	for i := 0; i < 200 && !strings.Contains(s.TaskLogText(id), "looping"); i++ {
 		time.Sleep(50 * time.Millisecond)
 	}
-	c := testClient(t, s.URL(), nil, clientOptions{})
-	if err := c.call(t.Context(), "tasks.stop", "2.5", map[string]any{"task": id}, nil); err != nil {
-		t.Fatal(err)
-	}
+	stopTask(t, s, id)
 	waitStatus(t, s, p, id, "stopped", 60*time.Second)
 
 	// The worker is listed, and its reports carry stats, the task and tags.

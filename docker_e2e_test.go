@@ -120,10 +120,7 @@ func TestDockerExecuteAbortE2E(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	c := testClient(t, s.URL(), nil, clientOptions{})
-	if err := c.call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": id}, nil); err != nil {
-		t.Fatal(err)
-	}
+	stopTask(t, s, id)
 	select {
 	case r := <-done:
 		if task := taskStatus(t, s, id); task.Status != "stopped" {

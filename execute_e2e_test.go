@@ -339,10 +339,7 @@ while True:
 	if len(pids) != 2 {
 		t.Fatalf("the task did not start (pids %v)", pids)
 	}
-	c := testClient(t, s.URL(), nil, clientOptions{})
-	if err := c.call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": id}, nil); err != nil {
-		t.Fatal(err)
-	}
+	stopTask(t, s, id)
 	var r runResult
 	select {
 	case r = <-done:
@@ -379,10 +376,7 @@ while True:
 	env["MARKDIR"] = dir
 	done := runAgentAsync(t, env, "execute", "--id", id)
 	waitForFile(t, filepath.Join(dir, "started"), time.Minute)
-	c := testClient(t, s.URL(), nil, clientOptions{})
-	if err := c.call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": id}, nil); err != nil {
-		t.Fatal(err)
-	}
+	stopTask(t, s, id)
 	select {
 	case r := <-done:
 		t.Fatalf("the task was stopped before its abort callback completed\n%s", r.stdout)

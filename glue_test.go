@@ -322,10 +322,7 @@ func TestGlueAbortWhilePending(t *testing.T) {
 	id := enqueueTestTask(t, s, "work")
 	job := b.jobOf(t, id)
 	waitTask(t, s, tg, id, "pending", func(task fakeserver.Task) bool { return strings.Contains(task.StatusMessage, "PENDING") })
-	c := testClient(t, s.URL(), nil, clientOptions{})
-	if err := c.call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": id}, nil); err != nil {
-		t.Fatal(err)
-	}
+	stopTask(t, s, id)
 	if !waitUntil(func() bool { b.mu.Lock(); defer b.mu.Unlock(); return slices.Contains(b.cancelled, job) }, 10*time.Second) {
 		t.Fatalf("job not cancelled\n%s", tg.log.String())
 	}

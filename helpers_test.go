@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"maps"
 	"os"
 	"os/exec"
@@ -110,4 +111,12 @@ func runGit(t testing.TB, env []string, dir string, args ...string) string {
 		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// stopTask aborts a task as the UI's Abort does: tasks.stop on the stand-in.
+func stopTask(t testing.TB, s *fakeserver.Server, id string) {
+	t.Helper()
+	if err := testClient(t, s.URL(), nil, clientOptions{}).call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": id}, nil); err != nil {
+		t.Fatal(err)
+	}
 }

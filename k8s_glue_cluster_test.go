@@ -415,10 +415,7 @@ func TestK8sGlueAbort(t *testing.T) {
 	if task.Status != "queued" || task.Queue != pq.ID || task.StatusReason != "k8s pending scheduler" {
 		t.Errorf("pending task: %s in %s (%s); want queued in k8s_scheduler", task.Status, task.Queue, task.StatusReason)
 	}
-	c := testClient(t, k.s.URL(), nil, clientOptions{})
-	if err := c.call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": pending}, nil); err != nil {
-		t.Fatal(err)
-	}
+	stopTask(t, k.s, pending)
 	k.waitNoPod(t, p, pending, 30*time.Second)
 	if st := taskStatus(t, k.s, pending); st.Status != "stopped" {
 		t.Errorf("aborted pending task: %s", st.Status)
@@ -430,9 +427,7 @@ func TestK8sGlueAbort(t *testing.T) {
 		doc["last_worker"] = "k8s-glue-" + k.ns + ":" + running
 		doc["last_update"] = time.Now()
 	})
-	if err := c.call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": running}, nil); err != nil {
-		t.Fatal(err)
-	}
+	stopTask(t, k.s, running)
 	waitStatus(t, k.s, p, running, "stopped", 30*time.Second)
 	k.waitNoPod(t, p, running, 60*time.Second)
 	if log := k.s.TaskLogText(running); !strings.Contains(log, "cancelled: still running 30s after the task became stopped") {
@@ -516,10 +511,7 @@ func TestK8sGlueRestart(t *testing.T) {
 			t.Fatalf("the restarted glue did not pick up the pod of %s:\n%s", id, p2.out.String())
 		}
 	}
-	c := testClient(t, k.s.URL(), nil, clientOptions{})
-	if err := c.call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": pending}, nil); err != nil {
-		t.Fatal(err)
-	}
+	stopTask(t, k.s, pending)
 	k.waitNoPod(t, p2, pending, 30*time.Second)
 	waitStatus(t, k.s, p2, running, "completed", 60*time.Second)
 	k.waitNoPod(t, p2, running, 30*time.Second)

@@ -51,11 +51,7 @@ func TestPrometheusDaemonEndToEnd(t *testing.T) {
 	s := startServer(t)
 	repo, _ := makeTaskRepo(t, map[string]string{"train.py": trainOK, "fail.py": trainFail,
 		"slow.py": "import time\nfor i in range(80):\n    print('line %d' % i, flush=True)\n    time.sleep(0.1)\n"})
-	port, err := freeLoopbackPort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr := metricsListen(t)
 	env := executeEnv(t, s)
 	// The tasks' temp folder, where spool and metrics files go: this test's
 	// own, as other tests leave undelivered spools in theirs.
@@ -86,18 +82,9 @@ func TestPrometheusDaemonEndToEnd(t *testing.T) {
 	s.Refuse(false)
 	waitStatus(t, s, p, slow, "completed", 120*time.Second)
 	// The daemon counts a task once its child is gone and settled.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, page := probeGet(base + "/metrics")
-		if strings.Contains(page, `clearml_agent_tasks_total{queue="default",result="completed"} 3`) &&
-			strings.Contains(page, `clearml_agent_tasks_total{queue="default",result="failed"} 1`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the daemon's page does not show 3 completed and 1 failed task:\n%s\ndaemon output:\n%s", page, p.out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitMetricSamples(t, addr, p, 30*time.Second,
+		`clearml_agent_tasks_total{queue="default",result="completed"} 3`,
+		`clearml_agent_tasks_total{queue="default",result="failed"} 1`)
 
 	// An outage: not ready (no task can be taken), still alive (the loops
 	// retry), and ready again once the server answers.
@@ -275,11 +262,7 @@ func TestMetricsAddressPrecedence(t *testing.T) {
 // nvidia-smi (one GPU, 81559 MiB, 41 °C idle).
 func TestMetricsDaemonGPUs(t *testing.T) {
 	s := startServer(t)
-	port, err := freeLoopbackPort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr := metricsListen(t)
 	env := executeEnv(t, s)
 	fake, _ := filepath.Abs("testdata/gpu/fake/bin")
 	env["PATH"] = fake + string(os.PathListSeparator) + os.Getenv("PATH")
@@ -291,22 +274,6 @@ func TestMetricsDaemonGPUs(t *testing.T) {
 		`clearml_agent_gpu_temperature_celsius{gpu="0",uuid="GPU-11111111-2222-3333-4444-555555555555"} 41`,
 		`clearml_agent_gpu_utilization_ratio{gpu="0",uuid="GPU-11111111-2222-3333-4444-555555555555"} 0`,
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		_, page := probeGet("http://" + addr + "/metrics")
-		missing := ""
-		for _, w := range want {
-			if !strings.Contains(page, w+"\n") {
-				missing = w
-			}
-		}
-		if missing == "" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s on the page:\n%s\ndaemon output:\n%s", missing, page, p.out.String())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitMetricSamples(t, addr, p, 60*time.Second, want...)
 	p.stop(t)
 }

@@ -273,8 +273,6 @@ func TestSlurmGlueAbort(t *testing.T) {
 	held := e.template(t, "held.sh", "#SBATCH --hold", "")
 	free := e.template(t, "free.sh", "", "")
 	p := e.start(t, "--queue", "heldq", "freeq", "--create-queue", "--template-files", held, free)
-	c := testClient(t, e.s.URL(), nil, clientOptions{})
-
 	pending := enqueueSlurmTask(t, e.s, p, repo, "loop.py", "heldq", "pending")
 	job := e.jobOf(t, p, pending)
 	want := "SLURM job " + job.ID + ": PENDING (JobHeldUser)"
@@ -286,9 +284,7 @@ func TestSlurmGlueAbort(t *testing.T) {
 	if task, _ := e.s.Task(pending); task.Status != "queued" || task.StatusMessage != want || task.StatusReason != slurmPendingReason {
 		t.Fatalf("pending task: %s (%s) %q, want queued %q\n%s", task.Status, task.StatusReason, task.StatusMessage, want, p.out.String())
 	}
-	if err := c.call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": pending}, nil); err != nil {
-		t.Fatal(err)
-	}
+	stopTask(t, e.s, pending)
 	if j := waitSlurmJob(t, e.c, job.ID, 30*time.Second); j.State != "CANCELLED" {
 		t.Errorf("held job: %s", j.Describe())
 	}
@@ -303,9 +299,7 @@ func TestSlurmGlueAbort(t *testing.T) {
 	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline) && !strings.Contains(e.s.TaskLogText(running), "looping"); {
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err := c.call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": running}, nil); err != nil {
-		t.Fatal(err)
-	}
+	stopTask(t, e.s, running)
 	task := e.waitStatus(t, p, running, job.ID, "stopped", time.Minute)
 	waitSlurmJob(t, e.c, job.ID, time.Minute)
 	time.Sleep(2 * time.Second)
@@ -461,10 +455,7 @@ func TestSlurmGlueRestart(t *testing.T) {
 	// state is lost.
 	killExecute(t, dies)
 	waitSlurmJob(t, e.c, jobDies.ID, time.Minute)
-	c := testClient(t, e.s.URL(), nil, clientOptions{})
-	if err := c.call(context.Background(), "tasks.stop", "2.5", map[string]any{"task": held}, nil); err != nil {
-		t.Fatal(err)
-	}
+	stopTask(t, e.s, held)
 	files, _ := filepath.Glob(filepath.Join(e.state, "*.json"))
 	for _, f := range files {
 		os.Remove(f)
