@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -43,6 +44,7 @@ func (k *k8sKubectl) run(ctx context.Context, stdin []byte, args ...string) ([]b
 	ctx, cancel := context.WithTimeout(ctx, k.timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, k.bin, args...)
+	cmd.SysProcAttr = childSysProcAttr(syscall.SIGKILL) // dies with a SIGKILLed glue
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}

@@ -27,6 +27,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // The reference's label keys and defaults.
@@ -500,6 +501,7 @@ func k8sLoadTemplate(path string) (map[string]any, error) {
 	}
 	// Removing a label that is not there changes nothing: the object comes back as parsed.
 	cmd := exec.Command("kubectl", "label", "--local", "-o", "json", "-f", tmp.Name(), "clearml.ai/template-parse-")
+	cmd.SysProcAttr = childSysProcAttr(syscall.SIGKILL) // dies with a SIGKILLed glue
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

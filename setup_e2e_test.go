@@ -259,3 +259,46 @@ func TestVenvCacheBuildKilledAgent(t *testing.T) {
 		t.Errorf("processes still run from the venv cache: %v", left)
 	}
 }
+
+// TestGlueCLIDiesWithGlue: a glue SIGKILLed while kubectl, or one of
+// SLURM's commands, runs does not leave that command running (it would
+// keep writing into the glue's HOME, or act for a dead glue).
+func TestGlueCLIDiesWithGlue(t *testing.T) {
+	needParentDeathSignal(t)
+	tmpl := writeFile(t, filepath.Join(t.TempDir(), "job.sh"), "#!/bin/sh\n${CLEARML_AGENT_EXECUTE}\n")
+	pod := writeFile(t, filepath.Join(t.TempDir(), "pod.yaml"), k8sTestTemplate)
+	for _, c := range []struct {
+		tools []string
+		args  []string
+	}{
+		{[]string{"kubectl"}, []string{"k8s", "--queue", "default", "--namespace", "clearml", "--agent-image", "clearml-agent:local", "--template-yaml", pod}},
+		{[]string{"sbatch", "squeue", "scontrol", "scancel", "sacct", "sinfo"}, []string{"slurm", "--foreground", "--queue", "default", "--template-files", tmpl}},
+	} {
+		t.Run(c.args[0], func(t *testing.T) {
+			shim := t.TempDir()
+			pidFile := filepath.Join(shim, "tool.pid")
+			for _, tool := range c.tools {
+				// kubectl's local template parse at start goes to the real
+				// one: the glue's API calls are what hangs.
+				pass := ""
+				if real, err := exec.LookPath(tool); err == nil && tool == "kubectl" {
+					pass = fmt.Sprintf("case \"$*\" in *--local*) exec %q \"$@\" ;; esac\n", real)
+				}
+				writeFile(t, filepath.Join(shim, tool), fmt.Sprintf("#!/bin/sh\n%[2]secho $$ > %[1]q.tmp; mv %[1]q.tmp %[1]q; exec sleep 300\n", pidFile, pass))
+				os.Chmod(filepath.Join(shim, tool), 0o755)
+			}
+			env := serverEnv(startServer(t))
+			env["PATH"] = shim + ":" + os.Getenv("PATH")
+			env["CLEARML_AGENT_RUNTIME_DIR"] = t.TempDir()
+			env["HOME"] = t.TempDir() // the glues' state folders
+			cmd, out := startAgentCmd(t, env, c.args...)
+			pid := readPIDWithin(t, pidFile, 60*time.Second)
+			cmd.Process.Kill()
+			cmd.Wait()
+			if left := waitAllGone(map[int]string{pid: c.args[0] + "'s tool"}, 3*time.Second); len(left) > 0 {
+				killAll(left)
+				t.Errorf("the tool outlived the killed glue: %v\n%s", left, out)
+			}
+		})
+	}
+}

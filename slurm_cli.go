@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -161,6 +162,7 @@ func (c slurmClient) run(ctx context.Context, stdin string, name string, args ..
 		return "", &slurmError{Cmd: name, Err: exec.ErrNotFound}
 	}
 	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.SysProcAttr = childSysProcAttr(syscall.SIGKILL) // dies with a SIGKILLed glue
 	cmd.Env, cmd.Dir = env, c.Dir
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
